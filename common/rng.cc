@@ -1,0 +1,310 @@
+#include "common/rng.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace fedfwd {
+namespace {
+
+constexpr uint32_t kM0 = 0xD2511F53u;
+constexpr uint32_t kM1 = 0xCD9E8D57u;
+constexpr uint32_t kW0 = 0x9E3779B9u;
+constexpr uint32_t kW1 = 0xBB67AE85u;
+// Bit 31 of counter word 3 separates tangent streams (client < 2^31) from
+// the other domains.
+constexpr uint32_t kDomainBit = 0x80000000u;
+
+inline void PhiloxRound(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
+                        uint32_t k0, uint32_t k1) {
+  const uint64_t p0 = static_cast<uint64_t>(kM0) * c0;
+  const uint64_t p1 = static_cast<uint64_t>(kM1) * c2;
+  const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+  const uint32_t n1 = static_cast<uint32_t>(p1);
+  const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+  const uint32_t n3 = static_cast<uint32_t>(p0);
+  c0 = n0;
+  c1 = n1;
+  c2 = n2;
+  c3 = n3;
+}
+
+inline void Philox10(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
+                     uint32_t k0, uint32_t k1) {
+  for (int r = 0; r < 10; ++r) {
+    PhiloxRound(c0, c1, c2, c3, k0, k1);
+    k0 += kW0;
+    k1 += kW1;
+  }
+}
+
+inline float BitsToFloat(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+inline uint32_t FloatToBits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+}
+
+// Natural log for x in (0, 1], from IEEE add/mul/div only (no libm), so the
+// result is the same on every platform. Relative error ~1e-7.
+inline float DetLog(float x) {
+  const uint32_t bits = FloatToBits(x);
+  // x = m * 2^e with m in [sqrt(1/2), sqrt(2)); branch-free so it vectorizes.
+  const uint32_t mant = bits & 0x007fffffu;
+  const uint32_t big = mant > 0x003504f3u ? 1u : 0u;  // m >= sqrt(2)
+  const int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 127 +
+                    static_cast<int32_t>(big);
+  const float m = BitsToFloat((mant | 0x3f800000u) - (big << 23));
+  const float s = (m - 1.0f) / (m + 1.0f);
+  const float s2 = s * s;
+  const float poly =
+      1.0f + s2 * (0.333333333f +
+                   s2 * (0.2f + s2 * (0.142857143f + s2 * 0.111111111f)));
+  const float fe = static_cast<float>(e);
+  return fe * 0.693145752f + (fe * 1.42860677e-06f + 2.0f * s * poly);
+}
+
+// sin and cos of 2*pi*u for u in [0, 1), polynomials on a quarter turn.
+inline void DetSinCos2Pi(float u, float* s_out, float* c_out) {
+  const float a = u * 4.0f;
+  const int32_t q = static_cast<int32_t>(a);  // 0..3
+  const float f = a - static_cast<float>(q);  // [0, 1)
+  const float p = f * 1.57079637f;            // [0, pi/2)
+  const float p2 = p * p;
+  const float s =
+      p * (1.0f + p2 * (-1.66666672e-01f +
+                        p2 * (8.33333377e-03f +
+                              p2 * (-1.98412701e-04f +
+                                    p2 * (2.75573188e-06f +
+                                          p2 * (-2.50521083e-08f +
+                                                p2 * 1.60590438e-10f))))));
+  const float c =
+      1.0f +
+      p2 * (-0.5f + p2 * (4.16666679e-02f +
+                          p2 * (-1.38888892e-03f +
+                                p2 * (2.48015876e-05f +
+                                      p2 * (-2.75573188e-07f +
+                                            p2 * (2.08767570e-09f +
+                                                  p2 * -1.14707456e-11f))))));
+  // Quadrant q: odd q swaps sin and cos; sin < 0 for q = 2, 3 and
+  // cos < 0 for q = 1, 2. Done with bit operations so it vectorizes.
+  const uint32_t uq = static_cast<uint32_t>(q);
+  const uint32_t swap = 0u - (uq & 1u);
+  const uint32_t sb = FloatToBits(s), cb = FloatToBits(c);
+  const uint32_t sv = (cb & swap) | (sb & ~swap);
+  const uint32_t cv = (sb & swap) | (cb & ~swap);
+  *s_out = BitsToFloat(sv ^ ((uq >> 1) << 31));
+  *c_out = BitsToFloat(cv ^ (((uq ^ (uq >> 1)) & 1u) << 31));
+}
+
+inline void BoxMuller(uint32_t a, uint32_t b, float* z0, float* z1) {
+  const float u1 =
+      static_cast<float>(static_cast<int32_t>((a >> 8) + 1u)) * 5.96046448e-08f;
+  const float u2 =
+      static_cast<float>(static_cast<int32_t>(b >> 8)) * 5.96046448e-08f;
+  const float r = __builtin_sqrtf(-2.0f * DetLog(u1));
+  float s, c;
+  DetSinCos2Pi(u2, &s, &c);
+  *z0 = r * c;
+  *z1 = r * s;
+}
+
+struct TangentCounter {
+  uint32_t c1, c2, c3, k0, k1;
+};
+
+TangentCounter MakeCounter(const TangentKey& key, uint32_t param_index) {
+  TangentCounter t;
+  t.c1 = (static_cast<uint32_t>(key.type) << 28) |
+         ((param_index & 0xfffu) << 16) | (key.index & 0xffffu);
+  t.c2 = static_cast<uint32_t>(key.round);
+  t.c3 = key.client & ~kDomainBit;
+  t.k0 = static_cast<uint32_t>(key.run_seed);
+  t.k1 = static_cast<uint32_t>(key.run_seed >> 32);
+  return t;
+}
+
+constexpr int kBatchBlocks = 64;
+
+// Philox over a batch of consecutive block counters b0..b0+nb-1, written
+// round by round across the batch so the compiler vectorizes it (SSE2
+// pmuludq); each lane computes exactly Philox10.
+inline void PhiloxBatch(const TangentCounter& t, uint32_t b0, int nb,
+                        uint32_t* w0, uint32_t* w1, uint32_t* w2,
+                        uint32_t* w3) {
+  for (int i = 0; i < kBatchBlocks; ++i) {
+    w0[i] = b0 + static_cast<uint32_t>(i);
+    w1[i] = t.c1;
+    w2[i] = t.c2;
+    w3[i] = t.c3;
+  }
+  uint32_t k0 = t.k0, k1 = t.k1;
+  for (int r = 0; r < 10; ++r) {
+    for (int i = 0; i < kBatchBlocks; ++i) {
+      const uint64_t p0 = static_cast<uint64_t>(kM0) * w0[i];
+      const uint64_t p1 = static_cast<uint64_t>(kM1) * w2[i];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ w1[i] ^ k0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ w3[i] ^ k1;
+      w1[i] = static_cast<uint32_t>(p1);
+      w3[i] = static_cast<uint32_t>(p0);
+      w0[i] = n0;
+      w2[i] = n2;
+    }
+    k0 += kW0;
+    k1 += kW1;
+  }
+  (void)nb;
+}
+
+// Normal entries [4*b0, 4*(b0+nb)) of one parameter's tangent into out.
+void NormalBlocks(const TangentCounter& t, uint32_t b0, int nb, float* out) {
+  alignas(64) uint32_t w0[kBatchBlocks], w1[kBatchBlocks], w2[kBatchBlocks],
+      w3[kBatchBlocks];
+  PhiloxBatch(t, b0, nb, w0, w1, w2, w3);
+  alignas(64) float z[4][kBatchBlocks];
+  for (int i = 0; i < kBatchBlocks; ++i) {
+    BoxMuller(w0[i], w1[i], &z[0][i], &z[1][i]);
+    BoxMuller(w2[i], w3[i], &z[2][i], &z[3][i]);
+  }
+  for (int i = 0; i < nb; ++i) {
+    out[4 * i] = z[0][i];
+    out[4 * i + 1] = z[1][i];
+    out[4 * i + 2] = z[2][i];
+    out[4 * i + 3] = z[3][i];
+  }
+}
+
+// Rademacher entries [128*b0, 128*(b0+nb)) into out.
+void RademacherBlocks(const TangentCounter& t, uint32_t b0, int nb,
+                      float* out) {
+  alignas(64) uint32_t w[4][kBatchBlocks];
+  PhiloxBatch(t, b0, nb, w[0], w[1], w[2], w[3]);
+  for (int i = 0; i < nb; ++i) {
+    float* o = out + 128 * i;
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t bits = w[k][i];
+      for (int j = 0; j < 32; ++j) {
+        // +1 or -1 by moving the bit into the float's sign.
+        o[32 * k + j] = BitsToFloat(0x3f800000u | (((bits >> j) & 1u) << 31));
+      }
+    }
+  }
+}
+
+// Calls fn(offset, chunk, len) over the tangent of one parameter in chunks
+// of at most kChunk floats held in a stack buffer.
+constexpr int64_t kChunk = 4 * kBatchBlocks * 32;  // multiple of 4 and 128
+template <typename Fn>
+void ForEachChunk(const TangentKey& key, uint32_t param_index, int64_t n,
+                  Fn&& fn) {
+  const TangentCounter t = MakeCounter(key, param_index);
+  alignas(64) float buf[kChunk];
+  const int per_block = key.type == TangentDistribution::kRademacher ? 128 : 4;
+  for (int64_t off = 0; off < n; off += kChunk) {
+    const int64_t len = std::min<int64_t>(kChunk, n - off);
+    const int64_t blocks = (len + per_block - 1) / per_block;
+    const uint32_t b0 = static_cast<uint32_t>(off / per_block);
+    for (int64_t b = 0; b < blocks; b += kBatchBlocks) {
+      const int nb =
+          static_cast<int>(std::min<int64_t>(kBatchBlocks, blocks - b));
+      float* dst = buf + b * per_block;
+      if (per_block == 4) {
+        NormalBlocks(t, b0 + static_cast<uint32_t>(b), nb, dst);
+      } else {
+        RademacherBlocks(t, b0 + static_cast<uint32_t>(b), nb, dst);
+      }
+    }
+    fn(off, buf, len);
+  }
+}
+
+}  // namespace
+
+std::array<uint32_t, 4> Philox4x32(std::array<uint32_t, 4> counter,
+                                   std::array<uint32_t, 2> key) {
+  Philox10(counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
+  return counter;
+}
+
+uint64_t RandomU64(uint64_t seed, RngDomain domain, uint32_t stream,
+                   uint64_t i) {
+  uint32_t c0 = static_cast<uint32_t>(i), c1 = static_cast<uint32_t>(i >> 32),
+           c2 = stream, c3 = kDomainBit | static_cast<uint32_t>(domain);
+  Philox10(c0, c1, c2, c3, static_cast<uint32_t>(seed),
+           static_cast<uint32_t>(seed >> 32));
+  return (static_cast<uint64_t>(c1) << 32) | c0;
+}
+
+uint64_t RandomBelow(uint64_t seed, RngDomain domain, uint32_t stream,
+                     uint64_t i, uint64_t n) {
+  const unsigned __int128 p =
+      static_cast<unsigned __int128>(RandomU64(seed, domain, stream, i)) * n;
+  return static_cast<uint64_t>(p >> 64);
+}
+
+std::vector<int64_t> RandomPermutation(int64_t n, uint64_t seed,
+                                       RngDomain domain, uint32_t stream) {
+  std::vector<int64_t> perm(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    const int64_t j = static_cast<int64_t>(
+        RandomBelow(seed, domain, stream, static_cast<uint64_t>(i),
+                    static_cast<uint64_t>(i + 1)));
+    std::swap(perm[i], perm[j]);
+  }
+  return perm;
+}
+
+void FillUniform(uint64_t seed, uint32_t stream, float lo, float hi, float* out,
+                 int64_t n) {
+  const float scale = (hi - lo) * 5.96046448e-08f;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t r =
+        RandomU64(seed, RngDomain::kInit, stream, static_cast<uint64_t>(i));
+    out[i] = lo + static_cast<float>(r >> 40) * scale;
+  }
+}
+
+bool ValidTangentKey(const TangentKey& key) {
+  return key.round >= 0 && key.round < (int64_t{1} << 32) &&
+         key.client < kDomainBit && key.index < kMaxTangentIndex &&
+         (key.type == TangentDistribution::kNormal ||
+          key.type == TangentDistribution::kRademacher);
+}
+
+void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
+                     int64_t n) {
+  ForEachChunk(key, param_index, n,
+               [out](int64_t off, const float* chunk, int64_t len) {
+                 std::memcpy(out + off, chunk, sizeof(float) * len);
+               });
+}
+
+void GenerateTangentFlat(const TangentKey& key,
+                         const std::vector<int64_t>& sizes, float* out) {
+  int64_t off = 0;
+  for (size_t p = 0; p < sizes.size(); ++p) {
+    GenerateTangent(key, static_cast<uint32_t>(p), out + off, sizes[p]);
+    off += sizes[p];
+  }
+}
+
+void AddScaledTangentFlat(const TangentKey& key,
+                          const std::vector<int64_t>& sizes, float alpha,
+                          float* params) {
+  int64_t base = 0;
+  for (size_t p = 0; p < sizes.size(); ++p) {
+    float* dst = params + base;
+    ForEachChunk(key, static_cast<uint32_t>(p), sizes[p],
+                 [dst, alpha](int64_t off, const float* chunk, int64_t len) {
+                   float* d = dst + off;
+                   for (int64_t i = 0; i < len; ++i) d[i] += alpha * chunk[i];
+                 });
+    base += sizes[p];
+  }
+}
+
+}  // namespace fedfwd

@@ -1,0 +1,107 @@
+#include "common/torch_model.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace fedfwd {
+
+at::Tensor Forward(const ModelSpec& spec, const std::vector<at::Tensor>& params,
+                   const at::Tensor& x) {
+  if (spec.arch == "mlp") {
+    at::Tensor h = x.reshape({x.size(0), -1});
+    const size_t layers = params.size() / 2;
+    for (size_t i = 0; i < layers; ++i) {
+      h = at::linear(h, params[2 * i], params[2 * i + 1]);
+      if (i + 1 < layers) h = at::relu(h);
+    }
+    return h;
+  }
+  // cnn
+  at::Tensor h = x;
+  const size_t convs = spec.widths.size();
+  for (size_t i = 0; i < convs; ++i) {
+    h = at::relu(at::conv2d(h, params[2 * i], params[2 * i + 1],
+                            /*stride=*/{1, 1}, /*padding=*/{1, 1}));
+    if ((i + 1) % spec.pool_every == 0) h = at::max_pool2d(h, {2, 2});
+  }
+  h = h.reshape({h.size(0), -1});
+  return at::linear(h, params[2 * convs], params[2 * convs + 1]);
+}
+
+std::vector<at::Tensor> ParamViews(const ModelSpec& spec, float* flat) {
+  std::vector<at::Tensor> views;
+  views.reserve(spec.params.size());
+  int64_t off = 0;
+  for (const auto& p : spec.params) {
+    views.push_back(at::from_blob(flat + off, p.shape, at::kFloat));
+    off += p.numel();
+  }
+  return views;
+}
+
+std::vector<at::Tensor> ParamsTo(const std::vector<at::Tensor>& params,
+                                 const at::Device& device) {
+  std::vector<at::Tensor> out;
+  out.reserve(params.size());
+  for (const auto& p : params) out.push_back(p.to(device).contiguous());
+  return out;
+}
+
+Batch MakeBatch(const ImageSet& set, const DatasetInfo& info,
+                const std::vector<int64_t>& indices) {
+  const int64_t per = set.channels * set.rows * set.cols;
+  const int64_t b = static_cast<int64_t>(indices.size());
+  at::Tensor x = at::empty({b, set.channels, set.rows, set.cols}, at::kFloat);
+  at::Tensor y = at::empty({b}, at::kLong);
+  float* xp = x.data_ptr<float>();
+  int64_t* yp = y.data_ptr<int64_t>();
+  const float scale = 1.0f / (255.0f * info.stddev);
+  const float shift = info.mean / info.stddev;
+  for (int64_t i = 0; i < b; ++i) {
+    const uint8_t* src = set.pixels.data() + indices[i] * per;
+    float* dst = xp + i * per;
+    for (int64_t j = 0; j < per; ++j) dst[j] = src[j] * scale - shift;
+    yp[i] = set.labels[indices[i]];
+  }
+  return {x, y};
+}
+
+Batch MakeFullBatch(const ImageSet& set, const DatasetInfo& info) {
+  std::vector<int64_t> all(static_cast<size_t>(set.size));
+  for (int64_t i = 0; i < set.size; ++i) all[i] = i;
+  return MakeBatch(set, info, all);
+}
+
+absl::StatusOr<EvalResult> Evaluate(const ModelSpec& spec,
+                                    const std::vector<at::Tensor>& params,
+                                    const Batch& data, int64_t chunk) {
+  try {
+    c10::InferenceMode guard;
+    EvalResult r;
+    const int64_t n = data.x.size(0);
+    int64_t correct = 0;
+    double loss_sum = 0;
+    const at::Device device =
+        params.empty() ? at::Device(at::kCPU) : params[0].device();
+    for (int64_t s = 0; s < n; s += chunk) {
+      const int64_t e = std::min(n, s + chunk);
+      at::Tensor x = data.x.slice(0, s, e).to(device);
+      at::Tensor y = data.y.slice(0, s, e).to(device);
+      at::Tensor logits = Forward(spec, params, x);
+      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      loss_sum += at::cross_entropy_loss(logits, y, {}, at::Reduction::Sum)
+                      .item<double>();
+    }
+    r.count = n;
+    r.accuracy = n ? static_cast<double>(correct) / n : 0;
+    r.loss = n ? loss_sum / n : 0;
+    return r;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("evaluation failed: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace fedfwd

@@ -1,0 +1,58 @@
+// libtorch side of the models: the forward pass over parameter tensors,
+// zero-copy views of a flat parameter buffer, input batches and test
+// accuracy. Functions catch c10::Error and return absl::Status.
+//
+// Models are functional (parameters are passed in, not owned by an
+// nn::Module), so the same code runs plain, with dual tensors for forward-mode
+// AD, in float64 for checks, and on CUDA.
+#ifndef FEDFWD_COMMON_TORCH_MODEL_H_
+#define FEDFWD_COMMON_TORCH_MODEL_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/dataset.h"
+#include "common/model.h"
+
+namespace fedfwd {
+
+// Logits [B, classes] for inputs x [B, C, H, W]. Throws c10::Error on shape
+// mismatch: callers inside this module catch it.
+at::Tensor Forward(const ModelSpec& spec, const std::vector<at::Tensor>& params,
+                   const at::Tensor& x);
+
+// Tensors that view `flat` (CPU float32, at least spec.NumParams() floats),
+// shaped per spec. The caller keeps `flat` alive while the views are used.
+std::vector<at::Tensor> ParamViews(const ModelSpec& spec, float* flat);
+
+// Copies parameters to `device` (e.g. CUDA) as contiguous tensors.
+std::vector<at::Tensor> ParamsTo(const std::vector<at::Tensor>& params,
+                                 const at::Device& device);
+
+// A normalized float batch [B, C, H, W] and int64 labels [B] built from the
+// examples at `indices` of `set`.
+struct Batch {
+  at::Tensor x, y;
+};
+Batch MakeBatch(const ImageSet& set, const DatasetInfo& info,
+                const std::vector<int64_t>& indices);
+// The whole set as one batch (for evaluation data kept in memory).
+Batch MakeFullBatch(const ImageSet& set, const DatasetInfo& info);
+
+struct EvalResult {
+  double accuracy = 0;
+  double loss = 0;
+  int64_t count = 0;
+};
+// Accuracy and mean cross-entropy of the model on `data`, in chunks of
+// `chunk` examples, without autograd.
+absl::StatusOr<EvalResult> Evaluate(const ModelSpec& spec,
+                                    const std::vector<at::Tensor>& params,
+                                    const Batch& data, int64_t chunk = 1000);
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_COMMON_TORCH_MODEL_H_
