@@ -1,0 +1,324 @@
+#include "common/dataset.h"
+
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/rng.h"
+#include "common/status_macros.h"
+
+namespace fedfwd {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Largest payload accepted (elements of one byte): bigger dims are treated
+// as a corrupt header rather than an allocation request.
+constexpr int64_t kMaxIdxElements = int64_t{1} << 31;
+// Header bytes at most: magic + 255 dims of 4 bytes.
+constexpr int64_t kMaxIdxHeader = 4 + 4 * 255;
+
+uint32_t ReadBigEndian32(const std::string& bytes, size_t offset) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data()) + offset;
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) |
+         (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+bool IsGzip(const std::string& bytes) {
+  return bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1f &&
+         static_cast<unsigned char>(bytes[1]) == 0x8b;
+}
+
+// Inflates all gzip members of `in`, refusing output beyond what any valid
+// IDX file can hold.
+absl::StatusOr<std::string> Gunzip(const std::string& in,
+                                   const std::string& name) {
+  const size_t max_out =
+      static_cast<size_t>(kMaxIdxElements + kMaxIdxHeader) + 1;
+  z_stream zs;
+  std::memset(&zs, 0, sizeof(zs));
+  if (inflateInit2(&zs, 15 + 16) != Z_OK) {
+    return absl::InternalError("inflateInit2 failed");
+  }
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = static_cast<uInt>(in.size());
+  std::string out;
+  char buf[1 << 16];
+  int ret = Z_OK;
+  while (true) {
+    zs.next_out = reinterpret_cast<Bytef*>(buf);
+    zs.avail_out = sizeof(buf);
+    ret = inflate(&zs, Z_NO_FLUSH);
+    out.append(buf, sizeof(buf) - zs.avail_out);
+    if (out.size() > max_out) {
+      inflateEnd(&zs);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gzip data in ", name, " inflates beyond any valid IDX size"));
+    }
+    if (ret == Z_STREAM_END) {
+      // Concatenated members: continue with the next one, if any.
+      if (zs.avail_in == 0) break;
+      if (inflateReset(&zs) != Z_OK) break;
+      continue;
+    }
+    if (ret == Z_OK) continue;
+    if (ret == Z_BUF_ERROR && zs.avail_in == 0) {
+      inflateEnd(&zs);
+      return absl::InvalidArgumentError(
+          absl::StrCat("truncated gzip data in ", name));
+    }
+    std::string msg = zs.msg != nullptr ? zs.msg : absl::StrCat("code ", ret);
+    inflateEnd(&zs);
+    return absl::InvalidArgumentError(
+        absl::StrCat("corrupt gzip data in ", name, ": ", msg));
+  }
+  inflateEnd(&zs);
+  return out;
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("file not found: ", path));
+  }
+  if (fs::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected a file, found a directory: ", path));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) {
+    return absl::InvalidArgumentError(absl::StrCat("error reading ", path));
+  }
+  return std::move(buf).str();
+}
+
+// The first existing path among `base` and `base`.gz.
+absl::StatusOr<std::string> FindIdx(const std::string& dir,
+                                    const std::string& base) {
+  for (const std::string& name : {base, base + ".gz"}) {
+    std::string path = (fs::path(dir) / name).string();
+    std::error_code ec;
+    if (fs::is_regular_file(path, ec)) return path;
+  }
+  return absl::NotFoundError(absl::StrCat("dataset file not found in '", dir,
+                                          "': tried ", base, " and ", base,
+                                          ".gz"));
+}
+
+}  // namespace
+
+absl::StatusOr<IdxArray> ParseIdx(const std::string& bytes,
+                                  const std::string& name) {
+  if (IsGzip(bytes)) {
+    ASSIGN_OR_RETURN(std::string raw, Gunzip(bytes, name));
+    if (IsGzip(raw)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad IDX magic in ", name, ": gzip inside gzip"));
+    }
+    return ParseIdx(raw, name);
+  }
+  if (bytes.size() < 4) {
+    return absl::InvalidArgumentError(absl::StrCat("truncated IDX header in ",
+                                                   name, ": ", bytes.size(),
+                                                   " bytes, need at least 4"));
+  }
+  const uint32_t magic = ReadBigEndian32(bytes, 0);
+  if ((magic >> 16) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "bad IDX magic in %s: 0x%08x (expected 0x0000TTDD)", name, magic));
+  }
+  const uint32_t type = (magic >> 8) & 0xff;
+  const uint32_t ndims = magic & 0xff;
+  if (type != 0x08) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "unsupported IDX element type 0x%02x in %s (only 0x08, unsigned byte, "
+        "is supported)",
+        type, name));
+  }
+  if (ndims == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad IDX header in ", name, ": 0 dimensions"));
+  }
+  const size_t header = 4 + 4 * size_t{ndims};
+  if (bytes.size() < header) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("truncated IDX header in ", name, ": ", bytes.size(),
+                     " bytes, need ", header, " for ", ndims, " dimensions"));
+  }
+  IdxArray out;
+  int64_t elements = 1;
+  for (uint32_t i = 0; i < ndims; ++i) {
+    const int64_t dim = ReadBigEndian32(bytes, 4 + 4 * i);
+    out.dims.push_back(dim);
+    // dim < 2^32 and elements <= 2^31 before the product: no overflow.
+    elements *= dim;
+    if (elements > kMaxIdxElements) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "absurd IDX dimensions in ", name, ": more than 2^31 elements"));
+    }
+  }
+  const int64_t got = static_cast<int64_t>(bytes.size() - header);
+  if (got < elements) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("truncated IDX payload in ", name, ": expected ", elements,
+                     " bytes, got ", got));
+  }
+  if (got > elements) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("trailing bytes in ", name, ": payload should be ",
+                     elements, " bytes, got ", got));
+  }
+  out.data.assign(bytes.begin() + header, bytes.end());
+  return out;
+}
+
+absl::StatusOr<IdxArray> ReadIdxFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
+  return ParseIdx(bytes, path);
+}
+
+absl::StatusOr<DatasetInfo> GetDatasetInfo(const std::string& name) {
+  if (name == "mnist") {
+    return DatasetInfo{name, 1, 28, 28, 10, 0.1307f, 0.3081f};
+  }
+  if (name == "fashion-mnist") {
+    return DatasetInfo{name, 1, 28, 28, 10, 0.2860f, 0.3530f};
+  }
+  if (name == "cifar10") {
+    return DatasetInfo{name, 3, 32, 32, 10, 0.4734f, 0.2516f};
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown dataset '", name, "' (known: mnist, fashion-mnist, cifar10)"));
+}
+
+std::string DefaultDataDir(const std::string& dataset_name) {
+  if (dataset_name == "fashion-mnist") {
+    return "/usr/share/datasets/fashion-mnist";
+  }
+  if (dataset_name != "mnist" && dataset_name != "cifar10") return "";
+  const char* env = std::getenv("FEDFWD_DATA");
+  if (env != nullptr && env[0] != '\0') {
+    return (fs::path(env) / dataset_name).string();
+  }
+  char exe[4096];
+  const ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (len > 0) {
+    exe[len] = '\0';
+    const fs::path candidate =
+        (fs::path(exe).parent_path() / ".." / ".." / "data" / dataset_name)
+            .lexically_normal();
+    std::error_code ec;
+    if (fs::is_directory(candidate, ec)) return candidate.string();
+  }
+  return (fs::path(".") / "data" / dataset_name).string();
+}
+
+absl::StatusOr<ImageSet> LoadImageSet(const std::string& dataset_name,
+                                      const std::string& dir, Split split,
+                                      int64_t limit) {
+  if (dataset_name == "cifar10") {
+    return absl::UnimplementedError("CIFAR-10 support is not built yet");
+  }
+  ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(dataset_name));
+  if (limit < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset limit must be >= 0, got ", limit));
+  }
+  const std::string root = dir.empty() ? DefaultDataDir(dataset_name) : dir;
+  const std::string prefix = split == Split::kTrain ? "train" : "t10k";
+  ASSIGN_OR_RETURN(std::string images_path,
+                   FindIdx(root, prefix + "-images-idx3-ubyte"));
+  ASSIGN_OR_RETURN(std::string labels_path,
+                   FindIdx(root, prefix + "-labels-idx1-ubyte"));
+  ASSIGN_OR_RETURN(IdxArray images, ReadIdxFile(images_path));
+  ASSIGN_OR_RETURN(IdxArray labels, ReadIdxFile(labels_path));
+
+  if (images.dims.size() != 3 || images.dims[1] != info.rows ||
+      images.dims[2] != info.cols) {
+    std::string dims;
+    for (int64_t d : images.dims) {
+      absl::StrAppend(&dims, dims.empty() ? "" : ",", d);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "images in ", images_path, " have dims [", dims, "], expected [N,",
+        info.rows, ",", info.cols, "] for ", dataset_name));
+  }
+  const int64_t n = images.dims[0];
+  if (labels.dims.size() != 1 || labels.dims[0] != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("labels in ", labels_path, " do not match the ", n,
+                     " images in ", images_path, " (expected dims [", n, "])"));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (labels.data[i] >= info.num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "label ", static_cast<int>(labels.data[i]), " at index ", i, " in ",
+          labels_path, " is out of range [0, ", info.num_classes, ")"));
+    }
+  }
+
+  ImageSet set;
+  set.size = (limit > 0 && limit < n) ? limit : n;
+  set.channels = info.channels;
+  set.rows = info.rows;
+  set.cols = info.cols;
+  const int64_t per_image = info.channels * info.rows * info.cols;
+  images.data.resize(set.size * per_image);
+  labels.data.resize(set.size);
+  set.pixels = std::move(images.data);
+  set.labels = std::move(labels.data);
+  return set;
+}
+
+std::vector<int64_t> IidShardIndices(int64_t n, int num_shards, int shard,
+                                     uint64_t seed) {
+  if (n <= 0 || num_shards <= 0 || shard < 0 || shard >= num_shards) {
+    return {};
+  }
+  const std::vector<int64_t> perm =
+      RandomPermutation(n, seed, RngDomain::kPartition, /*stream=*/0);
+  // n < 2^63 / num_shards for any dataset we can hold, so no overflow.
+  const int64_t begin = shard * n / num_shards;
+  const int64_t end = (shard + 1) * n / num_shards;
+  return std::vector<int64_t>(perm.begin() + begin, perm.begin() + end);
+}
+
+ImageSet Subset(const ImageSet& set, const std::vector<int64_t>& indices) {
+  ImageSet out;
+  out.channels = set.channels;
+  out.rows = set.rows;
+  out.cols = set.cols;
+  const int64_t per_image = set.channels * set.rows * set.cols;
+  out.pixels.reserve(indices.size() * per_image);
+  out.labels.reserve(indices.size());
+  // Indices outside [0, size) are a caller bug; they are skipped rather than
+  // read out of bounds.
+  for (int64_t i : indices) {
+    if (i < 0 || i >= set.size) continue;
+    out.pixels.insert(out.pixels.end(), set.pixels.begin() + i * per_image,
+                      set.pixels.begin() + (i + 1) * per_image);
+    out.labels.push_back(set.labels[i]);
+  }
+  out.size = static_cast<int64_t>(out.labels.size());
+  return out;
+}
+
+}  // namespace fedfwd

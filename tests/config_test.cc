@@ -1,0 +1,366 @@
+#include "common/config.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace fedfwd {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::StatusOr<Config> Parse(const std::string& yaml,
+                             const std::vector<std::string>& overrides = {}) {
+  return ParseConfig(yaml, "/base", overrides, "test.yaml");
+}
+
+// Expects an InvalidArgument error whose message contains every fragment.
+void ExpectError(const absl::StatusOr<Config>& result,
+                 const std::vector<std::string>& fragments) {
+  ASSERT_FALSE(result.ok())
+      << "expected an error containing " << fragments.front();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument)
+      << result.status();
+  for (const std::string& f : fragments) {
+    EXPECT_THAT(std::string(result.status().message()), HasSubstr(f));
+  }
+}
+
+void ExpectEqualConfigs(const Config& a, const Config& b) {
+  EXPECT_EQ(a.model, b.model);
+  EXPECT_EQ(a.dataset.name, b.dataset.name);
+  EXPECT_EQ(a.dataset.data_dir, b.dataset.data_dir);
+  EXPECT_EQ(a.dataset.train_limit, b.dataset.train_limit);
+  EXPECT_EQ(a.dataset.test_limit, b.dataset.test_limit);
+  EXPECT_EQ(a.partition, b.partition);
+  EXPECT_EQ(a.clients, b.clients);
+  EXPECT_EQ(a.min_clients, b.min_clients);
+  EXPECT_EQ(a.rounds, b.rounds);
+  EXPECT_EQ(a.seed, b.seed);
+  EXPECT_EQ(a.estimator, b.estimator);
+  EXPECT_EQ(a.merge, b.merge);
+  EXPECT_EQ(a.tangent.distribution, b.tangent.distribution);
+  EXPECT_EQ(a.tangent.shared_seed, b.tangent.shared_seed);
+  EXPECT_EQ(a.lr, b.lr);
+  EXPECT_EQ(a.lr_schedule.type, b.lr_schedule.type);
+  EXPECT_EQ(a.lr_schedule.decay_rounds, b.lr_schedule.decay_rounds);
+  EXPECT_EQ(a.lr_schedule.min_lr, b.lr_schedule.min_lr);
+  EXPECT_EQ(a.momentum, b.momentum);
+  EXPECT_EQ(a.clip_jvp, b.clip_jvp);
+  EXPECT_EQ(a.batch_size, b.batch_size);
+  EXPECT_EQ(a.eval_every, b.eval_every);
+  EXPECT_EQ(a.targets, b.targets);
+  EXPECT_EQ(a.timeouts.round_s, b.timeouts.round_s);
+  EXPECT_EQ(a.timeouts.client_s, b.timeouts.client_s);
+  EXPECT_EQ(a.timeouts.join_s, b.timeouts.join_s);
+}
+
+const char kFullYaml[] = R"(
+model: cnn
+dataset:
+  name: fashion-mnist
+  data_dir: /data/fm
+  train_limit: 5000
+  test_limit: 1000
+partition: iid
+clients: 8
+min_clients: 6
+rounds: 250
+seed: 18446744073709551615
+estimator: jvp
+merge: naive
+tangent:
+  distribution: rademacher
+  shared_seed: true
+lr: 1e-3
+lr_schedule:
+  type: cosine
+  decay_rounds: 500
+  min_lr: 1.5e-5
+momentum: 0.9
+clip_jvp: 1
+batch_size: 128
+eval_every: 25
+targets: [0.8, 0.5, 0.75]
+timeouts:
+  round_s: 30
+  client_s: 5.5
+  join_s: 120
+)";
+
+TEST(Config, EmptyDocumentGivesDefaults) {
+  for (const std::string text : {"", "# only a comment\n", "{}"}) {
+    absl::StatusOr<Config> c = Parse(text);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ExpectEqualConfigs(*c, Config());
+    EXPECT_EQ(c->dataset.data_dir, "");
+  }
+}
+
+TEST(Config, EveryKeyParses) {
+  absl::StatusOr<Config> c = Parse(kFullYaml);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model, "cnn");
+  EXPECT_EQ(c->dataset.name, "fashion-mnist");
+  EXPECT_EQ(c->dataset.data_dir, "/data/fm");
+  EXPECT_EQ(c->dataset.train_limit, 5000);
+  EXPECT_EQ(c->dataset.test_limit, 1000);
+  EXPECT_EQ(c->partition, "iid");
+  EXPECT_EQ(c->clients, 8);
+  EXPECT_EQ(c->min_clients, 6);
+  EXPECT_EQ(c->rounds, 250);
+  EXPECT_EQ(c->seed, 18446744073709551615ull);
+  EXPECT_EQ(c->estimator, "jvp");
+  EXPECT_EQ(c->merge, MergeRule::kNaive);
+  EXPECT_EQ(c->tangent.distribution, "rademacher");
+  EXPECT_TRUE(c->tangent.shared_seed);
+  EXPECT_DOUBLE_EQ(c->lr, 1e-3);
+  EXPECT_EQ(c->lr_schedule.type, "cosine");
+  EXPECT_DOUBLE_EQ(c->lr_schedule.decay_rounds, 500);
+  EXPECT_DOUBLE_EQ(c->lr_schedule.min_lr, 1.5e-5);
+  EXPECT_DOUBLE_EQ(c->momentum, 0.9);
+  EXPECT_DOUBLE_EQ(c->clip_jvp, 1);
+  EXPECT_EQ(c->batch_size, 128);
+  EXPECT_EQ(c->eval_every, 25);
+  EXPECT_EQ(c->targets, (std::vector<double>{0.5, 0.75, 0.8}));
+  EXPECT_DOUBLE_EQ(c->timeouts.round_s, 30);
+  EXPECT_DOUBLE_EQ(c->timeouts.client_s, 5.5);
+  EXPECT_DOUBLE_EQ(c->timeouts.join_s, 120);
+  EXPECT_EQ(c->source_path, "");
+}
+
+TEST(Config, MergeRulesParseAndName) {
+  for (MergeRule rule :
+       {MergeRule::kNaive, MergeRule::kAverage, MergeRule::kWeighted}) {
+    absl::StatusOr<Config> c =
+        Parse(std::string("merge: ") + MergeRuleName(rule));
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->merge, rule);
+  }
+  EXPECT_STREQ(MergeRuleName(MergeRule::kAverage), "average");
+}
+
+TEST(Config, UnknownTopLevelKeyIsNamed) {
+  ExpectError(Parse("rounds: 3\nround: 4\n"),
+              {"unknown config key 'round'", "test.yaml", "line 2"});
+}
+
+TEST(Config, UnknownNestedKeyIsNamedInFull) {
+  ExpectError(Parse("tangent:\n  distrib: normal\n"),
+              {"unknown config key 'tangent.distrib' in test.yaml"});
+  ExpectError(Parse("timeouts: {round_s: 1, rounds: 2}"),
+              {"'timeouts.rounds'"});
+}
+
+TEST(Config, DuplicateKeyIsAnError) {
+  ExpectError(Parse("lr: 0.1\nlr: 0.2\n"), {"duplicate config key 'lr'"});
+}
+
+TEST(Config, TypeErrorsNameKeyAndValue) {
+  ExpectError(Parse("rounds: abc"), {"'rounds'", "'abc'", "integer"});
+  ExpectError(Parse("rounds: 1e3"), {"'rounds'", "'1e3'"});
+  ExpectError(Parse("rounds: 2.5"), {"'rounds'", "'2.5'"});
+  ExpectError(Parse("targets: 3"), {"'targets'", "list"});
+  ExpectError(Parse("targets: [0.5, x]"), {"'targets[1]'", "'x'"});
+  ExpectError(Parse("lr: fast"), {"'lr'", "'fast'", "number"});
+  ExpectError(Parse("tangent: {shared_seed: maybe}"),
+              {"'tangent.shared_seed'", "'maybe'"});
+  ExpectError(Parse("dataset: mnist"), {"'dataset'", "expected a map"});
+  ExpectError(Parse("model: [a, b]"), {"'model'", "a list"});
+  ExpectError(Parse("seed: -1"), {"'seed'", "'-1'"});
+  ExpectError(Parse("- 1\n- 2\n"), {"must be a YAML map"});
+}
+
+TEST(Config, RangeErrorsNameKeyAndValue) {
+  ExpectError(Parse("clients: 0"), {"'clients'", "got 0"});
+  ExpectError(Parse("clients: 1025"), {"'clients'", "1025"});
+  ExpectError(Parse("clients: 4\nmin_clients: 5\n"),
+              {"'min_clients'", "<= clients", "5"});
+  ExpectError(Parse("min_clients: 0"), {"'min_clients'"});
+  ExpectError(Parse("rounds: 0"), {"'rounds'", "got 0"});
+  ExpectError(Parse("lr: 0"), {"'lr'", "got 0"});
+  ExpectError(Parse("lr: -1e-3"), {"'lr'", "-0.001"});
+  ExpectError(Parse("lr: .inf"), {"'lr'"});
+  ExpectError(Parse("lr: nan"), {"'lr'", "finite"});
+  ExpectError(Parse("momentum: 1"), {"'momentum'", "got 1"});
+  ExpectError(Parse("momentum: -0.1"), {"'momentum'"});
+  ExpectError(Parse("clip_jvp: -1"), {"'clip_jvp'"});
+  ExpectError(Parse("batch_size: 65537"), {"'batch_size'", "65537"});
+  ExpectError(Parse("eval_every: 0"), {"'eval_every'"});
+  ExpectError(Parse("targets: [0.5, 1.5]"), {"'targets[1]'", "1.5"});
+  ExpectError(Parse("targets: [0]"), {"'targets[0]'"});
+  ExpectError(Parse("timeouts: {join_s: 0}"), {"'timeouts.join_s'"});
+  ExpectError(Parse("lr_schedule: {decay_rounds: 0}"),
+              {"'lr_schedule.decay_rounds'"});
+  ExpectError(Parse("lr_schedule: {min_lr: -1}"), {"'lr_schedule.min_lr'"});
+  ExpectError(Parse("dataset: {train_limit: -1}"),
+              {"'dataset.train_limit'", "-1"});
+  ExpectError(Parse("dataset: {name: svhn}"), {"'dataset.name'", "'svhn'"});
+  ExpectError(Parse("merge: median"), {"'merge'", "'median'"});
+  ExpectError(Parse("partition: dirichlet"), {"'partition'", "'dirichlet'"});
+  ExpectError(Parse("estimator: fd"), {"'estimator'", "'fd'"});
+  ExpectError(Parse("tangent: {distribution: uniform}"),
+              {"'tangent.distribution'", "'uniform'"});
+  ExpectError(Parse("lr_schedule: {type: step}"),
+              {"'lr_schedule.type'", "'step'"});
+  ExpectError(Parse("model: ''"), {"'model'", "empty"});
+}
+
+TEST(Config, SyntaxErrorNamesFileAndLine) {
+  ExpectError(Parse("rounds: 3\nlr: [1, 2\nseed: 4\n"),
+              {"YAML syntax error", "test.yaml", "line "});
+  absl::StatusOr<Config> c = Parse("a: b\n  c: d: e\n");
+  ExpectError(c, {"test.yaml", "line 2"});
+}
+
+TEST(Config, OverrideScalar) {
+  absl::StatusOr<Config> c = Parse("lr: 0.5\nrounds: 3\n", {"lr=1e-3"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->lr, 1e-3);
+  EXPECT_EQ(c->rounds, 3);
+}
+
+TEST(Config, OverrideNestedCreatesMap) {
+  absl::StatusOr<Config> c =
+      Parse("", {"dataset.name=fashion-mnist", "tangent.shared_seed=true"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataset.name, "fashion-mnist");
+  EXPECT_TRUE(c->tangent.shared_seed);
+
+  c = Parse("dataset:\n  name: mnist\n  train_limit: 7\n",
+            {"dataset.name=fashion-mnist"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataset.name, "fashion-mnist");
+  EXPECT_EQ(c->dataset.train_limit, 7);
+}
+
+TEST(Config, OverrideList) {
+  absl::StatusOr<Config> c = Parse("targets: [0.9]", {"targets=[0.8,0.5]"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->targets, (std::vector<double>{0.5, 0.8}));
+}
+
+TEST(Config, OverrideLastWins) {
+  absl::StatusOr<Config> c = Parse("", {"rounds=5", "rounds=9"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rounds, 9);
+}
+
+TEST(Config, OverrideErrors) {
+  ExpectError(Parse("", {"tangent.distrib=normal"}),
+              {"unknown config key 'tangent.distrib'"});
+  ExpectError(Parse("", {"lr.x=1"}), {"unknown config key 'lr.x'"});
+  ExpectError(Parse("", {"lr"}), {"malformed override 'lr'"});
+  ExpectError(Parse("", {"=3"}), {"malformed override"});
+  ExpectError(Parse("", {"rounds=abc"}), {"'rounds'", "'abc'"});
+  ExpectError(Parse("", {"targets=[0.5"}), {"targets=[0.5", "YAML"});
+  ExpectError(Parse("dataset: 3", {"dataset.name=mnist"}),
+              {"'dataset'", "not a map"});
+}
+
+TEST(Config, EmptyOverrideValueIsEmptyString) {
+  absl::StatusOr<Config> c =
+      Parse("dataset: {data_dir: rel}", {"dataset.data_dir="});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataset.data_dir, "");
+}
+
+TEST(Config, RelativeDataDirResolvesAgainstBaseDir) {
+  absl::StatusOr<Config> c =
+      ParseConfig("dataset: {data_dir: ../data/./mnist/}", "/srv/run/configs",
+                  {}, "x.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataset.data_dir, "/srv/run/data/mnist");
+
+  c = ParseConfig("dataset: {data_dir: /abs//dir}", "/elsewhere", {}, "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataset.data_dir, "/abs/dir");
+}
+
+TEST(Config, RoundTripThroughYaml) {
+  absl::StatusOr<Config> c = Parse(kFullYaml);
+  ASSERT_TRUE(c.ok()) << c.status();
+  // Values that do not print exactly in few digits, and odd strings.
+  c->lr = 0.1 + 0.2;
+  c->lr_schedule.min_lr = 1.0 / 3.0;
+  c->model = "yes";
+  c->dataset.data_dir = "/path with spaces/: colon";
+  const std::string yaml = ConfigToYaml(*c);
+  absl::StatusOr<Config> back = ParseConfig(yaml, "/", {}, "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
+  ExpectEqualConfigs(*back, *c);
+
+  absl::StatusOr<Config> defaults =
+      ParseConfig(ConfigToYaml(Config()), "/", {}, "defaults");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  ExpectEqualConfigs(*defaults, Config());
+}
+
+TEST(Config, JsonHasSameShape) {
+  absl::StatusOr<Config> c = Parse(kFullYaml);
+  ASSERT_TRUE(c.ok()) << c.status();
+  nlohmann::json j = nlohmann::json::parse(ConfigToJson(*c));
+  EXPECT_EQ(j["model"], "cnn");
+  EXPECT_EQ(j["dataset"]["name"], "fashion-mnist");
+  EXPECT_EQ(j["merge"], "naive");
+  EXPECT_EQ(j["seed"].get<uint64_t>(), 18446744073709551615ull);
+  EXPECT_EQ(j["tangent"]["shared_seed"], true);
+  EXPECT_EQ(j["lr"].get<double>(), 1e-3);
+  EXPECT_EQ(j["targets"].size(), 3u);
+  EXPECT_EQ(j["timeouts"]["client_s"].get<double>(), 5.5);
+}
+
+class ConfigFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/fedfwd_config_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Write(const std::string& name, const std::string& text) {
+    std::filesystem::create_directories(
+        std::filesystem::path(dir_ + "/" + name).parent_path());
+    std::ofstream(dir_ + "/" + name) << text;
+    return dir_ + "/" + name;
+  }
+  std::string dir_;
+};
+
+TEST_F(ConfigFileTest, LoadsFileResolvesPathsAndAppliesOverrides) {
+  const std::string path =
+      Write("configs/exp.yaml", "rounds: 7\ndataset: {data_dir: ../data}\n");
+  absl::StatusOr<Config> c = LoadConfigFile(path, {"seed=99"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rounds, 7);
+  EXPECT_EQ(c->seed, 99u);
+  EXPECT_EQ(c->source_path, path);
+  EXPECT_EQ(c->dataset.data_dir,
+            std::filesystem::path(dir_ + "/data").lexically_normal().string());
+}
+
+TEST_F(ConfigFileTest, ErrorsNameTheFile) {
+  const std::string path = Write("bad.yaml", "tangent:\n  distrib: x\n");
+  absl::StatusOr<Config> c = LoadConfigFile(path);
+  ExpectError(c, {"'tangent.distrib'", path, "line 2"});
+}
+
+TEST_F(ConfigFileTest, MissingFileIsNotFound) {
+  const std::string path = dir_ + "/nope.yaml";
+  absl::StatusOr<Config> c = LoadConfigFile(path);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr(path));
+}
+
+}  // namespace
+}  // namespace fedfwd
