@@ -44,17 +44,17 @@ struct LrScheduleConfig {
 };
 
 struct TimeoutsConfig {
-  double round_s = 60;    // a round closes at this deadline with what it has
-  double client_s = 10;   // a client unheard of this long is dropped
-  double join_s = 600;    // how long to wait for `clients` to join
+  double round_s = 60;   // a round closes at this deadline with what it has
+  double client_s = 10;  // a client unheard of this long is dropped
+  double join_s = 600;   // how long to wait for `clients` to join
 };
 
 struct Config {
   std::string model = "mlp";
   DatasetConfig dataset;
   std::string partition = "iid";
-  int clients = 4;           // client daemons that take part (and shards)
-  int min_clients = 1;       // quorum: fewest results that make a round count
+  int clients = 4;      // client daemons that take part (and shards)
+  int min_clients = 1;  // quorum: fewest results that make a round count
   int64_t rounds = 100;
   uint64_t seed = 1;
   std::string estimator = "jvp";
@@ -63,13 +63,13 @@ struct Config {
   double lr = 1e-4;
   LrScheduleConfig lr_schedule;
   double momentum = 0;
-  double clip_jvp = 0;       // clip each client's JVP scalar to [-c, c]; 0: off
+  double clip_jvp = 0;  // clip each client's JVP scalar to [-c, c]; 0: off
   int batch_size = 64;
-  int64_t eval_every = 100;  // evaluate test accuracy every N rounds
+  int64_t eval_every = 100;     // evaluate test accuracy every N rounds
   std::vector<double> targets;  // accuracy thresholds to time
   TimeoutsConfig timeouts;
 
-  std::string source_path;   // file it was loaded from (not a YAML key)
+  std::string source_path;  // file it was loaded from (not a YAML key)
 };
 
 // Parses YAML text. `base_dir` resolves relative paths; `origin` names the

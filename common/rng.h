@@ -38,8 +38,8 @@ uint64_t RandomBelow(uint64_t seed, RngDomain domain, uint32_t stream,
 std::vector<int64_t> RandomPermutation(int64_t n, uint64_t seed,
                                        RngDomain domain, uint32_t stream);
 // Fills out[0..n) with floats uniform in [lo, hi) from (seed, kInit, stream).
-void FillUniform(uint64_t seed, uint32_t stream, float lo, float hi,
-                 float* out, int64_t n);
+void FillUniform(uint64_t seed, uint32_t stream, float lo, float hi, float* out,
+                 int64_t n);
 
 enum class TangentDistribution : uint32_t {
   kNormal = 1,      // i.i.d. N(0, 1)
@@ -49,9 +49,9 @@ enum class TangentDistribution : uint32_t {
 // The full identity of one tangent. Matches proto TangentKey.
 struct TangentKey {
   uint64_t run_seed = 0;
-  int64_t round = 0;     // 0 <= round < 2^32
-  uint32_t client = 0;   // key slot; shared-seed mode uses 0
-  uint32_t index = 0;    // tangent index within a task, < 2^16
+  int64_t round = 0;    // 0 <= round < 2^32
+  uint32_t client = 0;  // key slot; shared-seed mode uses 0
+  uint32_t index = 0;   // tangent index within a task, < 2^16
   TangentDistribution type = TangentDistribution::kNormal;
 };
 

@@ -10,9 +10,9 @@
 #define FEDFWD_CONCAT_(a, b) FEDFWD_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                    \
-  do {                                           \
-    ::absl::Status _fedfwd_status = (expr);      \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    ::absl::Status _fedfwd_status = (expr);          \
     if (!_fedfwd_status.ok()) return _fedfwd_status; \
   } while (0)
 

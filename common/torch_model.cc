@@ -1,6 +1,7 @@
 #include "common/torch_model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
 #include "absl/strings/str_cat.h"
@@ -101,6 +102,16 @@ absl::StatusOr<EvalResult> Evaluate(const ModelSpec& spec,
   } catch (const c10::Error& e) {
     return absl::InternalError(
         absl::StrCat("evaluation failed: ", e.what_without_backtrace()));
+  }
+}
+
+void SetTorchThreads(int n) {
+  if (n <= 0) return;
+  at::set_num_threads(n);
+  try {
+    at::set_num_interop_threads(n);
+  } catch (const c10::Error&) {
+    // Already set (inter-op threads can be set only once per process).
   }
 }
 

@@ -1,0 +1,76 @@
+// fedfwd-client: a client daemon. Joins the coordinator, trains on its own
+// shard until the coordinator ends the run, then exits 0.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/daemon.h"
+#include "common/metrics.h"
+#include "common/torch_model.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "fedfwd client daemon: keeps a private data shard, computes "
+      "forward-gradient JVPs for the coordinator's tasks and sends back "
+      "scalars."};
+  fedfwd::DaemonOptions o;
+  app.add_option("--server", o.server, "coordinator HOST:PORT")->required();
+  app.add_option("--data", o.data_dir, "folder holding the dataset files")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  auto* shard = app.add_option("--shard", o.shard,
+                               "shard to train on (default: the coordinator "
+                               "assigns a free one)");
+  auto* shards = app.add_option("--num-shards", o.num_shards,
+                                "number of shards in the run (with --shard)");
+  shard->needs(shards);
+  shards->needs(shard);
+  app.add_option("--device", o.device, "cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads,
+                 "libtorch threads (0: the library default)")
+      ->capture_default_str();
+  app.add_option("--name", o.name, "name shown in the coordinator's logs");
+  app.add_option("--unreachable-timeout", o.unreachable_s,
+                 "give up after the coordinator is unreachable this long (s)")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (o.name.empty()) {
+    o.name = absl::StrCat(fedfwd::HostName(), ":", getpid());
+  }
+
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  fedfwd::SetTorchThreads(o.threads);
+
+  fedfwd::ClientDaemon daemon(o);
+  std::thread signals([&daemon, sigs] {
+    int sig = 0;
+    int count = 0;
+    while (sigwait(&sigs, &sig) == 0) {
+      if (++count == 1) {
+        daemon.RequestStop();
+      } else {
+        std::_Exit(130);
+      }
+    }
+  });
+  signals.detach();
+
+  absl::Status s = daemon.Run();
+  if (absl::IsCancelled(s)) return 130;
+  if (!s.ok()) {
+    std::fprintf(stderr, "fedfwd-client: %s\n",
+                 std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,123 @@
+#include "client/coordinator_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/codec.h"
+#include "common/status_macros.h"
+
+namespace fedfwd {
+namespace {
+
+constexpr absl::Duration kUnaryDeadline = absl::Seconds(10);
+constexpr absl::Duration kFetchDeadline = absl::Seconds(120);
+
+void SetDeadline(grpc::ClientContext* ctx, absl::Duration d) {
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    absl::ToChronoMilliseconds(d));
+}
+
+}  // namespace
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+CoordinatorClient::CoordinatorClient(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(8 << 20);
+  // Reconnect quickly after the coordinator restarts.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  channel_ = grpc::CreateCustomChannel(
+      address, grpc::InsecureChannelCredentials(), args);
+  stub_ = v1::Coordinator::NewStub(channel_);
+}
+
+absl::StatusOr<v1::JoinReply> CoordinatorClient::Join(
+    const v1::JoinRequest& req) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kUnaryDeadline);
+  v1::JoinReply reply;
+  RETURN_IF_ERROR(FromGrpc(stub_->Join(&ctx, req, &reply)));
+  return reply;
+}
+
+absl::StatusOr<v1::Task> CoordinatorClient::GetTask(uint32_t client_id,
+                                                    const std::string& session,
+                                                    absl::Duration wait) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, wait + absl::Seconds(5));
+  v1::TaskRequest req;
+  req.set_client_id(client_id);
+  req.set_session(session);
+  req.set_wait_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(wait)));
+  v1::Task task;
+  RETURN_IF_ERROR(FromGrpc(stub_->GetTask(&ctx, req, &task)));
+  return task;
+}
+
+absl::Status CoordinatorClient::Submit(const v1::TaskResult& result) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kUnaryDeadline);
+  v1::SubmitReply reply;
+  return FromGrpc(stub_->SubmitResult(&ctx, result, &reply));
+}
+
+absl::Status CoordinatorClient::FetchModel(
+    uint32_t client_id, const std::string& session, uint64_t version,
+    int64_t expected_params, std::vector<float>* out, uint64_t* checksum) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kFetchDeadline);
+  v1::FetchModelRequest req;
+  req.set_client_id(client_id);
+  req.set_session(session);
+  req.set_model_version(version);
+  auto reader = stub_->FetchModel(&ctx, req);
+  SnapshotAssembler assembler(expected_params, version);
+  v1::ModelChunk chunk;
+  absl::Status chunk_status;
+  while (reader->Read(&chunk)) {
+    if (chunk_status.ok()) chunk_status = assembler.Add(chunk);
+    *checksum = chunk.checksum();
+  }
+  RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+  RETURN_IF_ERROR(chunk_status);
+  return assembler.Finish(out);
+}
+
+absl::Status CoordinatorClient::Heartbeat(uint32_t client_id,
+                                          const std::string& session) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kUnaryDeadline);
+  v1::HeartbeatRequest req;
+  req.set_client_id(client_id);
+  req.set_session(session);
+  v1::HeartbeatReply reply;
+  return FromGrpc(stub_->Heartbeat(&ctx, req, &reply));
+}
+
+absl::Status CoordinatorClient::Leave(uint32_t client_id,
+                                      const std::string& session,
+                                      const std::string& reason) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(3));
+  v1::LeaveRequest req;
+  req.set_client_id(client_id);
+  req.set_session(session);
+  req.set_reason(reason);
+  v1::LeaveReply reply;
+  return FromGrpc(stub_->Leave(&ctx, req, &reply));
+}
+
+absl::StatusOr<v1::StatusReply> CoordinatorClient::GetStatus() {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kUnaryDeadline);
+  v1::StatusRequest req;
+  v1::StatusReply reply;
+  RETURN_IF_ERROR(FromGrpc(stub_->GetStatus(&ctx, req, &reply)));
+  return reply;
+}
+
+}  // namespace fedfwd

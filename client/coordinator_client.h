@@ -1,0 +1,51 @@
+// The client daemon's only connection to the coordinator: a thin wrapper over
+// the generated stub that puts a deadline on every call and turns
+// grpc::Status into absl::Status. A peer service (for gossip methods) would
+// sit beside this class, not inside it.
+// Thread-safe: gRPC stubs may be used from several threads (the heartbeat
+// thread and the work loop).
+#ifndef FEDFWD_CLIENT_COORDINATOR_CLIENT_H_
+#define FEDFWD_CLIENT_COORDINATOR_CLIENT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "fedfwd.grpc.pb.h"
+
+namespace fedfwd {
+
+class CoordinatorClient {
+ public:
+  // `address` is HOST:PORT.
+  explicit CoordinatorClient(const std::string& address);
+
+  absl::StatusOr<v1::JoinReply> Join(const v1::JoinRequest& req);
+  // Long poll; the call's deadline is wait + a margin.
+  absl::StatusOr<v1::Task> GetTask(uint32_t client_id,
+                                   const std::string& session,
+                                   absl::Duration wait);
+  absl::Status Submit(const v1::TaskResult& result);
+  // Streams the snapshot of `version` into `out` (expected_params floats),
+  // verifying size, order and checksum.
+  absl::Status FetchModel(uint32_t client_id, const std::string& session,
+                          uint64_t version, int64_t expected_params,
+                          std::vector<float>* out, uint64_t* checksum);
+  absl::Status Heartbeat(uint32_t client_id, const std::string& session);
+  absl::Status Leave(uint32_t client_id, const std::string& session,
+                     const std::string& reason);
+  absl::StatusOr<v1::StatusReply> GetStatus();
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+};
+
+// grpc::Status -> absl::Status with the same code and message.
+absl::Status FromGrpc(const grpc::Status& status);
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_CLIENT_COORDINATOR_CLIENT_H_

@@ -1,0 +1,227 @@
+#include "client/daemon.h"
+
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/codec.h"
+#include "common/status_macros.h"
+
+namespace fedfwd {
+namespace {
+
+bool Retryable(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
+         absl::IsResourceExhausted(s) || absl::IsAborted(s);
+}
+
+// The coordinator forgot us (restart, or we were dropped): join again.
+bool NeedsRejoin(const absl::Status& s) {
+  return absl::IsNotFound(s) || absl::IsUnauthenticated(s) ||
+         (absl::IsFailedPrecondition(s) &&
+          s.message().find("rejoin") != absl::string_view::npos);
+}
+
+}  // namespace
+
+ClientDaemon::ClientDaemon(DaemonOptions options)
+    : options_(std::move(options)), coordinator_(options_.server) {}
+
+ClientDaemon::~ClientDaemon() = default;
+
+void ClientDaemon::Log(const std::string& line) {
+  std::printf("[client %u] %s\n", client_id_.load(), line.c_str());
+  std::fflush(stdout);
+}
+
+absl::Status ClientDaemon::JoinWithRetry() {
+  v1::JoinRequest req;
+  req.set_protocol_version(kProtocolVersion);
+  req.set_client_name(options_.name);
+  // After a first join keep the shard we were given.
+  const int shard = shard_ >= 0 ? shard_ : options_.shard;
+  req.set_shard(shard);
+  req.set_num_shards(shard >= 0 ? options_.num_shards : 0);
+  req.mutable_capabilities()->add_estimators("jvp");
+  req.mutable_capabilities()->set_device(options_.device);
+  req.mutable_capabilities()->set_threads(options_.threads);
+  const absl::Time give_up =
+      absl::Now() + absl::Seconds(options_.unreachable_s);
+  absl::Duration backoff = absl::Milliseconds(200);
+  while (true) {
+    if (stop_) return absl::CancelledError("stopped");
+    auto reply = coordinator_.Join(req);
+    if (reply.ok()) {
+      if (reply->protocol_version() != kProtocolVersion) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "protocol version mismatch: coordinator speaks ",
+            reply->protocol_version(), ", client speaks ", kProtocolVersion));
+      }
+      const v1::RunSpec& run = reply->run();
+      if (!trainer_) {
+        TrainerOptions t;
+        t.model = run.model();
+        t.dataset = run.dataset();
+        t.data_dir = options_.data_dir;
+        t.seed = run.seed();
+        t.shard = reply->shard();
+        t.num_shards = run.num_shards();
+        t.train_limit = run.train_limit();
+        t.device = options_.device;
+        ASSIGN_OR_RETURN(trainer_, Trainer::Create(t));
+      }
+      shard_ = reply->shard();
+      {
+        std::lock_guard<std::mutex> lock(session_mu_);
+        session_ = reply->session();
+      }
+      heartbeat_ms_ = std::max<uint32_t>(50, reply->heartbeat_ms());
+      client_id_ = reply->client_id();
+      options_.num_shards = run.num_shards();
+      Log(absl::StrFormat(
+          "joined %s: shard %d of %d (%d examples), model %s, "
+          "device %s",
+          options_.server, shard_, run.num_shards(), trainer_->shard_size(),
+          run.model(), trainer_->device_name()));
+      return absl::OkStatus();
+    }
+    if (!Retryable(reply.status()) || absl::Now() > give_up) {
+      return absl::Status(reply.status().code(),
+                          absl::StrCat("cannot join ", options_.server, ": ",
+                                       reply.status().message()));
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+absl::Status ClientDaemon::Run() {
+  RETURN_IF_ERROR(JoinWithRetry());
+
+  // Heartbeats keep us alive on the coordinator while we compute.
+  std::mutex hb_mu;
+  std::condition_variable hb_cv;
+  bool hb_done = false;
+  std::thread heartbeat([&] {
+    std::unique_lock<std::mutex> lock(hb_mu);
+    while (!hb_done) {
+      hb_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_ms_.load()));
+      if (hb_done) break;
+      const uint32_t id = client_id_;
+      std::string session;
+      {
+        std::lock_guard<std::mutex> session_lock(session_mu_);
+        session = session_;
+      }
+      lock.unlock();
+      coordinator_.Heartbeat(id, session).IgnoreError();
+      lock.lock();
+    }
+  });
+  absl::Status status = WorkLoop();
+  {
+    std::lock_guard<std::mutex> lock(hb_mu);
+    hb_done = true;
+  }
+  hb_cv.notify_all();
+  heartbeat.join();
+  if (!status.ok() || stop_) {
+    coordinator_
+        .Leave(client_id_, session_,
+               stop_ ? "stopped by signal" : std::string(status.message()))
+        .IgnoreError();
+  }
+  if (stop_ && status.ok()) return absl::CancelledError("stopped by signal");
+  return status;
+}
+
+absl::Status ClientDaemon::WorkLoop() {
+  absl::Time last_contact = absl::Now();
+  absl::Time last_log = absl::Now();
+  int64_t rounds_done = 0;
+  double compute_ms = 0;
+  while (!stop_) {
+    auto task = coordinator_.GetTask(client_id_, session_, absl::Seconds(10));
+    if (!task.ok()) {
+      if (NeedsRejoin(task.status())) {
+        Log(absl::StrCat("coordinator says: ", task.status().message()));
+        RETURN_IF_ERROR(JoinWithRetry());
+        last_contact = absl::Now();
+        continue;
+      }
+      if (Retryable(task.status()) &&
+          absl::Now() - last_contact < absl::Seconds(options_.unreachable_s)) {
+        absl::SleepFor(absl::Milliseconds(500));
+        continue;
+      }
+      return absl::Status(
+          task.status().code(),
+          absl::StrCat("lost the coordinator: ", task.status().message()));
+    }
+    last_contact = absl::Now();
+    if (task->kind() == v1::Task::STOP) {
+      Log(absl::StrFormat("run over (%s) after %d tasks", task->message(),
+                          rounds_done));
+      coordinator_.Leave(client_id_, session_, "run over").IgnoreError();
+      return absl::OkStatus();
+    }
+    if (task->kind() != v1::Task::COMPUTE) continue;
+
+    if (trainer_->model_version() != task->model_version()) {
+      std::vector<float> params;
+      uint64_t checksum = 0;
+      absl::Status fetched =
+          coordinator_.FetchModel(client_id_, session_, task->model_version(),
+                                  trainer_->num_params(), &params, &checksum);
+      if (fetched.ok() && checksum != task->model_checksum()) {
+        fetched = absl::DataLossError("snapshot checksum differs from task's");
+      }
+      if (!fetched.ok()) {
+        // The round moved on, or the transfer broke: ask again.
+        Log(absl::StrCat("model fetch failed: ", fetched.message()));
+        continue;
+      }
+      RETURN_IF_ERROR(
+          trainer_->SetModel(std::move(params), task->model_version()));
+    }
+    LocalTask local;
+    local.round = task->round();
+    local.estimator = task->estimator();
+    local.batch_size = task->batch_size();
+    for (const auto& k : task->tangents()) {
+      ASSIGN_OR_RETURN(TangentKey key, FromProto(k));
+      local.tangents.push_back(key);
+    }
+    ASSIGN_OR_RETURN(LocalResult r, trainer_->Run(local));
+    v1::TaskResult result;
+    result.set_client_id(client_id_);
+    result.set_session(session_);
+    result.set_round(task->round());
+    result.set_model_version(task->model_version());
+    for (double d : r.jvps) result.add_jvp(d);
+    result.set_num_samples(r.num_samples);
+    result.set_loss(r.loss);
+    result.set_compute_ms(r.compute_ms);
+    absl::Status submitted = coordinator_.Submit(result);
+    if (!submitted.ok()) {
+      Log(absl::StrCat("result for round ", task->round(),
+                       " refused: ", submitted.message()));
+      if (NeedsRejoin(submitted)) RETURN_IF_ERROR(JoinWithRetry());
+      continue;
+    }
+    ++rounds_done;
+    compute_ms += r.compute_ms;
+    if (absl::Now() - last_log > absl::Seconds(30)) {
+      last_log = absl::Now();
+      Log(absl::StrFormat("round %d: loss %.4f, %.2f ms per task on average",
+                          task->round(), r.loss, compute_ms / rounds_done));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedfwd

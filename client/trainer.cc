@@ -1,0 +1,201 @@
+#include "client/trainer.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/forward_ad.h"
+#include "common/status_macros.h"
+#include "common/torch_model.h"
+
+namespace fedfwd {
+namespace {
+
+// Walks the shard in epochs; each epoch's order is a permutation drawn from
+// (seed, shard, epoch), so a client's batches are reproducible.
+class BatchSampler {
+ public:
+  BatchSampler(int64_t n, uint64_t seed, int shard)
+      : n_(n), seed_(seed), shard_(shard) {}
+
+  std::vector<int64_t> Next(int64_t batch) {
+    std::vector<int64_t> out;
+    out.reserve(static_cast<size_t>(batch));
+    while (static_cast<int64_t>(out.size()) < batch) {
+      if (pos_ == 0 || pos_ >= n_) {
+        if (pos_ >= n_) ++epoch_;
+        pos_ = 0;
+        order_ =
+            RandomPermutation(n_, seed_ + epoch_ * 0x9E3779B97F4A7C15ull,
+                              RngDomain::kBatch, static_cast<uint32_t>(shard_));
+      }
+      out.push_back(order_[pos_++]);
+    }
+    return out;
+  }
+
+ private:
+  int64_t n_;
+  uint64_t seed_;
+  int shard_;
+  uint64_t epoch_ = 0;
+  int64_t pos_ = 0;
+  std::vector<int64_t> order_;
+};
+
+// What every estimator sees.
+struct EstimatorContext {
+  const ModelSpec& spec;
+  const std::vector<at::Tensor>& params;  // on the trainer's device
+  const at::Device& device;
+};
+
+class Estimator {
+ public:
+  virtual ~Estimator() = default;
+  virtual absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
+                                               const LocalTask& task,
+                                               const Batch& batch) = 0;
+};
+
+// Forward-gradient JVP: regenerates each tangent from its key (on the CPU,
+// the coordinator's exact bits), moves it to the device and runs one
+// dual-number forward pass per tangent.
+class JvpEstimator final : public Estimator {
+ public:
+  absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
+                                       const LocalTask& task,
+                                       const Batch& batch) override {
+    const int64_t n = ctx.spec.NumParams();
+    if (static_cast<int64_t>(buffers_.size()) <
+        static_cast<int64_t>(task.tangents.size())) {
+      buffers_.resize(task.tangents.size());
+    }
+    std::vector<std::vector<at::Tensor>> tangents;
+    for (size_t k = 0; k < task.tangents.size(); ++k) {
+      buffers_[k].resize(static_cast<size_t>(n));
+      GenerateTangentFlat(task.tangents[k], ctx.spec.ParamSizes(),
+                          buffers_[k].data());
+      auto views = ParamViews(ctx.spec, buffers_[k].data());
+      tangents.push_back(ctx.device.is_cpu() ? views
+                                             : ParamsTo(views, ctx.device));
+    }
+    at::Tensor x = batch.x.to(ctx.device), y = batch.y.to(ctx.device);
+    ASSIGN_OR_RETURN(JvpResult r,
+                     ComputeJvp(ctx.spec, ctx.params, tangents, x, y));
+    LocalResult out;
+    out.jvps = std::move(r.jvps);
+    out.loss = r.loss;
+    out.num_samples = batch.x.size(0);
+    return out;
+  }
+
+ private:
+  std::vector<std::vector<float>> buffers_;  // reused across rounds
+};
+
+absl::StatusOr<std::unique_ptr<Estimator>> MakeEstimator(
+    const std::string& name) {
+  if (name == "jvp") return std::unique_ptr<Estimator>(new JvpEstimator());
+  return absl::UnimplementedError(
+      absl::StrCat("this client does not implement estimator '", name, "'"));
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  ModelSpec spec;
+  DatasetInfo info;
+  ImageSet shard;
+  std::unique_ptr<BatchSampler> sampler;
+  at::Device device{at::kCPU};
+  std::string device_name = "cpu";
+  std::vector<float> flat;
+  std::vector<at::Tensor> params;  // views of flat (CPU) or device copies
+  std::string estimator_name;
+  std::unique_ptr<Estimator> estimator;
+};
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Trainer::~Trainer() = default;
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
+    const TrainerOptions& o) {
+  auto impl = std::make_unique<Impl>();
+  ASSIGN_OR_RETURN(impl->info, GetDatasetInfo(o.dataset));
+  ASSIGN_OR_RETURN(impl->spec,
+                   GetModelSpec(o.model, {impl->info.channels, impl->info.rows,
+                                          impl->info.cols}));
+  if (o.num_shards < 1 || o.shard < 0 || o.shard >= o.num_shards) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shard ", o.shard, " of ", o.num_shards, " is out of range"));
+  }
+  ASSIGN_OR_RETURN(ImageSet train, LoadImageSet(o.dataset, o.data_dir,
+                                                Split::kTrain, o.train_limit));
+  impl->shard =
+      Subset(train, IidShardIndices(train.size, o.num_shards, o.shard, o.seed));
+  if (impl->shard.size == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shard ", o.shard, " of ", o.num_shards, " is empty (",
+                     train.size, " training examples)"));
+  }
+  impl->sampler =
+      std::make_unique<BatchSampler>(impl->shard.size, o.seed, o.shard);
+  if (o.device == "cuda") {
+    if (at::hasCUDA()) {
+      impl->device = at::Device(at::kCUDA, 0);
+      impl->device_name = "cuda:0";
+    } else {
+      std::fprintf(stderr,
+                   "fedfwd-client: --device cuda asked for, but this libtorch "
+                   "has no CUDA device available; using the CPU\n");
+    }
+  } else if (o.device != "cpu") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown device '", o.device, "' (cpu | cuda)"));
+  }
+  return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+int64_t Trainer::num_params() const { return impl_->spec.NumParams(); }
+int64_t Trainer::shard_size() const { return impl_->shard.size; }
+const std::string& Trainer::device_name() const { return impl_->device_name; }
+
+absl::Status Trainer::SetModel(std::vector<float> params, uint64_t version) {
+  if (static_cast<int64_t>(params.size()) != num_params()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model has ", params.size(), " parameters, expected ", num_params()));
+  }
+  impl_->flat = std::move(params);
+  auto views = ParamViews(impl_->spec, impl_->flat.data());
+  impl_->params =
+      impl_->device.is_cpu() ? views : ParamsTo(views, impl_->device);
+  version_ = version;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LocalResult> Trainer::Run(const LocalTask& task) {
+  if (impl_->params.empty()) {
+    return absl::FailedPreconditionError("no model installed");
+  }
+  if (task.batch_size <= 0) {
+    return absl::InvalidArgumentError("batch size must be positive");
+  }
+  if (!impl_->estimator || impl_->estimator_name != task.estimator) {
+    ASSIGN_OR_RETURN(impl_->estimator, MakeEstimator(task.estimator));
+    impl_->estimator_name = task.estimator;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t b = std::min<int64_t>(task.batch_size, impl_->shard.size);
+  Batch batch = MakeBatch(impl_->shard, impl_->info, impl_->sampler->Next(b));
+  EstimatorContext ctx{impl_->spec, impl_->params, impl_->device};
+  ASSIGN_OR_RETURN(LocalResult r, impl_->estimator->Estimate(ctx, task, batch));
+  r.compute_ms = std::chrono::duration<double, std::milli>(
+                     std::chrono::steady_clock::now() - start)
+                     .count();
+  return r;
+}
+
+}  // namespace fedfwd

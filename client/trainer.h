@@ -1,0 +1,72 @@
+// The client's local work: its data shard, its copy of the model, and the
+// estimator that turns (model, minibatch, tangent keys) into results.
+//
+// Estimators sit behind one interface so multi-tangent, finite differences
+// or local SGD are a new class plus a name in MakeEstimator. The trainer owns
+// all client state (no globals), so many logical clients can share a process.
+// Not thread-safe: one daemon loop drives it.
+#ifndef FEDFWD_CLIENT_TRAINER_H_
+#define FEDFWD_CLIENT_TRAINER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/dataset.h"
+#include "common/model.h"
+#include "common/rng.h"
+
+namespace fedfwd {
+
+struct LocalTask {
+  int64_t round = 0;
+  std::string estimator;
+  std::vector<TangentKey> tangents;
+  int batch_size = 0;
+};
+
+struct LocalResult {
+  std::vector<double> jvps;
+  int64_t num_samples = 0;
+  double loss = 0;
+  double compute_ms = 0;
+};
+
+struct TrainerOptions {
+  std::string model;
+  std::string dataset;
+  std::string data_dir;
+  uint64_t seed = 0;
+  int shard = 0;
+  int num_shards = 1;
+  int64_t train_limit = 0;
+  std::string device = "cpu";  // cpu | cuda
+};
+
+class Trainer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(
+      const TrainerOptions& options);
+  ~Trainer();
+
+  int64_t num_params() const;
+  int64_t shard_size() const;
+  uint64_t model_version() const { return version_; }
+  const std::string& device_name() const;
+  // Installs a new model (registration-order float32 parameters).
+  absl::Status SetModel(std::vector<float> params, uint64_t version);
+  // Runs the task's estimator on the next minibatch of the shard.
+  absl::StatusOr<LocalResult> Run(const LocalTask& task);
+
+ private:
+  struct Impl;
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  uint64_t version_ = 0;
+};
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_CLIENT_TRAINER_H_

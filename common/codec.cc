@@ -1,0 +1,110 @@
+#include "common/codec.h"
+
+#include <xxhash.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace fedfwd {
+
+static_assert(sizeof(float) == 4, "snapshots are float32");
+
+uint64_t Checksum(const void* data, size_t size) {
+  return XXH64(data, size, 0);
+}
+
+Snapshot MakeSnapshot(const std::vector<float>& params, uint64_t version) {
+  Snapshot s;
+  s.version = version;
+  s.bytes.resize(params.size() * sizeof(float));
+  // x86-64 and aarch64 are little endian, which is the wire order.
+  std::memcpy(s.bytes.data(), params.data(), s.bytes.size());
+  s.checksum = Checksum(s.bytes.data(), s.bytes.size());
+  return s;
+}
+
+SnapshotAssembler::SnapshotAssembler(int64_t expected_params, uint64_t version)
+    : expected_params_(expected_params), version_(version) {
+  bytes_.reserve(static_cast<size_t>(expected_params) * sizeof(float));
+}
+
+absl::Status SnapshotAssembler::Add(const v1::ModelChunk& chunk) {
+  const uint64_t expected_total =
+      static_cast<uint64_t>(expected_params_) * sizeof(float);
+  if (chunk.total_bytes() != expected_total) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot has ", chunk.total_bytes(),
+                     " bytes, the model needs ", expected_total));
+  }
+  if (chunk.offset() != bytes_.size()) {
+    return absl::DataLossError(absl::StrCat("snapshot chunk at offset ",
+                                            chunk.offset(), ", expected ",
+                                            bytes_.size()));
+  }
+  if (version_ != 0 && chunk.model_version() != version_) {
+    return absl::DataLossError(absl::StrCat("snapshot chunk of version ",
+                                            chunk.model_version(),
+                                            ", expected ", version_));
+  }
+  if (bytes_.size() + chunk.data().size() > expected_total) {
+    return absl::DataLossError("snapshot chunks exceed the model size");
+  }
+  bytes_.append(chunk.data());
+  checksum_ = chunk.checksum();
+  have_checksum_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotAssembler::Finish(std::vector<float>* out) {
+  const size_t expected = static_cast<size_t>(expected_params_) * sizeof(float);
+  if (bytes_.size() != expected) {
+    return absl::DataLossError(absl::StrCat(
+        "snapshot truncated: got ", bytes_.size(), " of ", expected, " bytes"));
+  }
+  if (!have_checksum_ || Checksum(bytes_.data(), bytes_.size()) != checksum_) {
+    return absl::DataLossError("snapshot checksum mismatch");
+  }
+  out->resize(static_cast<size_t>(expected_params_));
+  std::memcpy(out->data(), bytes_.data(), expected);
+  return absl::OkStatus();
+}
+
+v1::TangentKey ToProto(const TangentKey& key) {
+  v1::TangentKey p;
+  p.set_run_seed(key.run_seed);
+  p.set_round(key.round);
+  p.set_client(key.client);
+  p.set_index(key.index);
+  p.set_type(key.type == TangentDistribution::kRademacher
+                 ? v1::TANGENT_RADEMACHER
+                 : v1::TANGENT_NORMAL);
+  return p;
+}
+
+absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& p) {
+  TangentKey key;
+  key.run_seed = p.run_seed();
+  key.round = p.round();
+  key.client = p.client();
+  key.index = p.index();
+  switch (p.type()) {
+    case v1::TANGENT_NORMAL:
+      key.type = TangentDistribution::kNormal;
+      break;
+    case v1::TANGENT_RADEMACHER:
+      key.type = TangentDistribution::kRademacher;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown tangent type ", static_cast<int>(p.type())));
+  }
+  if (!ValidTangentKey(key)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tangent key out of range (round ", key.round, ", client ",
+                     key.client, ", index ", key.index, ")"));
+  }
+  return key;
+}
+
+}  // namespace fedfwd

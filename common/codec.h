@@ -1,0 +1,53 @@
+// The one place where wire messages turn into fedfwd values and back:
+// tangent keys, model snapshots (float32 little-endian bytes + XXH64) and
+// chunking. No libtorch here: snapshots are flat float vectors, and tensors
+// are views over them (torch_model.h).
+#ifndef FEDFWD_COMMON_CODEC_H_
+#define FEDFWD_COMMON_CODEC_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/rng.h"
+#include "fedfwd.pb.h"
+
+namespace fedfwd {
+
+inline constexpr uint32_t kProtocolVersion = v1::PROTOCOL_VERSION_CURRENT;
+// Snapshot chunk payload size: well under gRPC's 4 MiB message limit.
+inline constexpr size_t kSnapshotChunkBytes = 1 << 20;
+
+// Immutable serialized model of one version, shared by concurrent fetches.
+struct Snapshot {
+  uint64_t version = 0;
+  uint64_t checksum = 0;  // XXH64 (seed 0) of bytes
+  std::string bytes;      // float32 little endian, registration order
+};
+Snapshot MakeSnapshot(const std::vector<float>& params, uint64_t version);
+uint64_t Checksum(const void* data, size_t size);
+
+// Appends chunk payloads in order and checks the result: size equals
+// `expected_params` floats and the checksum matches. Errors say which.
+class SnapshotAssembler {
+ public:
+  SnapshotAssembler(int64_t expected_params, uint64_t version);
+  absl::Status Add(const v1::ModelChunk& chunk);
+  // Verifies and moves the parameters into `out`.
+  absl::Status Finish(std::vector<float>* out);
+
+ private:
+  int64_t expected_params_;
+  uint64_t version_;
+  uint64_t checksum_ = 0;
+  bool have_checksum_ = false;
+  std::string bytes_;
+};
+
+v1::TangentKey ToProto(const TangentKey& key);
+absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& key);
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_COMMON_CODEC_H_

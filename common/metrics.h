@@ -1,0 +1,54 @@
+// Run outputs: metrics.jsonl (one JSON object per round, flushed as written,
+// so a crash loses at most the row being written) and summary.json (written
+// to a temporary file and renamed, so it is never half-written).
+// Not thread-safe: one writer per run, used by the round engine's thread.
+#ifndef FEDFWD_COMMON_METRICS_H_
+#define FEDFWD_COMMON_METRICS_H_
+
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace fedfwd {
+
+struct RoundRow {
+  int64_t round = 0;
+  double wall_s = 0;
+  std::optional<double> train_loss;
+  std::optional<double> test_acc;
+  int64_t bytes_up = 0;
+  int64_t bytes_down = 0;
+  int clients = 0;
+  double lr = 0;
+};
+
+class MetricsWriter {
+ public:
+  // Creates `dir` if needed and truncates dir/metrics.jsonl.
+  static absl::StatusOr<std::unique_ptr<MetricsWriter>> Open(
+      const std::string& dir);
+  absl::Status Append(const RoundRow& row);
+  // Writes dir/summary.json from a JSON object text.
+  absl::Status WriteSummary(const std::string& json_text);
+  // Writes `bytes` to dir/name atomically (temporary file + rename).
+  absl::Status WriteFileAtomically(const std::string& name,
+                                   const std::string& bytes);
+  const std::string& dir() const { return dir_; }
+
+ private:
+  explicit MetricsWriter(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+  std::ofstream rows_;
+};
+
+// Facts about this build and machine for summary.json.
+std::string GitCommit();
+std::string HostName();
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_COMMON_METRICS_H_

@@ -1,0 +1,45 @@
+#include "server/optimizer.h"
+
+#include <cmath>
+
+#include "common/rng.h"
+
+namespace fedfwd {
+
+double LearningRate(const Config& config, int64_t round) {
+  const double t = static_cast<double>(round > 0 ? round - 1 : 0);
+  const auto& s = config.lr_schedule;
+  if (s.type == "inverse") return config.lr / (1.0 + t / s.decay_rounds);
+  if (s.type == "cosine") {
+    const double frac = config.rounds > 1 ? t / (config.rounds - 1) : 1.0;
+    return s.min_lr +
+           (config.lr - s.min_lr) * 0.5 * (1.0 + std::cos(M_PI * frac));
+  }
+  return config.lr;
+}
+
+SgdOptimizer::SgdOptimizer(std::vector<int64_t> param_sizes, double momentum)
+    : sizes_(std::move(param_sizes)), momentum_(momentum) {}
+
+void SgdOptimizer::Apply(const GradientStep& step, double lr, float* params) {
+  if (momentum_ == 0) {
+    for (const auto& term : step) {
+      AddScaledTangentFlat(term.key, sizes_,
+                           static_cast<float>(-lr * term.coef), params);
+    }
+    return;
+  }
+  int64_t n = 0;
+  for (int64_t s : sizes_) n += s;
+  if (buffer_.empty()) buffer_.assign(static_cast<size_t>(n), 0.0f);
+  const float mu = static_cast<float>(momentum_);
+  for (auto& b : buffer_) b *= mu;
+  for (const auto& term : step) {
+    AddScaledTangentFlat(term.key, sizes_, static_cast<float>(term.coef),
+                         buffer_.data());
+  }
+  const float a = static_cast<float>(-lr);
+  for (int64_t i = 0; i < n; ++i) params[i] += a * buffer_[i];
+}
+
+}  // namespace fedfwd

@@ -1,0 +1,557 @@
+#include "server/round_engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+
+namespace fedfwd {
+namespace {
+
+std::string NewSession() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x%08x%08x", rd(), rd(), rd(), rd());
+}
+
+std::string FormatDuration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = static_cast<int64_t>(s);
+  return absl::StrFormat("%d:%02d:%02d", t / 3600, (t / 60) % 60, t % 60);
+}
+
+// A round whose quorum was not met is retried this many times before the
+// run fails.
+constexpr int kMaxRoundAttempts = 5;
+
+}  // namespace
+
+RoundEngine::RoundEngine(Config config, ModelSpec spec,
+                         std::unique_ptr<Strategy> strategy,
+                         std::unique_ptr<Evaluator> evaluator,
+                         std::unique_ptr<MetricsWriter> metrics, int threads)
+    : config_(std::move(config)),
+      spec_(std::move(spec)),
+      strategy_(std::move(strategy)),
+      evaluator_(std::move(evaluator)),
+      metrics_(std::move(metrics)),
+      threads_(threads),
+      run_id_(absl::StrCat(config_.model, "-", config_.dataset.name, "-s",
+                           config_.seed, "-",
+                           absl::ToUnixSeconds(absl::Now()))) {
+  params_ = InitialParams(spec_, config_.seed);
+  for (double t : config_.targets) targets_.push_back({t});
+  PublishSnapshot();
+}
+
+RoundEngine::~RoundEngine() = default;
+
+void RoundEngine::Log(const std::string& line) {
+  std::printf("%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+void RoundEngine::RequestStop() {
+  stop_requested_ = true;
+  cv_.notify_all();
+}
+
+void RoundEngine::CountBytes(int64_t up, int64_t down) {
+  bytes_up_ += up;
+  bytes_down_ += down;
+}
+
+void RoundEngine::PublishSnapshot() {
+  uint64_t version;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    version = snapshot_ ? snapshot_->version + 1 : 1;
+  }
+  auto snap = std::make_shared<const Snapshot>(MakeSnapshot(params_, version));
+  std::lock_guard<std::mutex> lock(mu_);
+  snapshot_ = std::move(snap);
+}
+
+absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
+  if (p.protocol_version != kProtocolVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "protocol version mismatch: client speaks ", p.protocol_version,
+        ", coordinator speaks ", kProtocolVersion));
+  }
+  if (p.shard >= 0 && p.num_shards != config_.clients) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("client asks for shard ", p.shard, " of ", p.num_shards,
+                     " but this run has ", config_.clients, " shards"));
+  }
+  if (p.shard >= config_.clients || p.shard < -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shard ", p.shard, " out of range [0, ", config_.clients, ")"));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ == State::kFinished) {
+    return absl::FailedPreconditionError("the run is over");
+  }
+  ExpireClientsLocked(absl::Now());
+  std::vector<bool> taken(static_cast<size_t>(config_.clients), false);
+  for (const auto& [id, c] : clients_) {
+    if (c.alive) taken[c.shard] = true;
+  }
+  int shard = p.shard;
+  if (shard >= 0 && taken[shard]) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("shard ", shard, " is already held by a live client"));
+  }
+  if (shard < 0) {
+    auto it = std::find(taken.begin(), taken.end(), false);
+    if (it == taken.end()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "all ", config_.clients, " shards are taken by live clients"));
+    }
+    shard = static_cast<int>(it - taken.begin());
+  }
+  const uint32_t id = next_client_id_++;
+  ClientEntry e;
+  e.name = p.name;
+  e.session = NewSession();
+  e.shard = shard;
+  e.alive = true;
+  e.last_seen = absl::Now();
+  clients_[id] = e;
+  Log(absl::StrFormat("client %u joined (%s), shard %d; %d/%d live", id, p.name,
+                      shard, LiveCountLocked(), config_.clients));
+  cv_.notify_all();
+  return JoinOutcome{id, e.session, shard};
+}
+
+absl::StatusOr<RoundEngine::ClientEntry*> RoundEngine::CheckClientLocked(
+    uint32_t id, const std::string& session) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) {
+    return absl::NotFoundError(absl::StrCat("unknown client id ", id));
+  }
+  if (it->second.session != session) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("bad session for client ", id));
+  }
+  if (!it->second.alive) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "client ", id, " was dropped (missed heartbeats or left); rejoin"));
+  }
+  it->second.last_seen = absl::Now();
+  return &it->second;
+}
+
+void RoundEngine::ExpireClientsLocked(absl::Time now) {
+  const absl::Duration limit = absl::Seconds(config_.timeouts.client_s);
+  for (auto& [id, c] : clients_) {
+    if (c.alive && now - c.last_seen > limit) {
+      c.alive = false;
+      Log(absl::StrFormat(
+          "client %u (shard %d) dropped: not heard from for %.1f s", id,
+          c.shard, absl::ToDoubleSeconds(now - c.last_seen)));
+    }
+  }
+}
+
+std::vector<uint32_t> RoundEngine::LiveClientsLocked() const {
+  std::vector<uint32_t> ids;
+  for (const auto& [id, c] : clients_) {
+    if (c.alive) ids.push_back(id);
+  }
+  return ids;
+}
+
+int RoundEngine::LiveCountLocked() const {
+  return static_cast<int>(LiveClientsLocked().size());
+}
+
+absl::StatusOr<TaskOutcome> RoundEngine::NextTask(uint32_t client_id,
+                                                  const std::string& session,
+                                                  absl::Duration wait) {
+  const absl::Time deadline = absl::Now() + wait;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    ASSIGN_OR_RETURN(ClientEntry * entry,
+                     CheckClientLocked(client_id, session));
+    (void)entry;
+    TaskOutcome out;
+    if (state_ == State::kFinished) {
+      out.kind = TaskOutcome::kStop;
+      out.message = "the run is over";
+      return out;
+    }
+    if (round_open_) {
+      auto t = tasks_.find(client_id);
+      if (t != tasks_.end() && results_.count(client_id) == 0) {
+        out.kind = TaskOutcome::kCompute;
+        out.task = t->second;
+        out.model_version = snapshot_->version;
+        out.model_checksum = snapshot_->checksum;
+        return out;
+      }
+    }
+    const absl::Time now = absl::Now();
+    if (now >= deadline) {
+      out.kind = TaskOutcome::kWait;
+      return out;
+    }
+    cv_.wait_for(lock, absl::ToChronoNanoseconds(
+                           std::min(deadline - now, absl::Milliseconds(500))));
+  }
+}
+
+absl::Status RoundEngine::Submit(const std::string& session,
+                                 const ClientResult& result,
+                                 uint64_t model_version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(ClientEntry * entry,
+                   CheckClientLocked(result.client_id, session));
+  (void)entry;
+  if (!round_open_ || result.round != round_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", result.round, " is not open (current round ",
+                     round_, round_open_ ? ", open)" : ", closed)"));
+  }
+  auto t = tasks_.find(result.client_id);
+  if (t == tasks_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "client ", result.client_id, " has no task in round ", round_));
+  }
+  if (results_.count(result.client_id)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("duplicate result from client ", result.client_id,
+                     " for round ", round_));
+  }
+  if (model_version != snapshot_->version) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("result computed on model version ", model_version,
+                     ", current is ", snapshot_->version));
+  }
+  RETURN_IF_ERROR(strategy_->ValidateResult(t->second, result));
+  results_[result.client_id] = result;
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> RoundEngine::GetSnapshot(
+    uint32_t client_id, const std::string& session, uint64_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(ClientEntry * entry, CheckClientLocked(client_id, session));
+  (void)entry;
+  if (version != 0 && version != snapshot_->version) {
+    return absl::FailedPreconditionError(absl::StrCat("model version ", version,
+                                                      " is gone; current is ",
+                                                      snapshot_->version));
+  }
+  return snapshot_;
+}
+
+absl::Status RoundEngine::Heartbeat(uint32_t client_id,
+                                    const std::string& session) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CheckClientLocked(client_id, session).status();
+}
+
+absl::Status RoundEngine::Leave(uint32_t client_id, const std::string& session,
+                                const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(ClientEntry * entry, CheckClientLocked(client_id, session));
+  entry->alive = false;
+  if (state_ != State::kFinished) {
+    Log(absl::StrFormat("client %u (shard %d) left: %s", client_id,
+                        entry->shard, reason));
+  }
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+EngineStatus RoundEngine::GetStatus() {
+  std::lock_guard<std::mutex> lock(mu_);
+  EngineStatus s;
+  s.round = round_;
+  s.rounds = config_.rounds;
+  s.model_version = snapshot_->version;
+  s.last_test_acc = last_test_acc_;
+  s.state = state_ == State::kWaiting    ? "waiting"
+            : state_ == State::kTraining ? "training"
+                                         : "finished";
+  const absl::Time now = absl::Now();
+  for (const auto& [id, c] : clients_) {
+    s.clients.push_back({id, c.name, c.shard, c.alive,
+                         absl::ToDoubleSeconds(now - c.last_seen)});
+  }
+  return s;
+}
+
+bool RoundEngine::WaitForLiveClients(int count, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    ExpireClientsLocked(absl::Now());
+    if (LiveCountLocked() >= count) return true;
+    if (stop_requested_ || absl::Now() >= deadline) return false;
+    cv_.wait_for(lock, std::chrono::milliseconds(200));
+  }
+}
+
+absl::StatusOr<std::vector<ClientResult>> RoundEngine::RunRound(
+    int64_t round, std::vector<TaskSpec>* tasks) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    ExpireClientsLocked(absl::Now());
+    *tasks = strategy_->ConfigureRound(round, LiveClientsLocked());
+    tasks_.clear();
+    results_.clear();
+    for (const auto& t : *tasks) tasks_[t.client_id] = t;
+    round_ = round;
+    round_open_ = true;
+    cv_.notify_all();
+    const absl::Time deadline =
+        absl::Now() + absl::Seconds(config_.timeouts.round_s);
+    while (true) {
+      ExpireClientsLocked(absl::Now());
+      bool pending = false;
+      for (const auto& [id, t] : tasks_) {
+        if (results_.count(id) == 0 && clients_[id].alive) pending = true;
+      }
+      if (!pending || stop_requested_) break;
+      if (absl::Now() >= deadline) {
+        Log(absl::StrFormat(
+            "round %d: deadline of %.1f s passed with %d/%d "
+            "results",
+            round, config_.timeouts.round_s, results_.size(), tasks_.size()));
+        break;
+      }
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    round_open_ = false;
+  }
+  // Results of clients that finished; in ascending client id (map order),
+  // with their tasks in the same order.
+  std::vector<ClientResult> results;
+  std::vector<TaskSpec> merged_tasks;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, r] : results_) {
+    results.push_back(r);
+    merged_tasks.push_back(tasks_[id]);
+  }
+  *tasks = std::move(merged_tasks);
+  return results;
+}
+
+absl::Status RoundEngine::Run() {
+  Log(absl::StrFormat(
+      "run %s: model %s (%d parameters), %s, %d clients, %d rounds, "
+      "merge %s, lr %g",
+      run_id_, spec_.name, spec_.NumParams(), config_.dataset.name,
+      config_.clients, config_.rounds, MergeRuleName(config_.merge),
+      config_.lr));
+  Log(absl::StrFormat("waiting for %d clients to join (up to %.0f s)",
+                      config_.clients, config_.timeouts.join_s));
+  if (!WaitForLiveClients(config_.clients,
+                          absl::Seconds(config_.timeouts.join_s))) {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = State::kFinished;
+    cv_.notify_all();
+    if (stop_requested_) return absl::CancelledError("stopped before start");
+    return absl::DeadlineExceededError(absl::StrFormat(
+        "only %d of %d clients joined within %.0f s", LiveCountLocked(),
+        config_.clients, config_.timeouts.join_s));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = State::kTraining;
+  }
+  // Round 0: the initial model.
+  ASSIGN_OR_RETURN(EvalScore initial, evaluator_->Evaluate(params_));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_test_acc_ = initial.accuracy;
+  }
+  RoundRow row0;
+  row0.round = 0;
+  row0.test_acc = initial.accuracy;
+  row0.bytes_up = bytes_up_.exchange(0);
+  row0.bytes_down = bytes_down_.exchange(0);
+  bytes_up_total_ += row0.bytes_up;
+  bytes_down_total_ += row0.bytes_down;
+  RETURN_IF_ERROR(metrics_->Append(row0));
+  Log(absl::StrFormat("round 0: test_acc %.4f (initial model, %d test images)",
+                      initial.accuracy, initial.count));
+
+  const absl::Time start = absl::Now();
+  absl::Time last_log = start;
+  int64_t done = 0;
+  bool interrupted = false;
+  for (int64_t round = 1; round <= config_.rounds; ++round) {
+    if (stop_requested_) {
+      interrupted = true;
+      break;
+    }
+    std::vector<TaskSpec> tasks;
+    std::vector<ClientResult> results;
+    int attempt = 0;
+    for (;; ++attempt) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        ExpireClientsLocked(absl::Now());
+      }
+      if (!WaitForLiveClients(config_.min_clients,
+                              absl::Seconds(config_.timeouts.join_s))) {
+        if (stop_requested_) break;
+        return absl::UnavailableError(absl::StrFormat(
+            "round %d: fewer than min_clients=%d live clients for %.0f s",
+            round, config_.min_clients, config_.timeouts.join_s));
+      }
+      ASSIGN_OR_RETURN(results, RunRound(round, &tasks));
+      if (static_cast<int>(results.size()) >= config_.min_clients ||
+          stop_requested_) {
+        break;
+      }
+      if (attempt + 1 >= kMaxRoundAttempts) {
+        return absl::UnavailableError(absl::StrFormat(
+            "round %d: quorum of %d results not reached in %d attempts", round,
+            config_.min_clients, kMaxRoundAttempts));
+      }
+      Log(absl::StrFormat("round %d: %d results < min_clients %d; retrying",
+                          round, results.size(), config_.min_clients));
+    }
+    if (stop_requested_ &&
+        static_cast<int>(results.size()) < config_.min_clients) {
+      interrupted = true;
+      break;
+    }
+    ASSIGN_OR_RETURN(MergeReport report,
+                     strategy_->Aggregate(round, tasks, results, &params_));
+    PublishSnapshot();
+    done = round;
+
+    RoundRow row;
+    row.round = round;
+    row.train_loss = report.mean_loss;
+    row.clients = report.merged;
+    row.lr = report.lr;
+    const bool eval =
+        round % config_.eval_every == 0 || round == config_.rounds;
+    if (eval) {
+      ASSIGN_OR_RETURN(EvalScore score, evaluator_->Evaluate(params_));
+      if (!std::isfinite(score.loss)) {
+        return absl::InternalError(absl::StrFormat(
+            "training diverged at round %d (test loss %g); lower lr or set "
+            "clip_jvp",
+            round, score.loss));
+      }
+      row.test_acc = score.accuracy;
+      std::lock_guard<std::mutex> lock(mu_);
+      last_test_acc_ = score.accuracy;
+    }
+    const absl::Time now = absl::Now();
+    row.wall_s = absl::ToDoubleSeconds(now - start);
+    row.bytes_up = bytes_up_.exchange(0);
+    row.bytes_down = bytes_down_.exchange(0);
+    bytes_up_total_ += row.bytes_up;
+    bytes_down_total_ += row.bytes_down;
+    RETURN_IF_ERROR(metrics_->Append(row));
+    if (row.test_acc) {
+      final_test_acc_ = *row.test_acc;
+      for (auto& t : targets_) {
+        if (t.round < 0 && *row.test_acc >= t.target) {
+          t.round = round;
+          t.wall_s = row.wall_s;
+          t.bytes_up = bytes_up_total_;
+          t.bytes_down = bytes_down_total_;
+        }
+      }
+    }
+    if (eval || now - last_log > absl::Seconds(10)) {
+      last_log = now;
+      const double rate = round / std::max(1e-9, row.wall_s);
+      Log(absl::StrFormat(
+          "round %d/%d  loss %.4f  test_acc %s  clients %d  %.1f rounds/s  "
+          "elapsed %s  eta %s",
+          round, config_.rounds, report.mean_loss,
+          row.test_acc ? absl::StrFormat("%.4f", *row.test_acc) : "-",
+          report.merged, rate, FormatDuration(row.wall_s),
+          FormatDuration((config_.rounds - round) / rate)));
+    }
+  }
+  const double wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+  if (interrupted && done > 0) {
+    // Evaluate what was trained so the summary tells the truth.
+    ASSIGN_OR_RETURN(EvalScore score, evaluator_->Evaluate(params_));
+    final_test_acc_ = score.accuracy;
+  } else if (done == 0) {
+    final_test_acc_ = initial.accuracy;
+  }
+  return Finish(done, wall_s, interrupted);
+}
+
+absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
+                                 bool interrupted) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = State::kFinished;
+    cv_.notify_all();
+  }
+  const Snapshot final_model = MakeSnapshot(params_, rounds_done);
+  RETURN_IF_ERROR(
+      metrics_->WriteFileAtomically("final_model.bin", final_model.bytes));
+  RETURN_IF_ERROR(
+      metrics_->WriteSummary(SummaryJson(rounds_done, wall_s, interrupted)));
+  Log(absl::StrFormat(
+      "%s after %d rounds: final_test_acc %.4f  wall %.1f s  "
+      "bytes up %d down %d",
+      interrupted ? "stopped" : "finished", rounds_done, final_test_acc_,
+      wall_s, bytes_up_total_, bytes_down_total_));
+  // Give polling clients a bounded moment to hear STOP and leave.
+  std::unique_lock<std::mutex> lock(mu_);
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (LiveCountLocked() > 0 && absl::Now() < deadline) {
+    cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+  return interrupted ? absl::CancelledError("run stopped before the last round")
+                     : absl::OkStatus();
+}
+
+std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
+                                     bool interrupted) const {
+  nlohmann::json j;
+  j["run_id"] = run_id_;
+  j["final_test_acc"] = final_test_acc_;
+  j["rounds"] = rounds_done;
+  j["rounds_planned"] = config_.rounds;
+  j["interrupted"] = interrupted;
+  j["wall_s"] = wall_s;
+  j["bytes_up_total"] = bytes_up_total_;
+  j["bytes_down_total"] = bytes_down_total_;
+  nlohmann::json targets = nlohmann::json::array();
+  for (const auto& t : targets_) {
+    nlohmann::json tj;
+    tj["target"] = t.target;
+    if (t.round < 0) {
+      tj["reached"] = false;
+    } else {
+      tj["reached"] = true;
+      tj["round"] = t.round;
+      tj["wall_s"] = t.wall_s;
+      tj["bytes_up"] = t.bytes_up;
+      tj["bytes_down"] = t.bytes_down;
+    }
+    targets.push_back(tj);
+  }
+  j["targets"] = targets;
+  j["model"] = spec_.name;
+  j["num_params"] = spec_.NumParams();
+  j["git_commit"] = GitCommit();
+  j["libtorch_version"] = TorchVersion();
+  j["server_threads"] = threads_;
+  j["host"] = HostName();
+  j["config"] = nlohmann::json::parse(ConfigToJson(config_), nullptr, false);
+  return j.dump(2);
+}
+
+}  // namespace fedfwd

@@ -1,0 +1,169 @@
+// RoundEngine: runs a federated run round by round. It owns the client
+// registry, the global model and its snapshots, dispatches the strategy's
+// tasks to long-polling clients, collects results until every assigned client
+// answered, died or the round deadline passed, asks the strategy to merge,
+// evaluates, and writes metrics. It knows no concrete strategy and no gRPC.
+//
+// Threading: Run() executes on one thread (the "engine thread"); all other
+// public methods are called concurrently by the service's RPC threads and
+// are thread-safe. Bad input (unknown client, stale session, wrong round,
+// duplicate or invalid result) returns a precise error and changes nothing.
+#ifndef FEDFWD_SERVER_ROUND_ENGINE_H_
+#define FEDFWD_SERVER_ROUND_ENGINE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/codec.h"
+#include "common/config.h"
+#include "common/metrics.h"
+#include "common/model.h"
+#include "server/evaluator.h"
+#include "server/strategy.h"
+
+namespace fedfwd {
+
+struct JoinParams {
+  uint32_t protocol_version = 0;
+  std::string name;
+  int shard = -1;
+  int num_shards = 0;
+};
+
+struct JoinOutcome {
+  uint32_t client_id = 0;
+  std::string session;
+  int shard = 0;
+};
+
+struct TaskOutcome {
+  enum Kind { kWait, kCompute, kStop } kind = kWait;
+  TaskSpec task;
+  uint64_t model_version = 0;
+  uint64_t model_checksum = 0;
+  std::string message;
+};
+
+struct ClientView {
+  uint32_t id = 0;
+  std::string name;
+  int shard = 0;
+  bool alive = false;
+  double last_seen_s = 0;
+};
+
+struct EngineStatus {
+  int64_t round = 0;
+  int64_t rounds = 0;
+  uint64_t model_version = 0;
+  double last_test_acc = -1;
+  std::string state;
+  std::vector<ClientView> clients;
+};
+
+class RoundEngine {
+ public:
+  // `out_dir` receives metrics.jsonl, summary.json and the final model.
+  RoundEngine(Config config, ModelSpec spec, std::unique_ptr<Strategy> strategy,
+              std::unique_ptr<Evaluator> evaluator,
+              std::unique_ptr<MetricsWriter> metrics, int threads);
+  ~RoundEngine();
+
+  // Runs the whole training; returns when the run is over (or stopped).
+  absl::Status Run();
+  // Asks Run() to stop after the current round (signal handlers, tests).
+  void RequestStop();
+
+  // --- Called by RPC threads. ---
+  absl::StatusOr<JoinOutcome> Join(const JoinParams& params);
+  // Blocks up to `wait` for a task. Returns kStop once the run is over.
+  absl::StatusOr<TaskOutcome> NextTask(uint32_t client_id,
+                                       const std::string& session,
+                                       absl::Duration wait);
+  absl::Status Submit(const std::string& session, const ClientResult& result,
+                      uint64_t model_version);
+  // The snapshot of `version` (0: current).
+  absl::StatusOr<std::shared_ptr<const Snapshot>> GetSnapshot(
+      uint32_t client_id, const std::string& session, uint64_t version);
+  absl::Status Heartbeat(uint32_t client_id, const std::string& session);
+  absl::Status Leave(uint32_t client_id, const std::string& session,
+                     const std::string& reason);
+  EngineStatus GetStatus();
+  // Serialized protobuf bytes seen by the service, per direction.
+  void CountBytes(int64_t up, int64_t down);
+
+  const Config& config() const { return config_; }
+  const ModelSpec& spec() const { return spec_; }
+
+ private:
+  struct ClientEntry {
+    std::string name;
+    std::string session;
+    int shard = 0;
+    bool alive = true;
+    absl::Time last_seen;
+  };
+  enum class State { kWaiting, kTraining, kFinished };
+
+  // All *Locked methods require mu_.
+  absl::StatusOr<ClientEntry*> CheckClientLocked(uint32_t id,
+                                                 const std::string& session);
+  void ExpireClientsLocked(absl::Time now);
+  std::vector<uint32_t> LiveClientsLocked() const;
+  int LiveCountLocked() const;
+  bool WaitForLiveClients(int count, absl::Duration timeout);
+  absl::StatusOr<std::vector<ClientResult>> RunRound(
+      int64_t round, std::vector<TaskSpec>* tasks);
+  void PublishSnapshot();
+  absl::Status Finish(int64_t rounds_done, double wall_s, bool interrupted);
+  std::string SummaryJson(int64_t rounds_done, double wall_s,
+                          bool interrupted) const;
+  void Log(const std::string& line);
+
+  const Config config_;
+  const ModelSpec spec_;
+  std::unique_ptr<Strategy> strategy_;
+  std::unique_ptr<Evaluator> evaluator_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  const int threads_;
+  const std::string run_id_;
+
+  std::vector<float> params_;  // engine thread only
+  std::atomic<int64_t> bytes_up_{0}, bytes_down_{0};
+  std::atomic<bool> stop_requested_{false};
+
+  // Target bookkeeping (engine thread only).
+  struct TargetHit {
+    double target;
+    int64_t round = -1;
+    double wall_s = 0;
+    int64_t bytes_up = 0, bytes_down = 0;
+  };
+  std::vector<TargetHit> targets_;
+  int64_t bytes_up_total_ = 0, bytes_down_total_ = 0;
+  double final_test_acc_ = -1;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  State state_ = State::kWaiting;
+  std::map<uint32_t, ClientEntry> clients_;
+  uint32_t next_client_id_ = 1;
+  int64_t round_ = 0;
+  bool round_open_ = false;
+  std::map<uint32_t, TaskSpec> tasks_;
+  std::map<uint32_t, ClientResult> results_;
+  std::shared_ptr<const Snapshot> snapshot_;
+  double last_test_acc_ = -1;
+};
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_SERVER_ROUND_ENGINE_H_

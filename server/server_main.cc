@@ -1,0 +1,108 @@
+// fedfwd-server: the coordinator. Loads the config, listens, waits for the
+// configured clients, runs the rounds, writes metrics and exits 0.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <thread>
+
+#include "common/config.h"
+#include "common/dataset.h"
+#include "common/torch_model.h"
+#include "server/round_engine.h"
+#include "server/service.h"
+
+namespace {
+
+int Fail(const std::string& what, const absl::Status& s, int code = 1) {
+  std::fprintf(stderr, "fedfwd-server: %s: %s\n", what.c_str(),
+               std::string(s.message()).c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "fedfwd coordinator: distributes models and seeds to client daemons, "
+      "merges their forward-gradient results and evaluates the model."};
+  std::string config_path, listen, out_dir = ".";
+  int threads = 1;
+  app.add_option("--config", config_path, "experiment YAML")->required();
+  app.add_option("--listen", listen,
+                 "HOST:PORT to serve on (port 0 picks a free one)")
+      ->required();
+  app.add_option("--out", out_dir,
+                 "folder for metrics.jsonl, summary.json, final_model.bin")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "libtorch threads for evaluation")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  // Signals are handled by one thread with sigwait; block them everywhere
+  // else before gRPC or libtorch start threads.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  using namespace fedfwd;
+  auto config = LoadConfigFile(config_path);
+  if (!config.ok()) return Fail("bad config", config.status(), 2);
+  SetTorchThreads(threads);
+  auto info = GetDatasetInfo(config->dataset.name);
+  if (!info.ok()) return Fail("bad dataset", info.status(), 2);
+  auto spec =
+      GetModelSpec(config->model, {info->channels, info->rows, info->cols});
+  if (!spec.ok()) return Fail("bad model", spec.status(), 2);
+  auto strategy = MakeStrategy(*config, *spec);
+  if (!strategy.ok()) return Fail("bad config", strategy.status(), 2);
+  auto evaluator = Evaluator::Create(*config, *spec);
+  if (!evaluator.ok()) return Fail("cannot load test data", evaluator.status());
+  auto metrics = MetricsWriter::Open(out_dir);
+  if (!metrics.ok()) return Fail("cannot write outputs", metrics.status());
+
+  RoundEngine engine(*config, *spec, std::move(*strategy),
+                     std::move(*evaluator), std::move(*metrics), threads);
+  CoordinatorService service(&engine);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(4 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::fprintf(stderr, "fedfwd-server: cannot listen on %s\n",
+                 listen.c_str());
+    return 1;
+  }
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  std::printf("fedfwd-server listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stdout);
+
+  std::thread signals([&engine, sigs] {
+    int sig = 0;
+    int count = 0;
+    while (sigwait(&sigs, &sig) == 0) {
+      if (sig == 0) return;  // woken by main at exit
+      if (++count == 1) {
+        std::fprintf(stderr,
+                     "fedfwd-server: signal %d: stopping after this round "
+                     "(again to quit now)\n",
+                     sig);
+        engine.RequestStop();
+      } else {
+        std::_Exit(130);
+      }
+    }
+  });
+  signals.detach();
+
+  absl::Status status = engine.Run();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (absl::IsCancelled(status)) return 130;
+  if (!status.ok()) return Fail("run failed", status);
+  return 0;
+}

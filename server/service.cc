@@ -1,0 +1,191 @@
+#include "server/service.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/codec.h"
+
+namespace fedfwd {
+namespace {
+
+// Longest a GetTask call may be held, whatever the client asks.
+constexpr uint32_t kMaxWaitMs = 30000;
+
+int64_t Size(const google::protobuf::Message& m) {
+  return static_cast<int64_t>(m.ByteSizeLong());
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+grpc::Status CoordinatorService::Join(grpc::ServerContext*,
+                                      const v1::JoinRequest* req,
+                                      v1::JoinReply* reply) {
+  JoinParams p;
+  p.protocol_version = req->protocol_version();
+  p.name = req->client_name().substr(0, 256);
+  p.shard = req->shard();
+  p.num_shards = req->num_shards();
+  auto out = engine_->Join(p);
+  if (out.ok()) {
+    const Config& c = engine_->config();
+    reply->set_protocol_version(kProtocolVersion);
+    reply->set_client_id(out->client_id);
+    reply->set_session(out->session);
+    reply->set_shard(out->shard);
+    reply->set_heartbeat_ms(
+        static_cast<uint32_t>(std::max(100.0, c.timeouts.client_s * 1000 / 4)));
+    v1::RunSpec* run = reply->mutable_run();
+    run->set_seed(c.seed);
+    run->set_model(c.model);
+    run->set_dataset(c.dataset.name);
+    run->set_partition(c.partition);
+    run->set_num_shards(c.clients);
+    run->set_batch_size(c.batch_size);
+    run->set_estimator(c.estimator);
+    run->set_train_limit(c.dataset.train_limit);
+    run->set_rounds(c.rounds);
+  }
+  engine_->CountBytes(Size(*req), Size(*reply));
+  return ToGrpc(out.status());
+}
+
+grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
+                                         const v1::TaskRequest* req,
+                                         v1::Task* reply) {
+  // Hold the call no longer than the client's deadline allows (minus a
+  // margin for the reply to travel back).
+  absl::Duration wait =
+      absl::Milliseconds(std::min(req->wait_ms(), kMaxWaitMs));
+  const auto left = ctx->deadline() - std::chrono::system_clock::now();
+  wait = std::min(wait, absl::FromChrono(left) - absl::Milliseconds(200));
+  wait = std::max(wait, absl::ZeroDuration());
+  auto out = engine_->NextTask(req->client_id(), req->session(), wait);
+  if (out.ok()) {
+    switch (out->kind) {
+      case TaskOutcome::kWait:
+        reply->set_kind(v1::Task::WAIT);
+        break;
+      case TaskOutcome::kStop:
+        reply->set_kind(v1::Task::STOP);
+        reply->set_message(out->message);
+        break;
+      case TaskOutcome::kCompute:
+        reply->set_kind(v1::Task::COMPUTE);
+        reply->set_round(out->task.round);
+        reply->set_model_version(out->model_version);
+        reply->set_model_checksum(out->model_checksum);
+        reply->set_batch_size(out->task.batch_size);
+        reply->set_estimator(out->task.estimator);
+        for (const auto& k : out->task.tangents) {
+          *reply->add_tangents() = ToProto(k);
+        }
+        break;
+    }
+  }
+  engine_->CountBytes(Size(*req), Size(*reply));
+  return ToGrpc(out.status());
+}
+
+grpc::Status CoordinatorService::SubmitResult(grpc::ServerContext*,
+                                              const v1::TaskResult* req,
+                                              v1::SubmitReply* reply) {
+  ClientResult r;
+  r.client_id = req->client_id();
+  r.round = req->round();
+  r.jvps.assign(req->jvp().begin(), req->jvp().end());
+  r.num_samples = req->num_samples();
+  r.loss = req->loss();
+  r.compute_ms = req->compute_ms();
+  absl::Status s;
+  if (r.jvps.size() > 65536) {
+    s = absl::InvalidArgumentError(
+        absl::StrCat("too many JVP values: ", r.jvps.size()));
+  } else {
+    s = engine_->Submit(req->session(), r, req->model_version());
+  }
+  reply->set_accepted(s.ok());
+  engine_->CountBytes(Size(*req), Size(*reply));
+  return ToGrpc(s);
+}
+
+grpc::Status CoordinatorService::FetchModel(
+    grpc::ServerContext* ctx, const v1::FetchModelRequest* req,
+    grpc::ServerWriter<v1::ModelChunk>* writer) {
+  int64_t down = 0;
+  auto snap = engine_->GetSnapshot(req->client_id(), req->session(),
+                                   req->model_version());
+  if (!snap.ok()) {
+    engine_->CountBytes(Size(*req), 0);
+    return ToGrpc(snap.status());
+  }
+  const std::string& bytes = (*snap)->bytes;
+  grpc::Status status = grpc::Status::OK;
+  size_t off = 0;
+  do {
+    if (ctx->IsCancelled()) {
+      status = grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+      break;
+    }
+    const size_t len = std::min(kSnapshotChunkBytes, bytes.size() - off);
+    v1::ModelChunk chunk;
+    chunk.set_model_version((*snap)->version);
+    chunk.set_total_bytes(bytes.size());
+    chunk.set_offset(off);
+    chunk.set_data(bytes.data() + off, len);
+    chunk.set_checksum((*snap)->checksum);
+    chunk.set_model(engine_->spec().name);
+    down += Size(chunk);
+    if (!writer->Write(chunk)) {
+      status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream broken");
+      break;
+    }
+    off += len;
+  } while (off < bytes.size());
+  engine_->CountBytes(Size(*req), down);
+  return status;
+}
+
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*,
+                                           const v1::HeartbeatRequest* req,
+                                           v1::HeartbeatReply* reply) {
+  absl::Status s = engine_->Heartbeat(req->client_id(), req->session());
+  engine_->CountBytes(Size(*req), Size(*reply));
+  return ToGrpc(s);
+}
+
+grpc::Status CoordinatorService::Leave(grpc::ServerContext*,
+                                       const v1::LeaveRequest* req,
+                                       v1::LeaveReply* reply) {
+  absl::Status s = engine_->Leave(req->client_id(), req->session(),
+                                  req->reason().substr(0, 256));
+  engine_->CountBytes(Size(*req), Size(*reply));
+  return ToGrpc(s);
+}
+
+grpc::Status CoordinatorService::GetStatus(grpc::ServerContext*,
+                                           const v1::StatusRequest*,
+                                           v1::StatusReply* reply) {
+  EngineStatus s = engine_->GetStatus();
+  reply->set_round(s.round);
+  reply->set_rounds(s.rounds);
+  reply->set_model_version(s.model_version);
+  reply->set_last_test_acc(s.last_test_acc);
+  reply->set_state(s.state);
+  for (const auto& c : s.clients) {
+    v1::ClientStatus* cs = reply->add_clients();
+    cs->set_client_id(c.id);
+    cs->set_name(c.name);
+    cs->set_shard(c.shard);
+    cs->set_alive(c.alive);
+    cs->set_last_seen_s(c.last_seen_s);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace fedfwd

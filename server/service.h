@@ -1,0 +1,43 @@
+// The coordinator's gRPC service: validate -> convert -> delegate to the
+// RoundEngine. It holds no training state and counts the serialized bytes of
+// every message it receives and sends (metrics bytes_up / bytes_down).
+// Thread-safe: gRPC calls it from many threads; the engine is thread-safe.
+#ifndef FEDFWD_SERVER_SERVICE_H_
+#define FEDFWD_SERVER_SERVICE_H_
+
+#include "fedfwd.grpc.pb.h"
+#include "server/round_engine.h"
+
+namespace fedfwd {
+
+class CoordinatorService final : public v1::Coordinator::Service {
+ public:
+  explicit CoordinatorService(RoundEngine* engine) : engine_(engine) {}
+
+  grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
+                    v1::JoinReply* reply) override;
+  grpc::Status GetTask(grpc::ServerContext* ctx, const v1::TaskRequest* req,
+                       v1::Task* reply) override;
+  grpc::Status SubmitResult(grpc::ServerContext* ctx, const v1::TaskResult* req,
+                            v1::SubmitReply* reply) override;
+  grpc::Status FetchModel(grpc::ServerContext* ctx,
+                          const v1::FetchModelRequest* req,
+                          grpc::ServerWriter<v1::ModelChunk>* writer) override;
+  grpc::Status Heartbeat(grpc::ServerContext* ctx,
+                         const v1::HeartbeatRequest* req,
+                         v1::HeartbeatReply* reply) override;
+  grpc::Status Leave(grpc::ServerContext* ctx, const v1::LeaveRequest* req,
+                     v1::LeaveReply* reply) override;
+  grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::StatusRequest* req,
+                         v1::StatusReply* reply) override;
+
+ private:
+  RoundEngine* engine_;  // not owned; outlives the service
+};
+
+// absl::Status -> grpc::Status with the same code and message.
+grpc::Status ToGrpc(const absl::Status& status);
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_SERVER_SERVICE_H_

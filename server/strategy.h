@@ -1,0 +1,71 @@
+// Strategy: plans each round (which clients, what task) and merges the
+// results into the model; the RoundEngine runs the round (dispatch,
+// deadlines, collection) and never names a concrete strategy. Strategies
+// never touch gRPC: tasks and results are plain values here.
+//
+// Adding an estimator or merge family = a new Strategy subclass and a name
+// in MakeStrategy. Not thread-safe: called from the engine thread only.
+#ifndef FEDFWD_SERVER_STRATEGY_H_
+#define FEDFWD_SERVER_STRATEGY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/config.h"
+#include "common/model.h"
+#include "common/rng.h"
+
+namespace fedfwd {
+
+struct TaskSpec {
+  uint32_t client_id = 0;
+  int64_t round = 0;
+  std::string estimator;
+  std::vector<TangentKey> tangents;
+  int batch_size = 0;
+};
+
+struct ClientResult {
+  uint32_t client_id = 0;
+  int64_t round = 0;
+  std::vector<double> jvps;
+  int64_t num_samples = 0;
+  double loss = 0;
+  double compute_ms = 0;
+};
+
+struct MergeReport {
+  int merged = 0;        // results merged
+  double lr = 0;         // learning rate used
+  double mean_loss = 0;  // sample-weighted training loss of the results
+};
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  // One task per client in `clients` (ascending ids) for `round`.
+  virtual std::vector<TaskSpec> ConfigureRound(
+      int64_t round, const std::vector<uint32_t>& clients) = 0;
+  // Checks a result against its task before the engine accepts it.
+  virtual absl::Status ValidateResult(const TaskSpec& task,
+                                      const ClientResult& result) const = 0;
+  // Merges accepted results (ascending client id) into `params`.
+  virtual absl::StatusOr<MergeReport> Aggregate(
+      int64_t round, const std::vector<TaskSpec>& tasks,
+      const std::vector<ClientResult>& results, std::vector<float>* params) = 0;
+};
+
+// Chooses the strategy named by config.estimator ("jvp").
+absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
+                                                       const ModelSpec& spec);
+
+// Proto-free tangent type names, shared by config and codec.
+absl::StatusOr<TangentDistribution> ParseTangentDistribution(
+    const std::string& name);
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_SERVER_STRATEGY_H_

@@ -1,0 +1,213 @@
+// Pure parts of fedfwd-run's launcher. Starting real processes is covered by
+// the multi-process integration tests.
+#include "server/launcher.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+#include "common/config.h"
+#include "common/dataset.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fedfwd {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// A fresh, empty folder under the test's temp dir.
+std::string MakeTempDir(const std::string& name) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  fs::path dir = fs::path(base != nullptr ? base : fs::temp_directory_path()) /
+                 ("launcher_test_" + std::to_string(getpid()) + "_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+TEST(DefaultOutDir, UsesConfigStemAndTimestamp) {
+  absl::TimeZone utc = absl::UTCTimeZone();
+  absl::Time t = absl::FromCivil(absl::CivilSecond(2024, 3, 7, 9, 5, 4), utc);
+  EXPECT_EQ(DefaultOutDir("configs/fmnist_fg_mlp.yaml", t, utc),
+            "runs/fmnist_fg_mlp-20240307-090504");
+  EXPECT_EQ(DefaultOutDir("/abs/path/exp.v2.yml", t, utc),
+            "runs/exp.v2-20240307-090504");
+}
+
+TEST(DefaultOutDir, UsesTheGivenTimeZone) {
+  absl::Time t = absl::FromCivil(absl::CivilSecond(2024, 12, 31, 23, 30, 0),
+                                 absl::UTCTimeZone());
+  EXPECT_EQ(DefaultOutDir("a.yaml", t, absl::FixedTimeZone(3600)),
+            "runs/a-20250101-003000");
+}
+
+TEST(FirstFreePath, AppendsCounterWhenTaken) {
+  const std::string dir = MakeTempDir("free");
+  const std::string base = dir + "/run";
+  EXPECT_EQ(FirstFreePath(base).value(), base);
+  fs::create_directories(base);
+  EXPECT_EQ(FirstFreePath(base).value(), base + "-2");
+  fs::create_directories(base + "-2");
+  EXPECT_EQ(FirstFreePath(base).value(), base + "-3");
+  fs::remove_all(dir);
+}
+
+TEST(ResolveDataDir, PrefersConfiguredFolder) {
+  Config config;
+  config.dataset.name = "fashion-mnist";
+  config.dataset.data_dir = "/some/where";
+  EXPECT_EQ(ResolveDataDir(config), "/some/where");
+}
+
+TEST(ResolveDataDir, FallsBackToDatasetDefault) {
+  Config config;
+  config.dataset.name = "fashion-mnist";
+  config.dataset.data_dir.clear();
+  EXPECT_EQ(ResolveDataDir(config), DefaultDataDir("fashion-mnist"));
+  config.dataset.name = "mnist";
+  EXPECT_EQ(ResolveDataDir(config), DefaultDataDir("mnist"));
+}
+
+TEST(ServerCommand, ListensOnAnEphemeralLoopbackPort) {
+  EXPECT_THAT(
+      ServerCommand("/bin/fedfwd-server", "/o/config.yaml", "/o", 3),
+      ElementsAre("/bin/fedfwd-server", "--config", "/o/config.yaml",
+                  "--listen", "127.0.0.1:0", "--out", "/o", "--threads", "3"));
+}
+
+TEST(ClientCommand, NamesServerShardAndThreads) {
+  EXPECT_THAT(
+      ClientCommand("/bin/fedfwd-client", 40123, "/data/mnist", 2, 5, 1),
+      ElementsAre("/bin/fedfwd-client", "--server", "127.0.0.1:40123", "--data",
+                  "/data/mnist", "--shard", "2", "--num-shards", "5",
+                  "--threads", "1"));
+}
+
+TEST(ParseListeningPort, ReadsThePortLine) {
+  EXPECT_EQ(ParseListeningPort("fedfwd-server listening on 127.0.0.1:40123"),
+            40123);
+  EXPECT_EQ(ParseListeningPort("fedfwd-server listening on [::1]:7\r\n"), 7);
+  EXPECT_EQ(ParseListeningPort("  fedfwd-server listening on h:65535 "), 65535);
+}
+
+TEST(ParseListeningPort, RejectsOtherLines) {
+  EXPECT_EQ(ParseListeningPort(""), std::nullopt);
+  EXPECT_EQ(ParseListeningPort("round 3 acc 0.5"), std::nullopt);
+  EXPECT_EQ(ParseListeningPort("fedfwd-server listening on 127.0.0.1"),
+            std::nullopt);
+  EXPECT_EQ(ParseListeningPort("fedfwd-server listening on 127.0.0.1:0"),
+            std::nullopt);
+  EXPECT_EQ(ParseListeningPort("fedfwd-server listening on 127.0.0.1:70000"),
+            std::nullopt);
+  EXPECT_EQ(ParseListeningPort("fedfwd-server listening on 127.0.0.1:12ab"),
+            std::nullopt);
+  EXPECT_EQ(ParseListeningPort("note: fedfwd-server listening on x:5"),
+            std::nullopt);
+}
+
+TEST(FindSiblingExecutable, FindsOnlyExecutableFiles) {
+  const std::string dir = MakeTempDir("bin");
+  const std::string exe = dir + "/fedfwd-server";
+  std::ofstream(exe) << "#!/bin/sh\n";
+  ASSERT_EQ(chmod(exe.c_str(), 0755), 0);
+  std::ofstream(dir + "/fedfwd-client") << "not executable";
+  ASSERT_EQ(chmod((dir + "/fedfwd-client").c_str(), 0644), 0);
+  fs::create_directories(dir + "/fedfwd-dir");
+
+  EXPECT_EQ(FindSiblingExecutable(dir, "fedfwd-server").value(), exe);
+  absl::StatusOr<std::string> missing = FindSiblingExecutable(dir, "nope");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("nope"));
+  // Neither a file without an x bit nor a folder is an executable.
+  EXPECT_FALSE(FindSiblingExecutable(dir, "fedfwd-client").ok());
+  EXPECT_FALSE(FindSiblingExecutable(dir, "fedfwd-dir").ok());
+  fs::remove_all(dir);
+}
+
+TEST(SelfExecutableDir, IsTheFolderOfThisTest) {
+  absl::StatusOr<std::string> dir = SelfExecutableDir();
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  EXPECT_TRUE(fs::is_directory(*dir));
+  EXPECT_TRUE(fs::path(*dir).is_absolute());
+}
+
+TEST(WaitStatus, DescribesExitsAndSignals) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) _exit(3);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_EQ(DescribeWaitStatus(status), "exited with status 3");
+  EXPECT_EQ(ExitCodeFromWaitStatus(status), 3);
+
+  pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    pause();
+    _exit(0);
+  }
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_THAT(DescribeWaitStatus(status), HasSubstr("killed by signal 9"));
+  EXPECT_EQ(ExitCodeFromWaitStatus(status), 137);
+}
+
+TEST(FinalTestAccuracy, ReadsTopLevelNumber) {
+  EXPECT_EQ(FinalTestAccuracy(R"({"rounds": 10, "final_test_acc": 0.8125})"),
+            0.8125);
+  EXPECT_EQ(FinalTestAccuracy("{\n  \"final_test_acc\": 1\n}\n"), 1.0);
+  EXPECT_EQ(FinalTestAccuracy(R"({"final_test_acc": "high"})"), std::nullopt);
+  EXPECT_EQ(FinalTestAccuracy(R"({"x": {"final_test_acc": 0.5}})"),
+            std::nullopt);
+  EXPECT_EQ(FinalTestAccuracy("not json {"), std::nullopt);
+  EXPECT_EQ(FinalTestAccuracy(""), std::nullopt);
+}
+
+TEST(LastLines, KeepsTheTail) {
+  EXPECT_THAT(LastLines("a\nb\nc\n", 2), ElementsAre("b", "c"));
+  EXPECT_THAT(LastLines("a\nb\nc", 2), ElementsAre("b", "c"));
+  EXPECT_THAT(LastLines("a\nb", 5), ElementsAre("a", "b"));
+  EXPECT_THAT(LastLines("\n\nx\n", 3), ElementsAre("", "", "x"));
+  EXPECT_TRUE(LastLines("", 3).empty());
+  EXPECT_TRUE(LastLines("a\n", 0).empty());
+}
+
+TEST(Launcher, BadConfigIsAUsageError) {
+  const std::string dir = MakeTempDir("badcfg");
+  LauncherOptions options;
+  options.config_path = dir + "/missing.yaml";
+  options.out_dir = dir + "/out";
+  Launcher launcher(options);
+  EXPECT_EQ(launcher.Run(), kExitUsage);
+  EXPECT_FALSE(fs::exists(dir + "/out"));
+  fs::remove_all(dir);
+}
+
+TEST(Launcher, MissingExecutablesFailBeforeStartingAnything) {
+  const std::string dir = MakeTempDir("noexe");
+  const std::string config = dir + "/tiny.yaml";
+  std::ofstream(config) << "clients: 2\n";
+  LauncherOptions options;
+  options.config_path = config;
+  options.out_dir = dir + "/out";
+  options.bin_dir = dir + "/empty-bin";
+  Launcher launcher(options);
+  EXPECT_EQ(launcher.Run(), kExitFailure);
+  EXPECT_FALSE(fs::exists(dir + "/out"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace fedfwd
