@@ -29,13 +29,15 @@ std::vector<int64_t> ModelSpec::ParamSizes() const {
 namespace {
 
 ModelSpec Mlp(const std::string& name, std::vector<int64_t> input_shape,
-              std::vector<int64_t> hidden) {
+              std::vector<int64_t> hidden, int input_pool = 1) {
   ModelSpec spec;
   spec.name = name;
   spec.arch = "mlp";
   spec.input_shape = input_shape;
   spec.widths = hidden;
-  int64_t in = input_shape[0] * input_shape[1] * input_shape[2];
+  spec.input_pool = input_pool;
+  int64_t in = input_shape[0] * (input_shape[1] / input_pool) *
+               (input_shape[2] / input_pool);
   std::vector<int64_t> outs = hidden;
   outs.push_back(spec.num_classes);
   for (size_t i = 0; i < outs.size(); ++i) {
@@ -75,11 +77,26 @@ ModelSpec Cnn(const std::string& name, std::vector<int64_t> input_shape,
 
 }  // namespace
 
+absl::StatusOr<ModelSpec> BuildModelSpec(
+    const std::string& name, const std::vector<int64_t>& input_shape);
+
 std::vector<std::string> ModelNames() {
-  return {"mlp", "cnn", "mlp_small", "cnn_small"};
+  return {"mlp", "cnn", "mlp_small", "cnn_small", "logreg", "tiny"};
 }
 
 absl::StatusOr<ModelSpec> GetModelSpec(
+    const std::string& name, const std::vector<int64_t>& input_shape) {
+  auto spec = BuildModelSpec(name, input_shape);
+  // Tangent counters hold the parameter index in 12 bits.
+  if (spec.ok() && spec->params.size() > kMaxParamIndex) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", name, " has more than ", kMaxParamIndex,
+                     " parameter tensors"));
+  }
+  return spec;
+}
+
+absl::StatusOr<ModelSpec> BuildModelSpec(
     const std::string& name, const std::vector<int64_t>& input_shape) {
   if (input_shape.size() != 3) {
     return absl::InvalidArgumentError("model input shape must be C,H,W");
@@ -87,6 +104,12 @@ absl::StatusOr<ModelSpec> GetModelSpec(
   // The forward-gradient report's MNN: 784-1024-1024-10.
   if (name == "mlp") return Mlp(name, input_shape, {1024, 1024});
   if (name == "mlp_small") return Mlp(name, input_shape, {32});
+  // Multinomial logistic regression: small enough for forward gradients to
+  // learn in a few rounds (integration tests).
+  if (name == "logreg") return Mlp(name, input_shape, {});
+  // Logistic regression on 4x4-average-pooled images (7x7 for MNIST, 500
+  // parameters): learns within a few forward-gradient rounds (tests, smoke).
+  if (name == "tiny") return Mlp(name, input_shape, {}, 4);
   // The report's CNN: four 3x3 convolutions of 64 channels, a 2x2 max-pool
   // after the second and the fourth, one dense layer.
   if (name == "cnn") return Cnn(name, input_shape, {64, 64, 64, 64}, 2);

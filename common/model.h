@@ -32,14 +32,16 @@ struct ModelSpec {
   // after every `pool_every` convolutions, then one dense layer.
   std::vector<int64_t> widths;
   int pool_every = 2;
+  // mlp only: average-pool the input by this factor first (1: off).
+  int input_pool = 1;
   std::vector<ParamSpec> params;
 
   int64_t NumParams() const;
   std::vector<int64_t> ParamSizes() const;
 };
 
-// Registered names: mlp, cnn, mlp_small, cnn_small. `input_shape` is the
-// dataset's C,H,W.
+// Registered names: mlp, cnn, mlp_small, cnn_small, logreg, tiny. `input_shape`
+// is the dataset's C,H,W.
 absl::StatusOr<ModelSpec> GetModelSpec(const std::string& name,
                                        const std::vector<int64_t>& input_shape);
 std::vector<std::string> ModelNames();

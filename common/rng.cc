@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 namespace fedfwd {
 namespace {
@@ -194,31 +195,73 @@ void RademacherBlocks(const TangentCounter& t, uint32_t b0, int nb,
   }
 }
 
-// Calls fn(offset, chunk, len) over the tangent of one parameter in chunks
-// of at most kChunk floats held in a stack buffer.
+// Fills buf[0..len) with entries [off, off + len) of one parameter's
+// tangent; off is a multiple of kChunk.
 constexpr int64_t kChunk = 4 * kBatchBlocks * 32;  // multiple of 4 and 128
-template <typename Fn>
-void ForEachChunk(const TangentKey& key, uint32_t param_index, int64_t n,
-                  Fn&& fn) {
-  const TangentCounter t = MakeCounter(key, param_index);
-  alignas(64) float buf[kChunk];
-  const int per_block = key.type == TangentDistribution::kRademacher ? 128 : 4;
-  for (int64_t off = 0; off < n; off += kChunk) {
-    const int64_t len = std::min<int64_t>(kChunk, n - off);
-    const int64_t blocks = (len + per_block - 1) / per_block;
-    const uint32_t b0 = static_cast<uint32_t>(off / per_block);
-    for (int64_t b = 0; b < blocks; b += kBatchBlocks) {
-      const int nb =
-          static_cast<int>(std::min<int64_t>(kBatchBlocks, blocks - b));
-      float* dst = buf + b * per_block;
-      if (per_block == 4) {
-        NormalBlocks(t, b0 + static_cast<uint32_t>(b), nb, dst);
-      } else {
-        RademacherBlocks(t, b0 + static_cast<uint32_t>(b), nb, dst);
-      }
+void FillChunk(const TangentCounter& t, TangentDistribution type, int64_t off,
+               int64_t len, float* buf) {
+  const int per_block = type == TangentDistribution::kRademacher ? 128 : 4;
+  const int64_t blocks = (len + per_block - 1) / per_block;
+  const uint32_t b0 = static_cast<uint32_t>(off / per_block);
+  for (int64_t b = 0; b < blocks; b += kBatchBlocks) {
+    const int nb =
+        static_cast<int>(std::min<int64_t>(kBatchBlocks, blocks - b));
+    float* dst = buf + b * per_block;
+    if (per_block == 4) {
+      NormalBlocks(t, b0 + static_cast<uint32_t>(b), nb, dst);
+    } else {
+      RademacherBlocks(t, b0 + static_cast<uint32_t>(b), nb, dst);
     }
-    fn(off, buf, len);
   }
+}
+
+// One chunk of work: entries [off, off + len) of parameter `param`, which
+// starts at `base` in the flat vector.
+struct ChunkItem {
+  uint32_t param;
+  int64_t base, off, len;
+};
+
+std::vector<ChunkItem> ChunkItems(const std::vector<int64_t>& sizes) {
+  std::vector<ChunkItem> items;
+  int64_t base = 0;
+  for (size_t p = 0; p < sizes.size(); ++p) {
+    for (int64_t off = 0; off < sizes[p]; off += kChunk) {
+      items.push_back({static_cast<uint32_t>(p), base, off,
+                       std::min<int64_t>(kChunk, sizes[p] - off)});
+    }
+    base += sizes[p];
+  }
+  return items;
+}
+
+// Calls fn(item, chunk) for every chunk of the tangent over the whole model,
+// split into `threads` contiguous ranges. Each chunk's values depend only on
+// (key, param, offset), so the result is the same for any thread count.
+template <typename Fn>
+void ForEachChunkFlat(const TangentKey& key, const std::vector<int64_t>& sizes,
+                      int threads, Fn&& fn) {
+  const std::vector<ChunkItem> items = ChunkItems(sizes);
+  auto work = [&](size_t begin, size_t end) {
+    alignas(64) float buf[kChunk];
+    for (size_t i = begin; i < end; ++i) {
+      const ChunkItem& it = items[i];
+      FillChunk(MakeCounter(key, it.param), key.type, it.off, it.len, buf);
+      fn(it, buf);
+    }
+  };
+  const size_t n = items.size();
+  const size_t t = static_cast<size_t>(std::max(1, threads));
+  if (t == 1 || n < 2 * t) {
+    work(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (size_t k = 1; k < t; ++k) {
+    pool.emplace_back(work, n * k / t, n * (k + 1) / t);
+  }
+  work(0, n / t);
+  for (auto& th : pool) th.join();
 }
 
 }  // namespace
@@ -277,34 +320,33 @@ bool ValidTangentKey(const TangentKey& key) {
 
 void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
                      int64_t n) {
-  ForEachChunk(key, param_index, n,
-               [out](int64_t off, const float* chunk, int64_t len) {
-                 std::memcpy(out + off, chunk, sizeof(float) * len);
-               });
+  const TangentCounter t = MakeCounter(key, param_index);
+  alignas(64) float buf[kChunk];
+  for (int64_t off = 0; off < n; off += kChunk) {
+    const int64_t len = std::min<int64_t>(kChunk, n - off);
+    FillChunk(t, key.type, off, len, buf);
+    std::memcpy(out + off, buf, sizeof(float) * len);
+  }
 }
 
 void GenerateTangentFlat(const TangentKey& key,
-                         const std::vector<int64_t>& sizes, float* out) {
-  int64_t off = 0;
-  for (size_t p = 0; p < sizes.size(); ++p) {
-    GenerateTangent(key, static_cast<uint32_t>(p), out + off, sizes[p]);
-    off += sizes[p];
-  }
+                         const std::vector<int64_t>& sizes, float* out,
+                         int threads) {
+  ForEachChunkFlat(
+      key, sizes, threads, [out](const ChunkItem& it, const float* chunk) {
+        std::memcpy(out + it.base + it.off, chunk, sizeof(float) * it.len);
+      });
 }
 
 void AddScaledTangentFlat(const TangentKey& key,
                           const std::vector<int64_t>& sizes, float alpha,
-                          float* params) {
-  int64_t base = 0;
-  for (size_t p = 0; p < sizes.size(); ++p) {
-    float* dst = params + base;
-    ForEachChunk(key, static_cast<uint32_t>(p), sizes[p],
-                 [dst, alpha](int64_t off, const float* chunk, int64_t len) {
-                   float* d = dst + off;
-                   for (int64_t i = 0; i < len; ++i) d[i] += alpha * chunk[i];
-                 });
-    base += sizes[p];
-  }
+                          float* params, int threads) {
+  ForEachChunkFlat(key, sizes, threads,
+                   [params, alpha](const ChunkItem& it, const float* chunk) {
+                     float* d = params + it.base + it.off;
+                     for (int64_t i = 0; i < it.len; ++i)
+                       d[i] += alpha * chunk[i];
+                   });
 }
 
 }  // namespace fedfwd

@@ -67,14 +67,16 @@ void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
                      int64_t n);
 
 // The tangent over a whole model: parameters of `sizes` (registration order)
-// laid out back to back in out[0..sum(sizes)).
+// laid out back to back in out[0..sum(sizes)). `threads` > 1 splits the work
+// over that many threads; the values do not depend on it.
 void GenerateTangentFlat(const TangentKey& key,
-                         const std::vector<int64_t>& sizes, float* out);
+                         const std::vector<int64_t>& sizes, float* out,
+                         int threads = 1);
 
 // params[i] += alpha * v[i] over the whole model without materializing v.
 void AddScaledTangentFlat(const TangentKey& key,
                           const std::vector<int64_t>& sizes, float alpha,
-                          float* params);
+                          float* params, int threads = 1);
 
 }  // namespace fedfwd
 

@@ -11,7 +11,10 @@ namespace fedfwd {
 at::Tensor Forward(const ModelSpec& spec, const std::vector<at::Tensor>& params,
                    const at::Tensor& x) {
   if (spec.arch == "mlp") {
-    at::Tensor h = x.reshape({x.size(0), -1});
+    at::Tensor h = spec.input_pool > 1
+                       ? at::avg_pool2d(x, {spec.input_pool, spec.input_pool})
+                       : x;
+    h = h.reshape({h.size(0), -1});
     const size_t layers = params.size() / 2;
     for (size_t i = 0; i < layers; ++i) {
       h = at::linear(h, params[2 * i], params[2 * i + 1]);

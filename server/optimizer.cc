@@ -1,5 +1,6 @@
 #include "server/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/rng.h"
@@ -11,21 +12,24 @@ double LearningRate(const Config& config, int64_t round) {
   const auto& s = config.lr_schedule;
   if (s.type == "inverse") return config.lr / (1.0 + t / s.decay_rounds);
   if (s.type == "cosine") {
-    const double frac = config.rounds > 1 ? t / (config.rounds - 1) : 1.0;
+    const double frac =
+        t / static_cast<double>(std::max<int64_t>(1, config.rounds));
     return s.min_lr +
            (config.lr - s.min_lr) * 0.5 * (1.0 + std::cos(M_PI * frac));
   }
   return config.lr;
 }
 
-SgdOptimizer::SgdOptimizer(std::vector<int64_t> param_sizes, double momentum)
-    : sizes_(std::move(param_sizes)), momentum_(momentum) {}
+SgdOptimizer::SgdOptimizer(std::vector<int64_t> param_sizes, double momentum,
+                           int threads)
+    : sizes_(std::move(param_sizes)), momentum_(momentum), threads_(threads) {}
 
 void SgdOptimizer::Apply(const GradientStep& step, double lr, float* params) {
   if (momentum_ == 0) {
     for (const auto& term : step) {
       AddScaledTangentFlat(term.key, sizes_,
-                           static_cast<float>(-lr * term.coef), params);
+                           static_cast<float>(-lr * term.coef), params,
+                           threads_);
     }
     return;
   }
@@ -36,7 +40,7 @@ void SgdOptimizer::Apply(const GradientStep& step, double lr, float* params) {
   for (auto& b : buffer_) b *= mu;
   for (const auto& term : step) {
     AddScaledTangentFlat(term.key, sizes_, static_cast<float>(term.coef),
-                         buffer_.data());
+                         buffer_.data(), threads_);
   }
   const float a = static_cast<float>(-lr);
   for (int64_t i = 0; i < n; ++i) params[i] += a * buffer_[i];

@@ -20,7 +20,9 @@ double LearningRate(const Config& config, int64_t round);
 
 class SgdOptimizer {
  public:
-  SgdOptimizer(std::vector<int64_t> param_sizes, double momentum);
+  // `threads` splits tangent regeneration; results do not depend on it.
+  SgdOptimizer(std::vector<int64_t> param_sizes, double momentum,
+               int threads = 1);
 
   // params -= lr * (momentum-filtered) step.
   void Apply(const GradientStep& step, double lr, float* params);
@@ -28,6 +30,7 @@ class SgdOptimizer {
  private:
   std::vector<int64_t> sizes_;
   double momentum_;
+  int threads_;
   std::vector<float> buffer_;  // momentum buffer, empty when momentum == 0
 };
 

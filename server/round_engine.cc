@@ -181,7 +181,7 @@ absl::StatusOr<TaskOutcome> RoundEngine::NextTask(uint32_t client_id,
     TaskOutcome out;
     if (state_ == State::kFinished) {
       out.kind = TaskOutcome::kStop;
-      out.message = "the run is over";
+      out.message = stop_message_;
       return out;
     }
     if (round_open_) {
@@ -344,6 +344,41 @@ absl::StatusOr<std::vector<ClientResult>> RoundEngine::RunRound(
 }
 
 absl::Status RoundEngine::Run() {
+  absl::Status status = RunRounds();
+  bool already_finished;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    already_finished = state_ == State::kFinished;
+    if (!already_finished) {
+      state_ = State::kFinished;
+      stop_message_ = absl::StrCat("the run failed: ", status.message());
+    }
+    cv_.notify_all();
+  }
+  if (!already_finished) {
+    // Failure after training started: keep what was learned and tell the
+    // clients (they hear STOP on their next poll).
+    Log(absl::StrCat("run failed: ", status.message()));
+    metrics_
+        ->WriteFileAtomically("final_model.bin",
+                              MakeSnapshot(params_, rounds_done_).bytes)
+        .IgnoreError();
+    metrics_->WriteSummary(SummaryJson(rounds_done_, 0, true, status))
+        .IgnoreError();
+    WaitForClientsToLeave(absl::Seconds(5));
+  }
+  return status;
+}
+
+void RoundEngine::WaitForClientsToLeave(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const absl::Time deadline = absl::Now() + timeout;
+  while (LiveCountLocked() > 0 && absl::Now() < deadline) {
+    cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+}
+
+absl::Status RoundEngine::RunRounds() {
   Log(absl::StrFormat(
       "run %s: model %s (%d parameters), %s, %d clients, %d rounds, "
       "merge %s, lr %g",
@@ -429,6 +464,7 @@ absl::Status RoundEngine::Run() {
                      strategy_->Aggregate(round, tasks, results, &params_));
     PublishSnapshot();
     done = round;
+    rounds_done_ = round;
 
     RoundRow row;
     row.round = round;
@@ -500,26 +536,24 @@ absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
   const Snapshot final_model = MakeSnapshot(params_, rounds_done);
   RETURN_IF_ERROR(
       metrics_->WriteFileAtomically("final_model.bin", final_model.bytes));
-  RETURN_IF_ERROR(
-      metrics_->WriteSummary(SummaryJson(rounds_done, wall_s, interrupted)));
+  RETURN_IF_ERROR(metrics_->WriteSummary(
+      SummaryJson(rounds_done, wall_s, interrupted, absl::OkStatus())));
   Log(absl::StrFormat(
       "%s after %d rounds: final_test_acc %.4f  wall %.1f s  "
       "bytes up %d down %d",
       interrupted ? "stopped" : "finished", rounds_done, final_test_acc_,
       wall_s, bytes_up_total_, bytes_down_total_));
   // Give polling clients a bounded moment to hear STOP and leave.
-  std::unique_lock<std::mutex> lock(mu_);
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  while (LiveCountLocked() > 0 && absl::Now() < deadline) {
-    cv_.wait_for(lock, std::chrono::milliseconds(100));
-  }
+  WaitForClientsToLeave(absl::Seconds(5));
   return interrupted ? absl::CancelledError("run stopped before the last round")
                      : absl::OkStatus();
 }
 
 std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
-                                     bool interrupted) const {
+                                     bool interrupted,
+                                     const absl::Status& error) const {
   nlohmann::json j;
+  if (!error.ok()) j["error"] = std::string(error.message());
   j["run_id"] = run_id_;
   j["final_test_acc"] = final_test_acc_;
   j["rounds"] = rounds_done;

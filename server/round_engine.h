@@ -123,9 +123,11 @@ class RoundEngine {
   absl::StatusOr<std::vector<ClientResult>> RunRound(
       int64_t round, std::vector<TaskSpec>* tasks);
   void PublishSnapshot();
+  absl::Status RunRounds();
   absl::Status Finish(int64_t rounds_done, double wall_s, bool interrupted);
-  std::string SummaryJson(int64_t rounds_done, double wall_s,
-                          bool interrupted) const;
+  void WaitForClientsToLeave(absl::Duration timeout);
+  std::string SummaryJson(int64_t rounds_done, double wall_s, bool interrupted,
+                          const absl::Status& error) const;
   void Log(const std::string& line);
 
   const Config config_;
@@ -150,10 +152,12 @@ class RoundEngine {
   std::vector<TargetHit> targets_;
   int64_t bytes_up_total_ = 0, bytes_down_total_ = 0;
   double final_test_acc_ = -1;
+  int64_t rounds_done_ = 0;
 
   std::mutex mu_;
   std::condition_variable cv_;
   State state_ = State::kWaiting;
+  std::string stop_message_ = "the run is over";
   std::map<uint32_t, ClientEntry> clients_;
   uint32_t next_client_id_ = 1;
   int64_t round_ = 0;

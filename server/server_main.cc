@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   auto spec =
       GetModelSpec(config->model, {info->channels, info->rows, info->cols});
   if (!spec.ok()) return Fail("bad model", spec.status(), 2);
-  auto strategy = MakeStrategy(*config, *spec);
+  auto strategy = MakeStrategy(*config, *spec, threads);
   if (!strategy.ok()) return Fail("bad config", strategy.status(), 2);
   auto evaluator = Evaluator::Create(*config, *spec);
   if (!evaluator.ok()) return Fail("cannot load test data", evaluator.status());

@@ -14,10 +14,10 @@ namespace {
 class ForwardGradientStrategy final : public Strategy {
  public:
   ForwardGradientStrategy(const Config& config, const ModelSpec& spec,
-                          TangentDistribution dist)
+                          TangentDistribution dist, int threads)
       : config_(config),
         dist_(dist),
-        optimizer_(spec.ParamSizes(), config.momentum) {}
+        optimizer_(spec.ParamSizes(), config.momentum, threads) {}
 
   std::vector<TaskSpec> ConfigureRound(
       int64_t round, const std::vector<uint32_t>& clients) override {
@@ -109,12 +109,13 @@ absl::StatusOr<TangentDistribution> ParseTangentDistribution(
 }
 
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
-                                                       const ModelSpec& spec) {
+                                                       const ModelSpec& spec,
+                                                       int threads) {
   if (config.estimator == "jvp") {
     auto dist = ParseTangentDistribution(config.tangent.distribution);
     if (!dist.ok()) return dist.status();
     return std::unique_ptr<Strategy>(
-        new ForwardGradientStrategy(config, spec, *dist));
+        new ForwardGradientStrategy(config, spec, *dist, threads));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown estimator '", config.estimator, "' (jvp)"));

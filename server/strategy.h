@@ -59,8 +59,10 @@ class Strategy {
 };
 
 // Chooses the strategy named by config.estimator ("jvp").
+// `threads`: CPU threads the strategy may use for merging.
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
-                                                       const ModelSpec& spec);
+                                                       const ModelSpec& spec,
+                                                       int threads = 1);
 
 // Proto-free tangent type names, shared by config and codec.
 absl::StatusOr<TangentDistribution> ParseTangentDistribution(

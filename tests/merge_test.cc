@@ -1,0 +1,164 @@
+#include "server/merge.h"
+
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fedfwd {
+namespace {
+
+TangentKey KeyFor(uint32_t client, uint32_t index = 0) {
+  TangentKey k;
+  k.run_seed = 1;
+  k.round = 9;
+  k.client = client;
+  k.index = index;
+  k.type = TangentDistribution::kNormal;
+  return k;
+}
+
+JvpContribution Result(uint32_t client, std::vector<double> jvps,
+                       int64_t samples) {
+  JvpContribution c;
+  c.client_id = client;
+  for (uint32_t i = 0; i < jvps.size(); ++i)
+    c.keys.push_back(KeyFor(client, i));
+  c.jvps = std::move(jvps);
+  c.num_samples = samples;
+  return c;
+}
+
+// Clients 1, 2, 3 with jvps {2, -4, 1} and samples {10, 30, 60}, handed over
+// out of order.
+std::vector<JvpContribution> ThreeClients() {
+  return {Result(3, {1.0}, 60), Result(1, {2.0}, 10), Result(2, {-4.0}, 30)};
+}
+
+// Checks one step's (client, index, coef) terms in order.
+void ExpectStep(
+    const GradientStep& step,
+    const std::vector<std::tuple<uint32_t, uint32_t, double>>& want) {
+  ASSERT_EQ(step.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(step[i].key.client, std::get<0>(want[i])) << "term " << i;
+    EXPECT_EQ(step[i].key.index, std::get<1>(want[i])) << "term " << i;
+    EXPECT_EQ(step[i].key.round, 9) << "term " << i;
+    EXPECT_EQ(step[i].key.run_seed, 1u) << "term " << i;
+    EXPECT_EQ(step[i].key.type, TangentDistribution::kNormal) << "term " << i;
+    EXPECT_DOUBLE_EQ(step[i].coef, std::get<2>(want[i])) << "term " << i;
+  }
+}
+
+TEST(PlanMerge, NaiveIsOneStepPerClientInIdOrder) {
+  const auto steps = PlanMerge(MergeRule::kNaive, ThreeClients(), 0);
+  ASSERT_EQ(steps.size(), 3u);
+  ExpectStep(steps[0], {{1, 0, 2.0}});
+  ExpectStep(steps[1], {{2, 0, -4.0}});
+  ExpectStep(steps[2], {{3, 0, 1.0}});
+}
+
+TEST(PlanMerge, AverageDividesByClientCount) {
+  const auto steps = PlanMerge(MergeRule::kAverage, ThreeClients(), 0);
+  ASSERT_EQ(steps.size(), 1u);
+  ExpectStep(steps[0], {{1, 0, 2.0 / 3}, {2, 0, -4.0 / 3}, {3, 0, 1.0 / 3}});
+}
+
+TEST(PlanMerge, WeightedUsesSampleShares) {
+  // N = 100: weights 0.1, 0.3, 0.6.
+  const auto steps = PlanMerge(MergeRule::kWeighted, ThreeClients(), 0);
+  ASSERT_EQ(steps.size(), 1u);
+  ExpectStep(steps[0], {{1, 0, 0.2}, {2, 0, -1.2}, {3, 0, 0.6}});
+}
+
+TEST(PlanMerge, WeightedWithNoSamplesFallsBackToAverage) {
+  std::vector<JvpContribution> r = {Result(2, {3.0}, 0), Result(1, {1.0}, 0)};
+  const auto steps = PlanMerge(MergeRule::kWeighted, r, 0);
+  ASSERT_EQ(steps.size(), 1u);
+  ExpectStep(steps[0], {{1, 0, 0.5}, {2, 0, 1.5}});
+}
+
+TEST(PlanMerge, ClipBoundsEachJvpBeforeWeighting) {
+  // clip 1.5: jvps become {1.5, -1.5, 1}.
+  ExpectStep(PlanMerge(MergeRule::kNaive, ThreeClients(), 1.5)[1],
+             {{2, 0, -1.5}});
+  auto avg = PlanMerge(MergeRule::kAverage, ThreeClients(), 1.5);
+  ASSERT_EQ(avg.size(), 1u);
+  ExpectStep(avg[0], {{1, 0, 0.5}, {2, 0, -0.5}, {3, 0, 1.0 / 3}});
+  auto weighted = PlanMerge(MergeRule::kWeighted, ThreeClients(), 1.5);
+  ASSERT_EQ(weighted.size(), 1u);
+  ExpectStep(weighted[0], {{1, 0, 0.15}, {2, 0, -0.45}, {3, 0, 0.6}});
+}
+
+TEST(PlanMerge, ClipZeroOrNegativeIsOff) {
+  for (double clip : {0.0, -1.0}) {
+    auto steps = PlanMerge(MergeRule::kAverage, {Result(1, {100.0}, 1)}, clip);
+    ASSERT_EQ(steps.size(), 1u);
+    ExpectStep(steps[0], {{1, 0, 100.0}});
+  }
+}
+
+TEST(PlanMerge, InputOrderDoesNotMatter) {
+  std::vector<JvpContribution> a = ThreeClients();
+  std::vector<JvpContribution> b = {a[2], a[0], a[1]};
+  std::vector<JvpContribution> c = {a[1], a[2], a[0]};
+  for (MergeRule rule :
+       {MergeRule::kNaive, MergeRule::kAverage, MergeRule::kWeighted}) {
+    const auto sa = PlanMerge(rule, a, 0.7);
+    for (const auto& other : {b, c}) {
+      const auto so = PlanMerge(rule, other, 0.7);
+      ASSERT_EQ(sa.size(), so.size());
+      for (size_t s = 0; s < sa.size(); ++s) {
+        ASSERT_EQ(sa[s].size(), so[s].size());
+        for (size_t t = 0; t < sa[s].size(); ++t) {
+          EXPECT_EQ(sa[s][t].key.client, so[s][t].key.client);
+          EXPECT_EQ(sa[s][t].coef, so[s][t].coef);
+        }
+      }
+    }
+  }
+}
+
+TEST(PlanMerge, SeveralTangentsPerResultAreAveraged) {
+  // Client 1: jvps {1, 3} over tangents 0 and 1; client 2: jvp {2}.
+  std::vector<JvpContribution> r = {Result(2, {2.0}, 10),
+                                    Result(1, {1.0, 3.0}, 30)};
+  auto naive = PlanMerge(MergeRule::kNaive, r, 0);
+  ASSERT_EQ(naive.size(), 2u);
+  ExpectStep(naive[0], {{1, 0, 0.5}, {1, 1, 1.5}});
+  ExpectStep(naive[1], {{2, 0, 2.0}});
+
+  auto avg = PlanMerge(MergeRule::kAverage, r, 0);
+  ASSERT_EQ(avg.size(), 1u);
+  ExpectStep(avg[0], {{1, 0, 0.25}, {1, 1, 0.75}, {2, 0, 1.0}});
+
+  auto weighted = PlanMerge(MergeRule::kWeighted, r, 0);  // weights .75, .25
+  ASSERT_EQ(weighted.size(), 1u);
+  ExpectStep(weighted[0], {{1, 0, 0.375}, {1, 1, 1.125}, {2, 0, 0.5}});
+
+  // Clipping applies to each tangent's scalar.
+  auto clipped = PlanMerge(MergeRule::kNaive, r, 2.0);
+  ExpectStep(clipped[0], {{1, 0, 0.5}, {1, 1, 1.0}});
+}
+
+TEST(PlanMerge, SingleClientIsTheSameForEveryRule) {
+  for (MergeRule rule :
+       {MergeRule::kNaive, MergeRule::kAverage, MergeRule::kWeighted}) {
+    auto steps = PlanMerge(rule, {Result(4, {-0.25}, 64)}, 0);
+    ASSERT_EQ(steps.size(), 1u);
+    ExpectStep(steps[0], {{4, 0, -0.25}});
+  }
+}
+
+TEST(PlanMerge, EmptyInputGivesNoSteps) {
+  for (MergeRule rule :
+       {MergeRule::kNaive, MergeRule::kAverage, MergeRule::kWeighted}) {
+    EXPECT_TRUE(PlanMerge(rule, {}, 0).empty());
+    EXPECT_TRUE(PlanMerge(rule, {}, 1.0).empty());
+  }
+}
+
+}  // namespace
+}  // namespace fedfwd
