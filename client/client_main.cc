@@ -1,15 +1,14 @@
 // fedfwd-client: a client daemon. Joins the coordinator, trains on its own
 // shard until the coordinator ends the run, then exits 0.
-#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "client/daemon.h"
 #include "common/metrics.h"
+#include "common/signals.h"
 #include "common/torch_model.h"
 
 int main(int argc, char** argv) {
@@ -44,26 +43,10 @@ int main(int argc, char** argv) {
     o.name = absl::StrCat(fedfwd::HostName(), ":", getpid());
   }
 
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   fedfwd::SetTorchThreads(o.threads);
 
   fedfwd::ClientDaemon daemon(o);
-  std::thread signals([&daemon, sigs] {
-    int sig = 0;
-    int count = 0;
-    while (sigwait(&sigs, &sig) == 0) {
-      if (++count == 1) {
-        daemon.RequestStop();
-      } else {
-        std::_Exit(130);
-      }
-    }
-  });
-  signals.detach();
+  fedfwd::InstallStopHandler([&daemon](int) { daemon.RequestStop(); });
 
   absl::Status s = daemon.Run();
   if (absl::IsCancelled(s)) return 130;

@@ -145,7 +145,7 @@ absl::Status ClientDaemon::WorkLoop() {
   int64_t rounds_done = 0;
   double compute_ms = 0;
   while (!stop_) {
-    auto task = coordinator_.GetTask(client_id_, session_, absl::Seconds(10));
+    auto task = coordinator_.GetTask(client_id_, session_, absl::Seconds(2));
     if (!task.ok()) {
       if (NeedsRejoin(task.status())) {
         Log(absl::StrCat("coordinator says: ", task.status().message()));

@@ -1,14 +1,13 @@
 // fedfwd-server: the coordinator. Loads the config, listens, waits for the
 // configured clients, runs the rounds, writes metrics and exits 0.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <thread>
 
 #include "common/config.h"
 #include "common/dataset.h"
+#include "common/signals.h"
 #include "common/torch_model.h"
 #include "server/round_engine.h"
 #include "server/service.h"
@@ -39,14 +38,6 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "libtorch threads for evaluation")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-
-  // Signals are handled by one thread with sigwait; block them everywhere
-  // else before gRPC or libtorch start threads.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   using namespace fedfwd;
   auto config = LoadConfigFile(config_path);
@@ -82,23 +73,13 @@ int main(int argc, char** argv) {
   std::printf("fedfwd-server listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
 
-  std::thread signals([&engine, sigs] {
-    int sig = 0;
-    int count = 0;
-    while (sigwait(&sigs, &sig) == 0) {
-      if (sig == 0) return;  // woken by main at exit
-      if (++count == 1) {
-        std::fprintf(stderr,
-                     "fedfwd-server: signal %d: stopping after this round "
-                     "(again to quit now)\n",
-                     sig);
-        engine.RequestStop();
-      } else {
-        std::_Exit(130);
-      }
-    }
+  InstallStopHandler([&engine](int sig) {
+    std::fprintf(stderr,
+                 "fedfwd-server: signal %d: stopping after this round (again "
+                 "to quit now)\n",
+                 sig);
+    engine.RequestStop();
   });
-  signals.detach();
 
   absl::Status status = engine.Run();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

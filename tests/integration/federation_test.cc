@@ -1,0 +1,312 @@
+// Multi-process tests: the real fedfwd-server, fedfwd-client and fedfwd-run
+// binaries on loopback, on real MNIST (data/mnist, fetched by
+// scripts/setup.sh) and Fashion-MNIST (the dataset-fashion-mnist package).
+#include <dirent.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "tests/testutil/process.h"
+#include "tests/testutil/synthetic_data.h"
+
+namespace fedfwd::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+std::string MnistDir() { return SourcePath("data/mnist"); }
+
+void RequireMnist() {
+  ASSERT_TRUE(std::filesystem::exists(MnistDir() + "/train-images-idx3-ubyte"))
+      << "real MNIST is missing from " << MnistDir()
+      << "; run scripts/setup.sh";
+}
+
+std::vector<json> ReadRows(const std::string& path) {
+  std::vector<json> rows;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded()) rows.push_back(j);
+  }
+  return rows;
+}
+
+// A small, fast federation config: logistic regression on pooled MNIST.
+std::string SmallConfig(int clients, int rounds, const std::string& extra) {
+  return absl::StrCat(
+      R"(model: tiny
+dataset:
+  name: mnist
+  data_dir: )",
+      MnistDir(), R"(
+  train_limit: 3000
+  test_limit: 1000
+clients: )",
+      clients, "\nrounds: ", rounds, R"(
+seed: 3
+merge: naive
+tangent:
+  distribution: rademacher
+lr: 0.05
+clip_jvp: 1.0
+batch_size: 256
+targets: [0.2, 0.3]
+)",
+      extra.find("eval_every") == std::string::npos ? "eval_every: 5\n" : "",
+      extra);
+}
+
+class Federation : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = MakeTempDir("fedfwd-integ"); }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string WriteConfig(const std::string& text) {
+    const std::string path = dir_ + "/config.yaml";
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  // Starts the coordinator on a free port and returns HOST:PORT.
+  std::string StartServer(const std::string& config) {
+    server_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{BinPath("fedfwd-server"), "--config", config,
+                                 "--listen", "127.0.0.1:0", "--out",
+                                 dir_ + "/out"},
+        dir_ + "/server.log");
+    std::string address;
+    const std::regex re("listening on (127\\.0\\.0\\.1:[0-9]+)");
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          std::smatch m;
+          const std::string log = server_->Log();
+          if (std::regex_search(log, m, re)) address = m[1];
+          return !address.empty() || !server_->Running();
+        },
+        absl::Seconds(60)))
+        << server_->Log();
+    EXPECT_FALSE(address.empty()) << server_->Log();
+    return address;
+  }
+
+  ChildProcess* StartClient(const std::string& address, int shard,
+                            int num_shards) {
+    clients_.push_back(std::make_unique<ChildProcess>(
+        std::vector<std::string>{BinPath("fedfwd-client"), "--server", address,
+                                 "--data", MnistDir(), "--shard",
+                                 std::to_string(shard), "--num-shards",
+                                 std::to_string(num_shards), "--threads", "1"},
+        absl::StrCat(dir_, "/client-", shard, "-", clients_.size(), ".log")));
+    return clients_.back().get();
+  }
+
+  std::string dir_;
+  std::unique_ptr<ChildProcess> server_;
+  std::vector<std::unique_ptr<ChildProcess>> clients_;
+};
+
+TEST_F(Federation, ThreeClientsLearnInTwentyRounds) {
+  RequireMnist();
+  const std::string address = StartServer(WriteConfig(SmallConfig(3, 20, "")));
+  for (int i = 0; i < 3; ++i) StartClient(address, i, 3);
+  const auto code = server_->Wait(absl::Seconds(180));
+  ASSERT_TRUE(code.has_value()) << "server did not finish\n" << server_->Log();
+  ASSERT_EQ(*code, 0) << server_->Log();
+  for (auto& c : clients_) {
+    const auto cc = c->Wait(absl::Seconds(30));
+    ASSERT_TRUE(cc.has_value()) << c->Log();
+    EXPECT_EQ(*cc, 0) << c->Log();
+  }
+  const auto rows = ReadRows(dir_ + "/out/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 21u);
+  const double acc0 = rows.front()["test_acc"].get<double>();
+  const double acc20 = rows.back()["test_acc"].get<double>();
+  EXPECT_GE(acc20, acc0 + 0.2) << "round 0 " << acc0 << ", round 20 " << acc20;
+  for (size_t r = 1; r < rows.size(); ++r) {
+    EXPECT_EQ(rows[r]["round"].get<int>(), static_cast<int>(r));
+    EXPECT_EQ(rows[r]["clients"].get<int>(), 3);
+    // A forward-gradient upload is a few scalars plus framing per client.
+    EXPECT_LT(rows[r]["bytes_up"].get<int64_t>(), 3 * 1024) << rows[r];
+    EXPECT_GT(rows[r]["bytes_down"].get<int64_t>(), 0);
+    EXPECT_EQ(rows[r]["test_acc"].is_null(), r % 5 != 0);
+  }
+  const json summary =
+      json::parse(ReadFile(dir_ + "/out/summary.json"), nullptr, false);
+  ASSERT_FALSE(summary.is_discarded());
+  EXPECT_DOUBLE_EQ(summary["final_test_acc"].get<double>(), acc20);
+  EXPECT_EQ(summary["rounds"].get<int>(), 20);
+  for (const char* key :
+       {"wall_s", "bytes_up_total", "bytes_down_total", "targets", "git_commit",
+        "libtorch_version", "server_threads", "host", "config"}) {
+    EXPECT_TRUE(summary.contains(key)) << key;
+  }
+  EXPECT_EQ(summary["config"]["model"], "tiny");
+  EXPECT_TRUE(summary["targets"][0]["reached"].get<bool>());
+}
+
+TEST_F(Federation, SurvivesAClientKilledMidRun) {
+  RequireMnist();
+  const std::string address = StartServer(WriteConfig(SmallConfig(
+      3, 40, "eval_every: 10\ntimeouts:\n  client_s: 1.5\n  round_s: 30\n")));
+  for (int i = 0; i < 3; ++i) StartClient(address, i, 3);
+  const std::string metrics = dir_ + "/out/metrics.jsonl";
+  ASSERT_TRUE(WaitUntil([&] { return ReadRows(metrics).size() >= 6; },
+                        absl::Seconds(120)))
+      << server_->Log();
+  clients_[1]->Signal(SIGKILL);
+  const size_t rows_at_kill = ReadRows(metrics).size();
+  const auto code = server_->Wait(absl::Seconds(180));
+  ASSERT_TRUE(code.has_value()) << server_->Log();
+  ASSERT_EQ(*code, 0) << server_->Log();
+  EXPECT_THAT(server_->Log(), HasSubstr("dropped"));
+  const auto rows = ReadRows(metrics);
+  ASSERT_EQ(rows.size(), 41u);
+  // Once the killed client is dropped, every later round merges the two
+  // survivors.
+  size_t first_two = 0;
+  for (size_t r = rows_at_kill; r < rows.size(); ++r) {
+    if (rows[r]["clients"].get<int>() == 2) {
+      first_two = r;
+      break;
+    }
+  }
+  ASSERT_GT(first_two, 0u) << "no round merged 2 clients after the kill";
+  for (size_t r = first_two; r < rows.size(); ++r) {
+    EXPECT_EQ(rows[r]["clients"].get<int>(), 2) << "round " << r;
+  }
+  EXPECT_FALSE(rows.back()["test_acc"].is_null());
+  for (int i : {0, 2}) {
+    const auto cc = clients_[i]->Wait(absl::Seconds(30));
+    ASSERT_TRUE(cc.has_value());
+    EXPECT_EQ(*cc, 0) << clients_[i]->Log();
+  }
+}
+
+TEST_F(Federation, TwoClientsClaimingOneShardAreRefused) {
+  RequireMnist();
+  const std::string address = StartServer(WriteConfig(SmallConfig(2, 5, "")));
+  StartClient(address, 0, 2);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return server_->Log().find("joined") != std::string::npos; },
+      absl::Seconds(30)));
+  ChildProcess* second = StartClient(address, 0, 2);
+  const auto code = second->Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.has_value()) << second->Log();
+  EXPECT_NE(*code, 0);
+  EXPECT_THAT(second->Log(), HasSubstr("shard 0 is already held"));
+  // The first client is unaffected; a client without --shard gets shard 1
+  // and the run completes.
+  clients_.push_back(std::make_unique<ChildProcess>(
+      std::vector<std::string>{BinPath("fedfwd-client"), "--server", address,
+                               "--data", MnistDir()},
+      dir_ + "/auto.log"));
+  const auto server_code = server_->Wait(absl::Seconds(120));
+  ASSERT_TRUE(server_code.has_value()) << server_->Log();
+  EXPECT_EQ(*server_code, 0) << server_->Log();
+  EXPECT_THAT(ReadFile(dir_ + "/auto.log"), HasSubstr("shard 1 of 2"));
+}
+
+TEST_F(Federation, ClientWithoutCoordinatorGivesUpWithAClearError) {
+  RequireMnist();
+  ChildProcess client({BinPath("fedfwd-client"), "--server", "127.0.0.1:1",
+                       "--data", MnistDir(), "--unreachable-timeout", "1"},
+                      dir_ + "/lonely.log");
+  const auto code = client.Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 1);
+  EXPECT_THAT(client.Log(), HasSubstr("cannot join 127.0.0.1:1"));
+}
+
+// Every shipped config is valid and runs one round on a tiny shard.
+TEST(Configs, EveryConfigRunsOneRound) {
+  RequireMnist();
+  const std::string dir = MakeTempDir("fedfwd-configs");
+  int count = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(SourcePath("configs"))) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++count;
+    const std::string out = dir + "/" + entry.path().stem().string();
+    ChildProcess run(
+        {BinPath("fedfwd-run"), entry.path().string(), "--out", out, "--set",
+         "rounds=1", "--set", "eval_every=1", "--set",
+         "dataset.train_limit=2000", "--set", "dataset.test_limit=300"},
+        out + ".log");
+    const auto code = run.Wait(absl::Seconds(300));
+    ASSERT_TRUE(code.has_value()) << entry.path();
+    EXPECT_EQ(*code, 0) << entry.path() << "\n" << run.Log();
+    const json summary =
+        json::parse(ReadFile(out + "/summary.json"), nullptr, false);
+    ASSERT_FALSE(summary.is_discarded()) << entry.path();
+    EXPECT_EQ(summary["rounds"].get<int>(), 1) << entry.path();
+  }
+  EXPECT_GE(count, 6);
+  std::filesystem::remove_all(dir);
+}
+
+// Scans /proc for processes whose command line mentions `needle`.
+int CountProcessesMentioning(const std::string& needle) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmd = ReadFile(entry.path().string() + "/cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find(needle) != std::string::npos &&
+        cmd.find("fedfwd_integration_tests") == std::string::npos) {
+      ++n;
+    }
+  }
+  return n;
+}
+
+TEST(FedfwdRun, InterruptStopsEveryChildAndKeepsTheSummary) {
+  RequireMnist();
+  const std::string dir = MakeTempDir("fedfwd-sigint");
+  const std::string config = dir + "/long.yaml";
+  std::ofstream(config) << SmallConfig(3, 100000, "");
+  const std::string out = dir + "/out";
+  ChildProcess run({BinPath("fedfwd-run"), config, "--out", out},
+                   dir + "/run.log");
+  ASSERT_TRUE(
+      WaitUntil([&] { return ReadRows(out + "/metrics.jsonl").size() >= 10; },
+                absl::Seconds(120)))
+      << run.Log();
+  std::smatch m;
+  const std::string log = run.Log();
+  ASSERT_TRUE(std::regex_search(
+      log, m, std::regex("listening on (127\\.0\\.0\\.1:[0-9]+)")))
+      << log;
+  const std::string address = m[1];
+  EXPECT_EQ(CountProcessesMentioning(out), 2);      // launcher + server
+  EXPECT_EQ(CountProcessesMentioning(address), 3);  // the clients
+  run.Signal(SIGINT);
+  const auto code = run.Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.has_value()) << run.Log();
+  EXPECT_EQ(*code, 130);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return CountProcessesMentioning(out) == 0 &&
+               CountProcessesMentioning(address) == 0;
+      },
+      absl::Seconds(10)));
+  const json summary =
+      json::parse(ReadFile(out + "/summary.json"), nullptr, false);
+  ASSERT_FALSE(summary.is_discarded()) << run.Log();
+  EXPECT_TRUE(summary["interrupted"].get<bool>());
+  EXPECT_GT(summary["rounds"].get<int>(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace fedfwd::testing

@@ -1,0 +1,64 @@
+// Child processes for multi-process tests: start a real fedfwd executable
+// with its output in a file, wait for it with a bound, kill it. The
+// destructor SIGKILLs and reaps a child still running, so a failing test
+// leaves no process behind.
+#ifndef FEDFWD_TESTS_TESTUTIL_PROCESS_H_
+#define FEDFWD_TESTS_TESTUTIL_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace fedfwd::testing {
+
+class ChildProcess {
+ public:
+  // Starts argv[0] (a path) with stdout and stderr appended to `log_path`.
+  ChildProcess(const std::vector<std::string>& argv,
+               const std::string& log_path);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Exit code (128 + N for signal N), or nullopt if still running after
+  // `timeout`.
+  std::optional<int> Wait(absl::Duration timeout);
+  bool Running();
+  void Signal(int sig);
+  const std::string& log_path() const { return log_path_; }
+  std::string Log() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> exit_code_;
+  std::string log_path_;
+};
+
+// Absolute path of a built executable (build/bin/NAME).
+std::string BinPath(const std::string& name);
+// Path of a file in the source tree.
+std::string SourcePath(const std::string& relative);
+// Waits until `pred` is true, polling every 50 ms; false after `timeout`.
+template <typename Pred>
+bool WaitUntil(Pred pred, absl::Duration timeout);
+std::string ReadFile(const std::string& path);
+
+template <typename Pred>
+bool WaitUntil(Pred pred, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return pred();
+}
+
+}  // namespace fedfwd::testing
+
+#endif  // FEDFWD_TESTS_TESTUTIL_PROCESS_H_
