@@ -46,6 +46,13 @@ absl::StatusOr<ModelSpec> GetModelSpec(const std::string& name,
                                        const std::vector<int64_t>& input_shape);
 std::vector<std::string> ModelNames();
 
+// Test-set score of a model.
+struct EvalResult {
+  double accuracy = 0;
+  double loss = 0;  // mean cross-entropy
+  int64_t count = 0;
+};
+
 // Deterministic initial weights from the run seed: U(-b, b), b = 1/sqrt(fan_in)
 // for weights and biases (PyTorch's default for Linear/Conv2d).
 std::vector<float> InitialParams(const ModelSpec& spec, uint64_t seed);

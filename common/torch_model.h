@@ -42,11 +42,6 @@ Batch MakeBatch(const ImageSet& set, const DatasetInfo& info,
 // The whole set as one batch (for evaluation data kept in memory).
 Batch MakeFullBatch(const ImageSet& set, const DatasetInfo& info);
 
-struct EvalResult {
-  double accuracy = 0;
-  double loss = 0;
-  int64_t count = 0;
-};
 // Accuracy and mean cross-entropy of the model on `data`, in chunks of
 // `chunk` examples, without autograd.
 absl::StatusOr<EvalResult> Evaluate(const ModelSpec& spec,

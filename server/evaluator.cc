@@ -31,12 +31,9 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(
   return std::unique_ptr<Evaluator>(new Evaluator(std::move(impl)));
 }
 
-absl::StatusOr<EvalScore> Evaluator::Evaluate(std::vector<float>& params) {
-  ASSIGN_OR_RETURN(
-      EvalResult r,
-      fedfwd::Evaluate(impl_->spec, ParamViews(impl_->spec, params.data()),
-                       impl_->test));
-  return EvalScore{r.accuracy, r.loss, r.count};
+absl::StatusOr<EvalResult> Evaluator::Evaluate(std::vector<float>& params) {
+  return fedfwd::Evaluate(impl_->spec, ParamViews(impl_->spec, params.data()),
+                          impl_->test);
 }
 
 int64_t Evaluator::size() const { return impl_->test.x.size(0); }

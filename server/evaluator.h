@@ -14,18 +14,12 @@
 
 namespace fedfwd {
 
-struct EvalScore {
-  double accuracy = 0;
-  double loss = 0;
-  int64_t count = 0;
-};
-
 class Evaluator {
  public:
   static absl::StatusOr<std::unique_ptr<Evaluator>> Create(
       const Config& config, const ModelSpec& spec);
   ~Evaluator();
-  absl::StatusOr<EvalScore> Evaluate(std::vector<float>& params);
+  absl::StatusOr<EvalResult> Evaluate(std::vector<float>& params);
   int64_t size() const;
 
  private:

@@ -402,7 +402,7 @@ absl::Status RoundEngine::RunRounds() {
     state_ = State::kTraining;
   }
   // Round 0: the initial model.
-  ASSIGN_OR_RETURN(EvalScore initial, evaluator_->Evaluate(params_));
+  ASSIGN_OR_RETURN(EvalResult initial, evaluator_->Evaluate(params_));
   {
     std::lock_guard<std::mutex> lock(mu_);
     last_test_acc_ = initial.accuracy;
@@ -474,7 +474,7 @@ absl::Status RoundEngine::RunRounds() {
     const bool eval =
         round % config_.eval_every == 0 || round == config_.rounds;
     if (eval) {
-      ASSIGN_OR_RETURN(EvalScore score, evaluator_->Evaluate(params_));
+      ASSIGN_OR_RETURN(EvalResult score, evaluator_->Evaluate(params_));
       if (!std::isfinite(score.loss)) {
         return absl::InternalError(absl::StrFormat(
             "training diverged at round %d (test loss %g); lower lr or set "
@@ -518,7 +518,7 @@ absl::Status RoundEngine::RunRounds() {
   const double wall_s = absl::ToDoubleSeconds(absl::Now() - start);
   if (interrupted && done > 0) {
     // Evaluate what was trained so the summary tells the truth.
-    ASSIGN_OR_RETURN(EvalScore score, evaluator_->Evaluate(params_));
+    ASSIGN_OR_RETURN(EvalResult score, evaluator_->Evaluate(params_));
     final_test_acc_ = score.accuracy;
   } else if (done == 0) {
     final_test_acc_ = initial.accuracy;
