@@ -77,7 +77,7 @@ ModelSpec Cnn(const std::string& name, std::vector<int64_t> input_shape,
 
 }  // namespace
 
-absl::StatusOr<ModelSpec> BuildModelSpec(
+static absl::StatusOr<ModelSpec> BuildModelSpec(
     const std::string& name, const std::vector<int64_t>& input_shape);
 
 std::vector<std::string> ModelNames() {
@@ -96,7 +96,7 @@ absl::StatusOr<ModelSpec> GetModelSpec(
   return spec;
 }
 
-absl::StatusOr<ModelSpec> BuildModelSpec(
+static absl::StatusOr<ModelSpec> BuildModelSpec(
     const std::string& name, const std::vector<int64_t>& input_shape) {
   if (input_shape.size() != 3) {
     return absl::InvalidArgumentError("model input shape must be C,H,W");
