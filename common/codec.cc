@@ -26,7 +26,7 @@ Snapshot MakeSnapshot(const std::vector<float>& params, uint64_t version) {
 
 SnapshotAssembler::SnapshotAssembler(int64_t expected_params, uint64_t version)
     : expected_params_(expected_params), version_(version) {
-  bytes_.reserve(static_cast<size_t>(expected_params) * sizeof(float));
+  params_.resize(static_cast<size_t>(expected_params));
 }
 
 absl::Status SnapshotAssembler::Add(const v1::ModelChunk& chunk) {
@@ -37,20 +37,22 @@ absl::Status SnapshotAssembler::Add(const v1::ModelChunk& chunk) {
         absl::StrCat("snapshot has ", chunk.total_bytes(),
                      " bytes, the model needs ", expected_total));
   }
-  if (chunk.offset() != bytes_.size()) {
-    return absl::DataLossError(absl::StrCat("snapshot chunk at offset ",
-                                            chunk.offset(), ", expected ",
-                                            bytes_.size()));
+  if (chunk.offset() != filled_) {
+    return absl::DataLossError(absl::StrCat(
+        "snapshot chunk at offset ", chunk.offset(), ", expected ", filled_));
   }
   if (version_ != 0 && chunk.model_version() != version_) {
     return absl::DataLossError(absl::StrCat("snapshot chunk of version ",
                                             chunk.model_version(),
                                             ", expected ", version_));
   }
-  if (bytes_.size() + chunk.data().size() > expected_total) {
+  if (filled_ + chunk.data().size() > expected_total) {
     return absl::DataLossError("snapshot chunks exceed the model size");
   }
-  bytes_.append(chunk.data());
+  // Straight into the float buffer: no intermediate copy of the model.
+  std::memcpy(reinterpret_cast<char*>(params_.data()) + filled_,
+              chunk.data().data(), chunk.data().size());
+  filled_ += chunk.data().size();
   checksum_ = chunk.checksum();
   have_checksum_ = true;
   return absl::OkStatus();
@@ -58,15 +60,14 @@ absl::Status SnapshotAssembler::Add(const v1::ModelChunk& chunk) {
 
 absl::Status SnapshotAssembler::Finish(std::vector<float>* out) {
   const size_t expected = static_cast<size_t>(expected_params_) * sizeof(float);
-  if (bytes_.size() != expected) {
-    return absl::DataLossError(absl::StrCat(
-        "snapshot truncated: got ", bytes_.size(), " of ", expected, " bytes"));
+  if (filled_ != expected) {
+    return absl::DataLossError(absl::StrCat("snapshot truncated: got ", filled_,
+                                            " of ", expected, " bytes"));
   }
-  if (!have_checksum_ || Checksum(bytes_.data(), bytes_.size()) != checksum_) {
+  if (!have_checksum_ || Checksum(params_.data(), filled_) != checksum_) {
     return absl::DataLossError("snapshot checksum mismatch");
   }
-  out->resize(static_cast<size_t>(expected_params_));
-  std::memcpy(out->data(), bytes_.data(), expected);
+  *out = std::move(params_);
   return absl::OkStatus();
 }
 

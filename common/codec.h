@@ -42,7 +42,8 @@ class SnapshotAssembler {
   uint64_t version_;
   uint64_t checksum_ = 0;
   bool have_checksum_ = false;
-  std::string bytes_;
+  std::vector<float> params_;
+  size_t filled_ = 0;  // bytes received
 };
 
 v1::TangentKey ToProto(const TangentKey& key);

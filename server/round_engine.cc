@@ -363,7 +363,13 @@ absl::Status RoundEngine::Run() {
         ->WriteFileAtomically("final_model.bin",
                               MakeSnapshot(params_, rounds_done_).bytes)
         .IgnoreError();
-    metrics_->WriteSummary(SummaryJson(rounds_done_, 0, true, status))
+    metrics_
+        ->WriteSummary(
+            SummaryJson(rounds_done_,
+                        start_ == absl::InfinitePast()
+                            ? 0
+                            : absl::ToDoubleSeconds(absl::Now() - start_),
+                        true, status))
         .IgnoreError();
     WaitForClientsToLeave(absl::Seconds(5));
   }
@@ -418,9 +424,9 @@ absl::Status RoundEngine::RunRounds() {
   Log(absl::StrFormat("round 0: test_acc %.4f (initial model, %d test images)",
                       initial.accuracy, initial.count));
 
-  const absl::Time start = absl::Now();
+  start_ = absl::Now();
+  const absl::Time start = start_;
   absl::Time last_log = start;
-  int64_t done = 0;
   bool interrupted = false;
   for (int64_t round = 1; round <= config_.rounds; ++round) {
     if (stop_requested_) {
@@ -463,7 +469,6 @@ absl::Status RoundEngine::RunRounds() {
     ASSIGN_OR_RETURN(MergeReport report,
                      strategy_->Aggregate(round, tasks, results, &params_));
     PublishSnapshot();
-    done = round;
     rounds_done_ = round;
 
     RoundRow row;
@@ -516,14 +521,14 @@ absl::Status RoundEngine::RunRounds() {
     }
   }
   const double wall_s = absl::ToDoubleSeconds(absl::Now() - start);
-  if (interrupted && done > 0) {
+  if (interrupted && rounds_done_ > 0) {
     // Evaluate what was trained so the summary tells the truth.
     ASSIGN_OR_RETURN(EvalResult score, evaluator_->Evaluate(params_));
     final_test_acc_ = score.accuracy;
-  } else if (done == 0) {
+  } else if (rounds_done_ == 0) {
     final_test_acc_ = initial.accuracy;
   }
-  return Finish(done, wall_s, interrupted);
+  return Finish(rounds_done_, wall_s, interrupted);
 }
 
 absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,

@@ -153,6 +153,7 @@ class RoundEngine {
   int64_t bytes_up_total_ = 0, bytes_down_total_ = 0;
   double final_test_acc_ = -1;
   int64_t rounds_done_ = 0;
+  absl::Time start_ = absl::InfinitePast();  // first round's start
 
   std::mutex mu_;
   std::condition_variable cv_;
