@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/rng.h"
 #include "common/status_macros.h"
 
@@ -123,6 +124,88 @@ absl::StatusOr<std::string> FindIdx(const std::string& dir,
                                           ".gz"));
 }
 
+constexpr char kCifarSubdir[] = "cifar-10-batches-bin";
+constexpr char kCifarUrl[] =
+    "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+
+std::vector<std::string> CifarFileNames(Split split) {
+  if (split == Split::kTest) return {"test_batch.bin"};
+  std::vector<std::string> names;
+  for (int i = 1; i <= 5; ++i) {
+    names.push_back(absl::StrCat("data_batch_", i, ".bin"));
+  }
+  return names;
+}
+
+// Full paths of the split's batch files: all in `root` or all in
+// `root`/cifar-10-batches-bin. NotFound names the missing files, where they
+// were looked for, and where to get them.
+absl::StatusOr<std::vector<std::string>> FindCifarFiles(const std::string& root,
+                                                        Split split) {
+  const std::vector<std::string> names = CifarFileNames(split);
+  const std::vector<fs::path> folders = {fs::path(root),
+                                         fs::path(root) / kCifarSubdir};
+  // The folder to blame in the error: the first one holding any batch file.
+  const fs::path* report = &folders[0];
+  std::vector<std::string> report_missing;
+  for (const fs::path& folder : folders) {
+    std::vector<std::string> missing, found;
+    for (const std::string& name : names) {
+      std::error_code ec;
+      const std::string path = (folder / name).string();
+      if (fs::is_regular_file(path, ec)) {
+        found.push_back(path);
+      } else {
+        missing.push_back(name);
+      }
+    }
+    if (missing.empty()) return found;
+    if (found.size() > 0 && report_missing.empty()) {
+      report = &folder;
+      report_missing = missing;
+    }
+  }
+  if (report_missing.empty()) report_missing = names;
+  const std::string expected = split == Split::kTrain
+                                   ? "data_batch_1.bin .. data_batch_5.bin"
+                                   : "test_batch.bin";
+  std::string hint;
+  std::error_code ec;
+  if (fs::is_regular_file(fs::path(root) / "cifar-10-binary.tar.gz", ec)) {
+    hint = " (found cifar-10-binary.tar.gz there: extract it first)";
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "CIFAR-10 ", split == Split::kTrain ? "train" : "test",
+      " split not found: missing ", absl::StrJoin(report_missing, ", "),
+      " in '", report->string(), "'", hint, ". Expected ", expected, " in '",
+      root, "' or in '", (fs::path(root) / kCifarSubdir).string(),
+      "'. Download ", kCifarUrl,
+      ", extract it and point dataset.data_dir at the extracted folder"));
+}
+
+absl::StatusOr<ImageSet> LoadCifar(const std::string& dir, Split split,
+                                   int64_t limit) {
+  const std::string root = dir.empty() ? DefaultDataDir("cifar10") : dir;
+  ASSIGN_OR_RETURN(std::vector<std::string> paths, FindCifarFiles(root, split));
+  ImageSet set;
+  set.channels = 3;
+  set.rows = 32;
+  set.cols = 32;
+  for (const std::string& path : paths) {
+    if (limit > 0 && set.size >= limit) break;
+    ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
+    ASSIGN_OR_RETURN(
+        ImageSet batch,
+        ParseCifarBatch(bytes, path, limit > 0 ? limit - set.size : 0));
+    set.size += batch.size;
+    set.pixels.insert(set.pixels.end(), batch.pixels.begin(),
+                      batch.pixels.end());
+    set.labels.insert(set.labels.end(), batch.labels.begin(),
+                      batch.labels.end());
+  }
+  return set;
+}
+
 }  // namespace
 
 absl::StatusOr<IdxArray> ParseIdx(const std::string& bytes,
@@ -195,6 +278,45 @@ absl::StatusOr<IdxArray> ReadIdxFile(const std::string& path) {
   return ParseIdx(bytes, path);
 }
 
+absl::StatusOr<ImageSet> ParseCifarBatch(const std::string& bytes,
+                                         const std::string& name,
+                                         int64_t limit) {
+  const int64_t total = static_cast<int64_t>(bytes.size());
+  if (total == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CIFAR-10 batch file ", name, " is empty"));
+  }
+  if (total % kCifarRecordBytes != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CIFAR-10 batch file ", name, " has ", total,
+        " bytes, not a multiple of the ", kCifarRecordBytes,
+        "-byte record (1 label + 3072 pixels): truncated or not a CIFAR-10 "
+        "binary batch"));
+  }
+  int64_t n = total / kCifarRecordBytes;
+  if (limit > 0 && limit < n) n = limit;
+  constexpr int64_t kPixels = kCifarRecordBytes - 1;
+  ImageSet set;
+  set.size = n;
+  set.channels = 3;
+  set.rows = 32;
+  set.cols = 32;
+  set.pixels.resize(static_cast<size_t>(n * kPixels));
+  set.labels.resize(static_cast<size_t>(n));
+  const auto* src = reinterpret_cast<const uint8_t*>(bytes.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* record = src + i * kCifarRecordBytes;
+    if (record[0] > 9) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label ", static_cast<int>(record[0]), " of record ", i,
+                       " in ", name, " is out of range [0, 10)"));
+    }
+    set.labels[i] = record[0];
+    std::memcpy(set.pixels.data() + i * kPixels, record + 1, kPixels);
+  }
+  return set;
+}
+
 absl::StatusOr<DatasetInfo> GetDatasetInfo(const std::string& name) {
   if (name == "mnist") {
     return DatasetInfo{name, 1, 28, 28, 10, 0.1307f, 0.3081f};
@@ -234,14 +356,12 @@ std::string DefaultDataDir(const std::string& dataset_name) {
 absl::StatusOr<ImageSet> LoadImageSet(const std::string& dataset_name,
                                       const std::string& dir, Split split,
                                       int64_t limit) {
-  if (dataset_name == "cifar10") {
-    return absl::UnimplementedError("CIFAR-10 support is not built yet");
-  }
   ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(dataset_name));
   if (limit < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("dataset limit must be >= 0, got ", limit));
   }
+  if (dataset_name == "cifar10") return LoadCifar(dir, split, limit);
   const std::string root = dir.empty() ? DefaultDataDir(dataset_name) : dir;
   const std::string prefix = split == Split::kTrain ? "train" : "t10k";
   ASSIGN_OR_RETURN(std::string images_path,

@@ -10,28 +10,44 @@ namespace fedfwd {
 
 at::Tensor Forward(const ModelSpec& spec, const std::vector<at::Tensor>& params,
                    const at::Tensor& x) {
-  if (spec.arch == "mlp") {
-    at::Tensor h = spec.input_pool > 1
-                       ? at::avg_pool2d(x, {spec.input_pool, spec.input_pool})
-                       : x;
-    h = h.reshape({h.size(0), -1});
-    const size_t layers = params.size() / 2;
-    for (size_t i = 0; i < layers; ++i) {
-      h = at::linear(h, params[2 * i], params[2 * i + 1]);
-      if (i + 1 < layers) h = at::relu(h);
-    }
-    return h;
-  }
-  // cnn
+  TORCH_CHECK(params.size() == spec.params.size(), "model ", spec.name, " has ",
+              spec.params.size(), " parameter tensors, got ", params.size());
   at::Tensor h = x;
-  const size_t convs = spec.widths.size();
-  for (size_t i = 0; i < convs; ++i) {
-    h = at::relu(at::conv2d(h, params[2 * i], params[2 * i + 1],
-                            /*stride=*/{1, 1}, /*padding=*/{1, 1}));
-    if ((i + 1) % spec.pool_every == 0) h = at::max_pool2d(h, {2, 2});
+  size_t p = 0;  // next parameter; conv, dense and batchnorm take two
+  for (const LayerSpec& layer : spec.layers) {
+    switch (layer.kind) {
+      case LayerSpec::Kind::kConv:
+        h = at::conv2d(h, params[p], params[p + 1], /*stride=*/{1, 1},
+                       /*padding=*/{layer.pad, layer.pad});
+        p += 2;
+        break;
+      case LayerSpec::Kind::kDense:
+        h = at::linear(h, params[p], params[p + 1]);
+        p += 2;
+        break;
+      case LayerSpec::Kind::kBatchNorm:
+        // Batch statistics always; no running buffers (see model.h).
+        h = at::batch_norm(h, params[p], params[p + 1], /*running_mean=*/{},
+                           /*running_var=*/{}, /*training=*/true,
+                           /*momentum=*/0.1, /*eps=*/1e-5,
+                           /*cudnn_enabled=*/true);
+        p += 2;
+        break;
+      case LayerSpec::Kind::kRelu:
+        h = at::relu(h);
+        break;
+      case LayerSpec::Kind::kMaxPool:
+        h = at::max_pool2d(h, {layer.size, layer.size});
+        break;
+      case LayerSpec::Kind::kAvgPool:
+        h = at::avg_pool2d(h, {layer.size, layer.size});
+        break;
+      case LayerSpec::Kind::kFlatten:
+        h = h.reshape({h.size(0), -1});
+        break;
+    }
   }
-  h = h.reshape({h.size(0), -1});
-  return at::linear(h, params[2 * convs], params[2 * convs + 1]);
+  return h;
 }
 
 std::vector<at::Tensor> ParamViews(const ModelSpec& spec, float* flat) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -14,6 +15,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testutil/synthetic_data.h"
 
 namespace fedfwd {
 namespace {
@@ -245,12 +247,8 @@ TEST_F(IdxFiles, MissingSplitNamesDirAndBothNames) {
                              "t10k-images-idx3-ubyte.gz"));
 }
 
-TEST(Dataset, UnknownAndUnbuiltDatasets) {
-  absl::StatusOr<ImageSet> s = LoadImageSet("cifar10", "/tmp", Split::kTrain);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(s.status().message()), HasSubstr("CIFAR-10"));
-  s = LoadImageSet("svhn", "/tmp", Split::kTrain);
+TEST(Dataset, UnknownDataset) {
+  absl::StatusOr<ImageSet> s = LoadImageSet("svhn", "/tmp", Split::kTrain);
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("svhn"));
 }
@@ -338,6 +336,272 @@ TEST(Subset, CopiesPixelsAndLabelsInOrder) {
   expected.insert(expected.end(), set.pixels.begin() + 4,
                   set.pixels.begin() + 8);
   EXPECT_EQ(sub.pixels, expected);
+}
+
+// CIFAR-10 binary batches: records of 1 label byte + 3072 pixel bytes
+// (R plane, G plane, B plane, each 32x32 row-major).
+
+// The pixel every generated record holds at channel c, row r, column x for
+// the example with global index g: distinct per channel, row and column, so
+// a reordering (HWC instead of CHW, a swapped batch) shows.
+uint8_t CifarPixel(int64_t g, int c, int r, int x) {
+  return static_cast<uint8_t>((g * 11 + c * 85 + r * 5 + x * 3) % 256);
+}
+
+std::string CifarRecords(int64_t first, int64_t n) {
+  std::string out;
+  for (int64_t g = first; g < first + n; ++g) {
+    out.push_back(static_cast<char>(g % 10));
+    for (int c = 0; c < 3; ++c) {
+      for (int r = 0; r < 32; ++r) {
+        for (int x = 0; x < 32; ++x) {
+          out.push_back(static_cast<char>(CifarPixel(g, c, r, x)));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+class CifarFiles : public ::testing::Test {
+ protected:
+  // Sizes of data_batch_1..5: different, so the order shows.
+  static constexpr int64_t kBatchSizes[5] = {3, 2, 4, 1, 2};
+  static constexpr int64_t kTrainSize = 12;
+  static constexpr int64_t kTestSize = 3;
+
+  void SetUp() override {
+    dir_ = testing::MakeTempDir("fedfwd_cifar_test_");
+    ASSERT_FALSE(dir_.empty());
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Write(const std::string& folder, const std::string& name,
+                    const std::string& bytes) {
+    std::filesystem::create_directories(folder);
+    const std::string path = folder + "/" + name;
+    std::ofstream(path, std::ios::binary) << bytes;
+    return path;
+  }
+  // All six files into `folder`; test examples have global indices 100+.
+  void WriteAll(const std::string& folder) {
+    int64_t first = 0;
+    for (int b = 0; b < 5; ++b) {
+      Write(folder, "data_batch_" + std::to_string(b + 1) + ".bin",
+            CifarRecords(first, kBatchSizes[b]));
+      first += kBatchSizes[b];
+    }
+    Write(folder, "test_batch.bin", CifarRecords(100, kTestSize));
+  }
+
+  // Every pixel and label of `set` is that of global indices first, first+1..
+  static void ExpectExamples(const ImageSet& set, int64_t first, int64_t n) {
+    ASSERT_EQ(set.size, n);
+    EXPECT_EQ(set.channels, 3);
+    EXPECT_EQ(set.rows, 32);
+    EXPECT_EQ(set.cols, 32);
+    ASSERT_EQ(set.pixels.size(), static_cast<size_t>(n * 3072));
+    ASSERT_EQ(set.labels.size(), static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t g = first + i;
+      EXPECT_EQ(set.labels[i], g % 10) << "example " << i;
+      int bad = 0;
+      for (int c = 0; c < 3; ++c) {
+        for (int r = 0; r < 32; ++r) {
+          for (int x = 0; x < 32; ++x) {
+            const size_t at = i * 3072 + c * 1024 + r * 32 + x;
+            bad += set.pixels[at] != CifarPixel(g, c, r, x);
+          }
+        }
+      }
+      EXPECT_EQ(bad, 0) << "example " << i << " (global " << g << ")";
+    }
+  }
+
+  std::string dir_;
+};
+
+TEST_F(CifarFiles, TrainConcatenatesTheFiveBatchesInOrder) {
+  WriteAll(dir_);
+  absl::StatusOr<ImageSet> train = LoadImageSet("cifar10", dir_, Split::kTrain);
+  ASSERT_TRUE(train.ok()) << train.status();
+  ExpectExamples(*train, 0, kTrainSize);
+  absl::StatusOr<ImageSet> test = LoadImageSet("cifar10", dir_, Split::kTest);
+  ASSERT_TRUE(test.ok()) << test.status();
+  ExpectExamples(*test, 100, kTestSize);
+}
+
+TEST(Cifar, PixelsStayInChannelPlanes) {
+  // One record: R plane 10, G plane 20, B plane 30, with one marked pixel in
+  // each plane. The set is NCHW, as the file is.
+  std::string record(1 + 3072, '\0');
+  record[0] = 7;
+  std::fill(record.begin() + 1, record.begin() + 1 + 1024, 10);
+  std::fill(record.begin() + 1 + 1024, record.begin() + 1 + 2048, 20);
+  std::fill(record.begin() + 1 + 2048, record.end(), 30);
+  record[1 + 0 * 1024 + 0 * 32 + 1] = static_cast<char>(200);    // R(0,1)
+  record[1 + 1 * 1024 + 2 * 32 + 3] = static_cast<char>(201);    // G(2,3)
+  record[1 + 2 * 1024 + 31 * 32 + 31] = static_cast<char>(202);  // B(31,31)
+  absl::StatusOr<ImageSet> set = ParseCifarBatch(record, "mem");
+  ASSERT_TRUE(set.ok()) << set.status();
+  ASSERT_EQ(set->size, 1);
+  EXPECT_EQ(set->labels, std::vector<uint8_t>{7});
+  const std::vector<uint8_t>& px = set->pixels;
+  EXPECT_EQ(px[0], 10);
+  EXPECT_EQ(px[1], 200);
+  EXPECT_EQ(px[1023], 10);
+  EXPECT_EQ(px[1024], 20);
+  EXPECT_EQ(px[1024 + 2 * 32 + 3], 201);
+  EXPECT_EQ(px[2047], 20);
+  EXPECT_EQ(px[2048], 30);
+  EXPECT_EQ(px[3071], 202);
+  EXPECT_EQ(std::count(px.begin(), px.end(), 10), 1023);
+  EXPECT_EQ(std::count(px.begin(), px.end(), 20), 1023);
+  EXPECT_EQ(std::count(px.begin(), px.end(), 30), 1023);
+}
+
+TEST_F(CifarFiles, FilesInTheTarballSubfolderAreFound) {
+  const std::string sub = dir_ + "/cifar-10-batches-bin";
+  WriteAll(sub);
+  absl::StatusOr<ImageSet> train = LoadImageSet("cifar10", dir_, Split::kTrain);
+  ASSERT_TRUE(train.ok()) << train.status();
+  ExpectExamples(*train, 0, kTrainSize);
+  absl::StatusOr<ImageSet> test = LoadImageSet("cifar10", sub, Split::kTest);
+  ASSERT_TRUE(test.ok()) << test.status();
+  ExpectExamples(*test, 100, kTestSize);
+}
+
+TEST_F(CifarFiles, FilesDirectlyInDirWinOverTheSubfolder) {
+  WriteAll(dir_);
+  const std::string sub = dir_ + "/cifar-10-batches-bin";
+  Write(sub, "test_batch.bin", CifarRecords(500, 1));
+  absl::StatusOr<ImageSet> test = LoadImageSet("cifar10", dir_, Split::kTest);
+  ASSERT_TRUE(test.ok()) << test.status();
+  ExpectExamples(*test, 100, kTestSize);
+}
+
+TEST_F(CifarFiles, LimitKeepsTheFirstExamplesAcrossBatches) {
+  WriteAll(dir_);
+  for (int64_t limit : {1, 3, 4, 9, 12}) {
+    absl::StatusOr<ImageSet> s =
+        LoadImageSet("cifar10", dir_, Split::kTrain, limit);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ExpectExamples(*s, 0, limit);
+  }
+  absl::StatusOr<ImageSet> all =
+      LoadImageSet("cifar10", dir_, Split::kTrain, 1000);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size, kTrainSize);
+  EXPECT_FALSE(LoadImageSet("cifar10", dir_, Split::kTrain, -1).ok());
+}
+
+TEST_F(CifarFiles, LimitReadsOnlyTheBatchesItNeeds) {
+  WriteAll(dir_);
+  // A damaged later batch does not matter when the limit ends before it.
+  Write(dir_, "data_batch_3.bin", "garbage");
+  absl::StatusOr<ImageSet> s = LoadImageSet("cifar10", dir_, Split::kTrain, 5);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ExpectExamples(*s, 0, 5);
+  EXPECT_FALSE(LoadImageSet("cifar10", dir_, Split::kTrain, 6).ok());
+}
+
+TEST_F(CifarFiles, TruncatedFileNamesFileAndRecordSize) {
+  WriteAll(dir_);
+  std::string bytes = CifarRecords(100, 2);
+  bytes.resize(bytes.size() - 5);
+  const std::string path = Write(dir_, "test_batch.bin", bytes);
+  absl::StatusOr<ImageSet> s = LoadImageSet("cifar10", dir_, Split::kTest);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string msg(s.status().message());
+  EXPECT_THAT(msg, HasSubstr(path));
+  EXPECT_THAT(msg, HasSubstr("3073"));
+  EXPECT_THAT(msg, HasSubstr("truncated"));
+}
+
+TEST_F(CifarFiles, LabelAboveNineNamesFileAndRecord) {
+  WriteAll(dir_);
+  std::string bytes = CifarRecords(0, 4);
+  bytes[2 * 3073] = 10;
+  const std::string path = Write(dir_, "data_batch_2.bin", bytes);
+  absl::StatusOr<ImageSet> s = LoadImageSet("cifar10", dir_, Split::kTrain);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string msg(s.status().message());
+  EXPECT_THAT(msg, HasSubstr(path));
+  EXPECT_THAT(msg, HasSubstr("label 10"));
+  EXPECT_THAT(msg, HasSubstr("record 2"));
+}
+
+TEST_F(CifarFiles, EmptyFileIsAnError) {
+  WriteAll(dir_);
+  const std::string path = Write(dir_, "data_batch_1.bin", "");
+  absl::StatusOr<ImageSet> s = LoadImageSet("cifar10", dir_, Split::kTrain);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr(path));
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("empty"));
+}
+
+TEST_F(CifarFiles, MissingBatchSaysWhichFileAndWhereToGetIt) {
+  WriteAll(dir_);
+  std::filesystem::remove(dir_ + "/data_batch_4.bin");
+  absl::StatusOr<ImageSet> s = LoadImageSet("cifar10", dir_, Split::kTrain);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound);
+  const std::string msg(s.status().message());
+  EXPECT_THAT(msg, HasSubstr("missing data_batch_4.bin in '" + dir_ + "'"));
+  EXPECT_THAT(msg, HasSubstr("data_batch_1.bin .. data_batch_5.bin"));
+  EXPECT_THAT(msg, HasSubstr("cifar-10-batches-bin"));
+  EXPECT_THAT(msg, HasSubstr("https://www.cs.toronto.edu/~kriz/cifar-10-binary."
+                             "tar.gz"));
+  EXPECT_THAT(msg, HasSubstr("dataset.data_dir"));
+  // The test split is complete: it still loads.
+  EXPECT_TRUE(LoadImageSet("cifar10", dir_, Split::kTest).ok());
+}
+
+TEST_F(CifarFiles, EmptyDirNamesTheTestFileAndTheTarball) {
+  Write(dir_, "cifar-10-binary.tar.gz", "not really");
+  absl::StatusOr<ImageSet> s = LoadImageSet("cifar10", dir_, Split::kTest);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound);
+  const std::string msg(s.status().message());
+  EXPECT_THAT(msg, HasSubstr("test_batch.bin"));
+  EXPECT_THAT(msg, HasSubstr(dir_));
+  EXPECT_THAT(msg, HasSubstr("extract it"));
+}
+
+TEST(Cifar, ParseFromMemoryChecksSize) {
+  EXPECT_THAT(std::string(ParseCifarBatch("", "x.bin").status().message()),
+              HasSubstr("empty"));
+  absl::StatusOr<ImageSet> two = ParseCifarBatch(CifarRecords(5, 2), "m");
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->size, 2);
+  EXPECT_EQ(two->labels, (std::vector<uint8_t>{5, 6}));
+  absl::StatusOr<ImageSet> one = ParseCifarBatch(CifarRecords(5, 2), "m", 1);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->size, 1);
+  EXPECT_EQ(one->pixels.size(), 3072u);
+  // CIFAR-100's 2 label bytes per record (3074) are not CIFAR-10.
+  EXPECT_FALSE(ParseCifarBatch(std::string(3074, '\0'), "c100.bin").ok());
+}
+
+TEST(Cifar, InfoAndDefaultDir) {
+  absl::StatusOr<DatasetInfo> c = GetDatasetInfo("cifar10");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->channels, 3);
+  EXPECT_EQ(c->rows, 32);
+  EXPECT_EQ(c->cols, 32);
+  EXPECT_EQ(c->num_classes, 10);
+  EXPECT_FLOAT_EQ(c->mean, 0.4734f);
+  EXPECT_FLOAT_EQ(c->stddev, 0.2516f);
+
+  const char* old = std::getenv("FEDFWD_DATA");
+  const std::string saved = old != nullptr ? old : "";
+  setenv("FEDFWD_DATA", "/some/where", 1);
+  EXPECT_EQ(DefaultDataDir("cifar10"), "/some/where/cifar10");
+  unsetenv("FEDFWD_DATA");
+  EXPECT_THAT(DefaultDataDir("cifar10"), ::testing::EndsWith("data/cifar10"));
+  if (old != nullptr) setenv("FEDFWD_DATA", saved.c_str(), 1);
 }
 
 }  // namespace

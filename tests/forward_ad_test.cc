@@ -14,13 +14,14 @@ namespace {
 struct Case {
   std::string model;
   int64_t batch;
+  std::vector<int64_t> input = {1, 28, 28};  // C, H, W
 };
 
 class JvpVsBackprop : public ::testing::TestWithParam<Case> {};
 
 TEST_P(JvpVsBackprop, MatchesGradDotTangentInFloat64) {
   const Case c = GetParam();
-  auto spec = GetModelSpec(c.model, {1, 28, 28});
+  auto spec = GetModelSpec(c.model, c.input);
   ASSERT_TRUE(spec.ok()) << spec.status();
   std::vector<float> flat = InitialParams(*spec, 7);
   std::vector<float> vflat(flat.size());
@@ -32,7 +33,8 @@ TEST_P(JvpVsBackprop, MatchesGradDotTangentInFloat64) {
   for (auto& t : ParamViews(*spec, vflat.data()))
     tangent.push_back(t.to(at::kDouble));
   torch::manual_seed(0);
-  at::Tensor x = torch::randn({c.batch, 1, 28, 28}, torch::kDouble);
+  at::Tensor x = torch::randn({c.batch, c.input[0], c.input[1], c.input[2]},
+                              torch::kDouble);
   at::Tensor y = torch::randint(0, 10, {c.batch}, torch::kLong);
 
   auto jvp = ComputeJvp(*spec, params, {tangent}, x, y);
@@ -56,11 +58,17 @@ TEST_P(JvpVsBackprop, MatchesGradDotTangentInFloat64) {
       << "jvp " << jvp->jvps[0] << " backprop " << dot;
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, JvpVsBackprop,
-                         ::testing::Values(Case{"mlp", 8}, Case{"cnn", 4},
-                                           Case{"mlp_small", 16},
-                                           Case{"cnn_small", 8}),
-                         [](const auto& info) { return info.param.model; });
+INSTANTIATE_TEST_SUITE_P(
+    Models, JvpVsBackprop,
+    ::testing::Values(Case{"mlp", 8}, Case{"cnn", 4}, Case{"mlp_small", 16},
+                      Case{"cnn_small", 8},
+                      // Batch norm (batch statistics),
+                      // 5x5 convolutions, no padding.
+                      Case{"lenet5", 3}, Case{"lenet5", 4, {3, 32, 32}},
+                      Case{"cifar_cnn", 2}, Case{"cifar_cnn", 2, {3, 32, 32}}),
+    [](const auto& info) {
+      return info.param.model + (info.param.input[0] == 3 ? "_cifar" : "");
+    });
 
 TEST(ComputeJvp, SeveralTangentsGiveSeveralScalars) {
   auto spec = GetModelSpec("mlp_small", {1, 28, 28});
