@@ -65,6 +65,33 @@ absl::Status CoordinatorClient::Submit(const v1::TaskResult& result) {
   return FromGrpc(stub_->SubmitResult(&ctx, result, &reply));
 }
 
+absl::Status CoordinatorClient::SubmitUpdate(const v1::TaskResult& result,
+                                             const std::string& encoding,
+                                             const std::string& bytes) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kFetchDeadline);
+  v1::SubmitReply reply;
+  auto writer = stub_->SubmitUpdate(&ctx, &reply);
+  size_t off = 0;
+  do {
+    v1::UpdateChunk chunk;
+    if (off == 0) {
+      *chunk.mutable_result() = result;
+      chunk.set_encoding(encoding);
+      chunk.set_total_bytes(bytes.size());
+      chunk.set_checksum(Checksum(bytes.data(), bytes.size()));
+    }
+    const size_t len = std::min(kSnapshotChunkBytes, bytes.size() - off);
+    chunk.set_offset(off);
+    chunk.set_data(bytes.data() + off, len);
+    // A refused write means the server already answered: Finish says why.
+    if (!writer->Write(chunk)) break;
+    off += len;
+  } while (off < bytes.size());
+  writer->WritesDone();
+  return FromGrpc(writer->Finish());
+}
+
 absl::Status CoordinatorClient::FetchModel(
     uint32_t client_id, const std::string& session, uint64_t version,
     int64_t expected_params, std::vector<float>* out, uint64_t* checksum) {

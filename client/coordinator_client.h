@@ -28,6 +28,11 @@ class CoordinatorClient {
                                    const std::string& session,
                                    absl::Duration wait);
   absl::Status Submit(const v1::TaskResult& result);
+  // Streams an encoded model update (`encoding` as in update_codec.h) in
+  // chunks of kSnapshotChunkBytes, `result` (jvp empty) as the header.
+  absl::Status SubmitUpdate(const v1::TaskResult& result,
+                            const std::string& encoding,
+                            const std::string& bytes);
   // Streams the snapshot of `version` into `out` (expected_params floats),
   // verifying size, order and checksum.
   absl::Status FetchModel(uint32_t client_id, const std::string& session,

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "common/codec.h"
 #include "common/status_macros.h"
+#include "common/update_codec.h"
 
 namespace fedfwd {
 namespace {
@@ -46,7 +47,9 @@ absl::Status ClientDaemon::JoinWithRetry() {
   const int shard = shard_ >= 0 ? shard_ : options_.shard;
   req.set_shard(shard);
   req.set_num_shards(shard >= 0 ? options_.num_shards : 0);
-  req.mutable_capabilities()->add_estimators("jvp");
+  for (const char* e : {"jvp", "fedsgd", "fedavg"}) {
+    req.mutable_capabilities()->add_estimators(e);
+  }
   req.mutable_capabilities()->set_device(options_.device);
   req.mutable_capabilities()->set_threads(options_.threads);
   const absl::Time give_up =
@@ -71,6 +74,9 @@ absl::Status ClientDaemon::JoinWithRetry() {
         t.shard = reply->shard();
         t.num_shards = run.num_shards();
         t.train_limit = run.train_limit();
+        t.partition.type = run.partition().empty() ? "iid" : run.partition();
+        t.partition.shards_per_client = run.shards_per_client();
+        t.partition.alpha = run.partition_alpha();
         t.device = options_.device;
         ASSIGN_OR_RETURN(trainer_, Trainer::Create(t));
       }
@@ -192,6 +198,9 @@ absl::Status ClientDaemon::WorkLoop() {
     local.round = task->round();
     local.estimator = task->estimator();
     local.batch_size = task->batch_size();
+    local.local_epochs = task->local_epochs();
+    local.lr = task->lr();
+    local.momentum = task->momentum();
     for (const auto& k : task->tangents()) {
       ASSIGN_OR_RETURN(TangentKey key, FromProto(k));
       local.tangents.push_back(key);
@@ -206,7 +215,19 @@ absl::Status ClientDaemon::WorkLoop() {
     result.set_num_samples(r.num_samples);
     result.set_loss(r.loss);
     result.set_compute_ms(r.compute_ms);
-    absl::Status submitted = coordinator_.Submit(result);
+    absl::Status submitted;
+    if (r.update.empty()) {
+      submitted = coordinator_.Submit(result);
+    } else {
+      const std::string compression =
+          task->compression().empty() ? "none" : task->compression();
+      ASSIGN_OR_RETURN(UpdateEncoding encoding,
+                       ParseUpdateEncoding(compression));
+      ASSIGN_OR_RETURN(
+          std::string bytes,
+          EncodeUpdate(r.update.data(), trainer_->param_sizes(), encoding));
+      submitted = coordinator_.SubmitUpdate(result, compression, bytes);
+    }
     if (!submitted.ok()) {
       Log(absl::StrCat("result for round ", task->round(),
                        " refused: ", submitted.message()));

@@ -3,9 +3,12 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/backprop.h"
 #include "common/forward_ad.h"
 #include "common/status_macros.h"
 #include "common/torch_model.h"
@@ -45,20 +48,46 @@ class BatchSampler {
   std::vector<int64_t> order_;
 };
 
-// What every estimator sees.
+// What every estimator sees: the model and the shard with its sampler.
 struct EstimatorContext {
   const ModelSpec& spec;
   const std::vector<at::Tensor>& params;  // on the trainer's device
   const at::Device& device;
+  const ImageSet& shard;
+  const DatasetInfo& info;
+  BatchSampler& sampler;
+
+  // The shard's next minibatch of up to `size` examples, on the device.
+  Batch NextBatch(int64_t size) const {
+    Batch b = MakeBatch(shard, info, sampler.Next(std::min(size, shard.size)));
+    if (!device.is_cpu()) {
+      b.x = b.x.to(device);
+      b.y = b.y.to(device);
+    }
+    return b;
+  }
 };
 
 class Estimator {
  public:
   virtual ~Estimator() = default;
   virtual absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
-                                               const LocalTask& task,
-                                               const Batch& batch) = 0;
+                                               const LocalTask& task) = 0;
 };
+
+// Flattens device tensors into one CPU float vector (registration order).
+std::vector<float> Flatten(const std::vector<at::Tensor>& tensors,
+                           int64_t total) {
+  std::vector<float> out(static_cast<size_t>(total));
+  int64_t off = 0;
+  for (const auto& t : tensors) {
+    at::Tensor c = t.detach().to(at::kCPU, at::kFloat).contiguous();
+    std::memcpy(out.data() + off, c.data_ptr<float>(),
+                static_cast<size_t>(c.numel()) * sizeof(float));
+    off += c.numel();
+  }
+  return out;
+}
 
 // Forward-gradient JVP: regenerates each tangent from its key (on the CPU,
 // the coordinator's exact bits), moves it to the device and runs one
@@ -66,8 +95,8 @@ class Estimator {
 class JvpEstimator final : public Estimator {
  public:
   absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
-                                       const LocalTask& task,
-                                       const Batch& batch) override {
+                                       const LocalTask& task) override {
+    const Batch batch = ctx.NextBatch(task.batch_size);
     const int64_t n = ctx.spec.NumParams();
     if (static_cast<int64_t>(buffers_.size()) <
         static_cast<int64_t>(task.tangents.size())) {
@@ -82,9 +111,8 @@ class JvpEstimator final : public Estimator {
       tangents.push_back(ctx.device.is_cpu() ? views
                                              : ParamsTo(views, ctx.device));
     }
-    at::Tensor x = batch.x.to(ctx.device), y = batch.y.to(ctx.device);
-    ASSIGN_OR_RETURN(JvpResult r,
-                     ComputeJvp(ctx.spec, ctx.params, tangents, x, y));
+    ASSIGN_OR_RETURN(JvpResult r, ComputeJvp(ctx.spec, ctx.params, tangents,
+                                             batch.x, batch.y));
     LocalResult out;
     out.jvps = std::move(r.jvps);
     out.loss = r.loss;
@@ -96,9 +124,66 @@ class JvpEstimator final : public Estimator {
   std::vector<std::vector<float>> buffers_;  // reused across rounds
 };
 
+// FedSGD: the gradient of one minibatch.
+class GradientEstimator final : public Estimator {
+ public:
+  absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
+                                       const LocalTask& task) override {
+    const Batch batch = ctx.NextBatch(task.batch_size);
+    ASSIGN_OR_RETURN(GradientResult g,
+                     ComputeGradient(ctx.spec, ctx.params, batch.x, batch.y));
+    LocalResult out;
+    out.update = Flatten(g.grads, ctx.spec.NumParams());
+    out.loss = g.loss;
+    out.num_samples = batch.x.size(0);
+    return out;
+  }
+};
+
+// FedAvg (McMahan et al. 2017): E passes over the shard in minibatches of B
+// (ceil(E n / B) steps) of SGD from the installed model on a private copy;
+// the result is the delta local - start and the shard size.
+class LocalSgdEstimator final : public Estimator {
+ public:
+  absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
+                                       const LocalTask& task) override {
+    if (task.local_epochs < 1 || !(task.lr > 0) || !std::isfinite(task.lr) ||
+        task.momentum < 0 || task.momentum >= 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad fedavg task: local_epochs ", task.local_epochs,
+                       ", lr ", task.lr, ", momentum ", task.momentum));
+    }
+    const int64_t b = std::min<int64_t>(task.batch_size, ctx.shard.size);
+    const int64_t steps = (task.local_epochs * ctx.shard.size + b - 1) / b;
+    std::vector<at::Tensor> local;
+    local.reserve(ctx.params.size());
+    for (const auto& p : ctx.params) local.push_back(p.detach().clone());
+    ASSIGN_OR_RETURN(
+        double loss,
+        RunSgdSteps(ctx.spec, &local, steps, task.lr, task.momentum,
+                    [&](at::Tensor* x, at::Tensor* y) {
+                      Batch batch = ctx.NextBatch(b);
+                      *x = batch.x;
+                      *y = batch.y;
+                    }));
+    for (size_t i = 0; i < local.size(); ++i) local[i].sub_(ctx.params[i]);
+    LocalResult out;
+    out.update = Flatten(local, ctx.spec.NumParams());
+    out.loss = loss;
+    out.num_samples = ctx.shard.size;
+    return out;
+  }
+};
+
 absl::StatusOr<std::unique_ptr<Estimator>> MakeEstimator(
     const std::string& name) {
   if (name == "jvp") return std::unique_ptr<Estimator>(new JvpEstimator());
+  if (name == "fedsgd" || name == "backprop") {
+    return std::unique_ptr<Estimator>(new GradientEstimator());
+  }
+  if (name == "fedavg") {
+    return std::unique_ptr<Estimator>(new LocalSgdEstimator());
+  }
   return absl::UnimplementedError(
       absl::StrCat("this client does not implement estimator '", name, "'"));
 }
@@ -134,8 +219,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   }
   ASSIGN_OR_RETURN(ImageSet train, LoadImageSet(o.dataset, o.data_dir,
                                                 Split::kTrain, o.train_limit));
-  impl->shard =
-      Subset(train, IidShardIndices(train.size, o.num_shards, o.shard, o.seed));
+  ASSIGN_OR_RETURN(
+      std::vector<int64_t> indices,
+      ShardIndices(train.labels, static_cast<int>(impl->info.num_classes),
+                   o.num_shards, o.shard, o.partition, o.seed));
+  impl->shard = Subset(train, indices);
   if (impl->shard.size == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("shard ", o.shard, " of ", o.num_shards, " is empty (",
@@ -160,7 +248,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
 }
 
 int64_t Trainer::num_params() const { return impl_->spec.NumParams(); }
+std::vector<int64_t> Trainer::param_sizes() const {
+  return impl_->spec.ParamSizes();
+}
 int64_t Trainer::shard_size() const { return impl_->shard.size; }
+const std::vector<float>& Trainer::params() const { return impl_->flat; }
 const std::string& Trainer::device_name() const { return impl_->device_name; }
 
 absl::Status Trainer::SetModel(std::vector<float> params, uint64_t version) {
@@ -176,6 +268,17 @@ absl::Status Trainer::SetModel(std::vector<float> params, uint64_t version) {
   return absl::OkStatus();
 }
 
+std::vector<float>* Trainer::mutable_params() { return &impl_->flat; }
+
+void Trainer::ParamsChanged(uint64_t version) {
+  // CPU tensors view `flat`; device copies must be refreshed.
+  if (!impl_->device.is_cpu()) {
+    impl_->params =
+        ParamsTo(ParamViews(impl_->spec, impl_->flat.data()), impl_->device);
+  }
+  version_ = version;
+}
+
 absl::StatusOr<LocalResult> Trainer::Run(const LocalTask& task) {
   if (impl_->params.empty()) {
     return absl::FailedPreconditionError("no model installed");
@@ -188,10 +291,9 @@ absl::StatusOr<LocalResult> Trainer::Run(const LocalTask& task) {
     impl_->estimator_name = task.estimator;
   }
   const auto start = std::chrono::steady_clock::now();
-  const int64_t b = std::min<int64_t>(task.batch_size, impl_->shard.size);
-  Batch batch = MakeBatch(impl_->shard, impl_->info, impl_->sampler->Next(b));
-  EstimatorContext ctx{impl_->spec, impl_->params, impl_->device};
-  ASSIGN_OR_RETURN(LocalResult r, impl_->estimator->Estimate(ctx, task, batch));
+  EstimatorContext ctx{impl_->spec,  impl_->params, impl_->device,
+                       impl_->shard, impl_->info,   *impl_->sampler};
+  ASSIGN_OR_RETURN(LocalResult r, impl_->estimator->Estimate(ctx, task));
   r.compute_ms = std::chrono::duration<double, std::milli>(
                      std::chrono::steady_clock::now() - start)
                      .count();

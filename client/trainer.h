@@ -16,21 +16,29 @@
 #include "absl/status/statusor.h"
 #include "common/dataset.h"
 #include "common/model.h"
+#include "common/partition.h"
 #include "common/rng.h"
 
 namespace fedfwd {
 
 struct LocalTask {
   int64_t round = 0;
-  std::string estimator;
+  std::string estimator;  // jvp | fedsgd | fedavg
   std::vector<TangentKey> tangents;
   int batch_size = 0;
+  // fedavg: passes over the shard, client SGD learning rate and momentum.
+  int local_epochs = 1;
+  double lr = 0;
+  double momentum = 0;
 };
 
 struct LocalResult {
-  std::vector<double> jvps;
-  int64_t num_samples = 0;
-  double loss = 0;
+  std::vector<double> jvps;  // jvp: one per tangent
+  // fedsgd: the minibatch gradient; fedavg: local model minus the model it
+  // started from. Flat, registration order.
+  std::vector<float> update;
+  int64_t num_samples = 0;  // samples behind the result (fedavg: shard size)
+  double loss = 0;          // mean training loss over those samples
   double compute_ms = 0;
 };
 
@@ -42,6 +50,7 @@ struct TrainerOptions {
   int shard = 0;
   int num_shards = 1;
   int64_t train_limit = 0;
+  PartitionOptions partition;
   std::string device = "cpu";  // cpu | cuda
 };
 
@@ -52,12 +61,20 @@ class Trainer {
   ~Trainer();
 
   int64_t num_params() const;
+  std::vector<int64_t> param_sizes() const;
   int64_t shard_size() const;
   uint64_t model_version() const { return version_; }
   const std::string& device_name() const;
+  // The installed model (registration-order float32 parameters).
+  const std::vector<float>& params() const;
+  // In-process callers (the centralized trainer) may change the installed
+  // model in place through mutable_params() and then call ParamsChanged.
+  std::vector<float>* mutable_params();
+  void ParamsChanged(uint64_t version);
   // Installs a new model (registration-order float32 parameters).
   absl::Status SetModel(std::vector<float> params, uint64_t version);
-  // Runs the task's estimator on the next minibatch of the shard.
+  // Runs the task's estimator on the shard (the next minibatch, or for
+  // fedavg local_epochs passes). The installed model is never modified.
   absl::StatusOr<LocalResult> Run(const LocalTask& task);
 
  private:

@@ -36,6 +36,9 @@ const std::vector<std::string>& KnownKeys() {
       "dataset.train_limit",
       "dataset.test_limit",
       "partition",
+      "partition.type",
+      "partition.shards_per_client",
+      "partition.alpha",
       "clients",
       "min_clients",
       "rounds",
@@ -53,6 +56,18 @@ const std::vector<std::string>& KnownKeys() {
       "momentum",
       "clip_jvp",
       "batch_size",
+      "local_epochs",
+      "sampling",
+      "sampling.fraction",
+      "sampling.minimum",
+      "server_optimizer",
+      "server_optimizer.type",
+      "server_optimizer.lr",
+      "server_optimizer.momentum",
+      "server_optimizer.beta1",
+      "server_optimizer.beta2",
+      "server_optimizer.eps",
+      "compression",
       "eval_every",
       "targets",
       "timeouts",
@@ -419,7 +434,17 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   }
   c->dataset.data_dir = ResolvePath(c->dataset.data_dir, base_dir);
 
-  RETURN_IF_ERROR(r.Choice(root, "", "partition", {"iid"}, &c->partition));
+  if (root.IsMap() && root["partition"].IsDefined()) {
+    const YAML::Node p = root["partition"];
+    RETURN_IF_ERROR(r.CheckMap(p, "partition"));
+    RETURN_IF_ERROR(r.Choice(p, "partition", "type",
+                             {"iid", "shards", "dirichlet"},
+                             &c->partition.type));
+    RETURN_IF_ERROR(r.Int(p, "partition", "shards_per_client", 1, 1000,
+                          &c->partition.shards_per_client));
+    RETURN_IF_ERROR(r.Double(p, "partition", "alpha", 0, true, kInf, false,
+                             &c->partition.alpha));
+  }
   RETURN_IF_ERROR(r.Int(root, "", "clients", 1, 1024, &c->clients));
   RETURN_IF_ERROR(r.Int(root, "", "min_clients", 1, 1024, &c->min_clients));
   if (c->min_clients > c->clients) {
@@ -430,7 +455,9 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   // Round numbers are 32-bit in the tangent key.
   RETURN_IF_ERROR(r.Int(root, "", "rounds", 1, int64_t{1} << 32, &c->rounds));
   RETURN_IF_ERROR(r.Uint64(root, "", "seed", &c->seed));
-  RETURN_IF_ERROR(r.Choice(root, "", "estimator", {"jvp"}, &c->estimator));
+  RETURN_IF_ERROR(r.Choice(root, "", "estimator",
+                           {"jvp", "fedsgd", "fedavg", "backprop"},
+                           &c->estimator));
 
   std::string merge = MergeRuleName(c->merge);
   RETURN_IF_ERROR(
@@ -468,6 +495,34 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   RETURN_IF_ERROR(
       r.Double(root, "", "clip_jvp", 0, false, kInf, false, &c->clip_jvp));
   RETURN_IF_ERROR(r.Int(root, "", "batch_size", 1, 65536, &c->batch_size));
+  RETURN_IF_ERROR(r.Int(root, "", "local_epochs", 1, 10000, &c->local_epochs));
+  if (root.IsMap() && root["sampling"].IsDefined()) {
+    const YAML::Node s = root["sampling"];
+    RETURN_IF_ERROR(r.CheckMap(s, "sampling"));
+    RETURN_IF_ERROR(r.Double(s, "sampling", "fraction", 0, true, 1, false,
+                             &c->sampling.fraction));
+    RETURN_IF_ERROR(
+        r.Int(s, "sampling", "minimum", 1, 1024, &c->sampling.minimum));
+  }
+  if (root.IsMap() && root["server_optimizer"].IsDefined()) {
+    const YAML::Node s = root["server_optimizer"];
+    ServerOptimizerConfig& o = c->server_optimizer;
+    RETURN_IF_ERROR(r.CheckMap(s, "server_optimizer"));
+    RETURN_IF_ERROR(
+        r.Choice(s, "server_optimizer", "type", {"sgd", "adam"}, &o.type));
+    RETURN_IF_ERROR(
+        r.Double(s, "server_optimizer", "lr", 0, true, kInf, false, &o.lr));
+    RETURN_IF_ERROR(r.Double(s, "server_optimizer", "momentum", 0, false, 1,
+                             true, &o.momentum));
+    RETURN_IF_ERROR(
+        r.Double(s, "server_optimizer", "beta1", 0, false, 1, true, &o.beta1));
+    RETURN_IF_ERROR(
+        r.Double(s, "server_optimizer", "beta2", 0, false, 1, true, &o.beta2));
+    RETURN_IF_ERROR(
+        r.Double(s, "server_optimizer", "eps", 0, true, kInf, false, &o.eps));
+  }
+  RETURN_IF_ERROR(r.Choice(root, "", "compression", {"none", "fp16", "int8"},
+                           &c->compression));
   RETURN_IF_ERROR(r.Int(root, "", "eval_every", 1, INT64_MAX, &c->eval_every));
   RETURN_IF_ERROR(r.DoubleList(root, "", "targets", 0, 1, &c->targets));
   std::sort(c->targets.begin(), c->targets.end());
@@ -503,6 +558,13 @@ absl::StatusOr<Config> ParseConfigOrThrow(
     return absl::InvalidArgumentError(absl::StrCat(
         "config in ", origin, " must be a YAML map, got ", Describe(root)));
   }
+  // "partition: TYPE" is shorthand for "partition: {type: TYPE}"; expand it
+  // first so that --set partition.alpha=... works on either form.
+  if (root["partition"].IsDefined() && root["partition"].IsScalar()) {
+    YAML::Node expanded(YAML::NodeType::Map);
+    expanded["type"] = root["partition"].Scalar();
+    root["partition"] = expanded;
+  }
   for (const std::string& o : overrides) {
     RETURN_IF_ERROR(ApplyOverride(root, o));
   }
@@ -519,7 +581,9 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                   {"data_dir", c.dataset.data_dir},
                   {"train_limit", c.dataset.train_limit},
                   {"test_limit", c.dataset.test_limit}};
-  j["partition"] = c.partition;
+  j["partition"] = {{"type", c.partition.type},
+                    {"shards_per_client", c.partition.shards_per_client},
+                    {"alpha", c.partition.alpha}};
   j["clients"] = c.clients;
   j["min_clients"] = c.min_clients;
   j["rounds"] = c.rounds;
@@ -535,6 +599,16 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
   j["momentum"] = c.momentum;
   j["clip_jvp"] = c.clip_jvp;
   j["batch_size"] = c.batch_size;
+  j["local_epochs"] = c.local_epochs;
+  j["sampling"] = {{"fraction", c.sampling.fraction},
+                   {"minimum", c.sampling.minimum}};
+  j["server_optimizer"] = {{"type", c.server_optimizer.type},
+                           {"lr", c.server_optimizer.lr},
+                           {"momentum", c.server_optimizer.momentum},
+                           {"beta1", c.server_optimizer.beta1},
+                           {"beta2", c.server_optimizer.beta2},
+                           {"eps", c.server_optimizer.eps}};
+  j["compression"] = c.compression;
   j["eval_every"] = c.eval_every;
   j["targets"] = c.targets;
   j["timeouts"] = {{"round_s", c.timeouts.round_s},

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/partition.h"
 
 namespace fedfwd {
 
@@ -43,6 +44,27 @@ struct LrScheduleConfig {
   double min_lr = 0;
 };
 
+// Which registered clients take part in a round (FedAvg's C): the first
+// max(minimum, ceil(fraction * live)) of a seeded permutation of the live
+// clients, capped at the live count.
+struct SamplingConfig {
+  double fraction = 1.0;  // (0, 1]
+  int minimum = 1;
+};
+
+// The coordinator's optimizer over FedAvg's averaged client delta (the
+// "pseudo-gradient" -delta): sgd with lr 1 and no momentum is plain FedAvg;
+// momentum > 0 is FedAvgM; adam is FedAdam (Reddi et al. 2021), where eps is
+// their tau.
+struct ServerOptimizerConfig {
+  std::string type = "sgd";  // sgd | adam
+  double lr = 1.0;
+  double momentum = 0;
+  double beta1 = 0.9;
+  double beta2 = 0.99;
+  double eps = 1e-3;
+};
+
 struct TimeoutsConfig {
   double round_s = 60;   // a round closes at this deadline with what it has
   double client_s = 10;  // a client unheard of this long is dropped
@@ -52,11 +74,21 @@ struct TimeoutsConfig {
 struct Config {
   std::string model = "mlp";
   DatasetConfig dataset;
-  std::string partition = "iid";
+  // How the training set is split into `clients` shards. YAML: a map
+  // {type, shards_per_client, alpha}, or just the type ("partition: iid").
+  PartitionOptions partition;
   int clients = 4;      // client daemons that take part (and shards)
   int min_clients = 1;  // quorum: fewest results that make a round count
   int64_t rounds = 100;
   uint64_t seed = 1;
+  // jvp: forward gradients (a scalar per tangent goes up).
+  // fedsgd: each client returns one minibatch gradient; the coordinator takes
+  //   their sample-weighted mean and steps with lr / momentum / lr_schedule.
+  // fedavg: each client runs local_epochs of minibatch SGD (batch_size, lr,
+  //   momentum, lr_schedule by round) and returns its model delta; the
+  //   coordinator averages the deltas weighted by samples and applies them
+  //   through server_optimizer.
+  // backprop: fedsgd under its plain name (centralized SGD in fedfwd-train).
   std::string estimator = "jvp";
   MergeRule merge = MergeRule::kWeighted;
   TangentConfig tangent;
@@ -65,6 +97,11 @@ struct Config {
   double momentum = 0;
   double clip_jvp = 0;  // clip each client's JVP scalar to [-c, c]; 0: off
   int batch_size = 64;
+  int local_epochs = 1;  // fedavg: E
+  SamplingConfig sampling;
+  ServerOptimizerConfig server_optimizer;
+  // Encoding of uploaded deltas/gradients: none (float32) | fp16 | int8.
+  std::string compression = "none";
   int64_t eval_every = 100;     // evaluate test accuracy every N rounds
   std::vector<double> targets;  // accuracy thresholds to time
   TimeoutsConfig timeouts;

@@ -11,14 +11,14 @@
 namespace fedfwd {
 
 absl::StatusOr<std::unique_ptr<MetricsWriter>> MetricsWriter::Open(
-    const std::string& dir) {
+    const std::string& dir, const std::string& index_key) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create output folder ", dir, ": ", ec.message()));
   }
-  std::unique_ptr<MetricsWriter> w(new MetricsWriter(dir));
+  std::unique_ptr<MetricsWriter> w(new MetricsWriter(dir, index_key));
   const std::string path = dir + "/metrics.jsonl";
   w->rows_.open(path, std::ios::out | std::ios::trunc);
   if (!w->rows_) {
@@ -29,7 +29,7 @@ absl::StatusOr<std::unique_ptr<MetricsWriter>> MetricsWriter::Open(
 
 absl::Status MetricsWriter::Append(const RoundRow& row) {
   nlohmann::json j;
-  j["round"] = row.round;
+  j[index_key_] = row.round;
   j["wall_s"] = row.wall_s;
   j["train_loss"] = row.train_loss ? nlohmann::json(*row.train_loss)
                                    : nlohmann::json(nullptr);

@@ -28,9 +28,11 @@ struct RoundRow {
 
 class MetricsWriter {
  public:
-  // Creates `dir` if needed and truncates dir/metrics.jsonl.
+  // Creates `dir` if needed and truncates dir/metrics.jsonl. `index_key`
+  // names RoundRow::round in the rows ("round"; "step" for the centralized
+  // trainer).
   static absl::StatusOr<std::unique_ptr<MetricsWriter>> Open(
-      const std::string& dir);
+      const std::string& dir, const std::string& index_key = "round");
   absl::Status Append(const RoundRow& row);
   // Writes dir/summary.json from a JSON object text.
   absl::Status WriteSummary(const std::string& json_text);
@@ -40,8 +42,10 @@ class MetricsWriter {
   const std::string& dir() const { return dir_; }
 
  private:
-  explicit MetricsWriter(std::string dir) : dir_(std::move(dir)) {}
+  MetricsWriter(std::string dir, std::string index_key)
+      : dir_(std::move(dir)), index_key_(std::move(index_key)) {}
   std::string dir_;
+  std::string index_key_;
   std::ofstream rows_;
 };
 

@@ -28,6 +28,7 @@ enum class RngDomain : uint32_t {
   kPartition = 1,
   kBatch = 2,
   kInit = 3,
+  kSampling = 4,  // which clients take part in a round
 };
 uint64_t RandomU64(uint64_t seed, RngDomain domain, uint32_t stream,
                    uint64_t i);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+
 namespace fedfwd {
 namespace {
 
@@ -21,6 +23,34 @@ void AddTerms(const JvpContribution& r, double weight, double clip,
 }
 
 }  // namespace
+
+absl::Status WeightedAverage(const std::vector<DenseContribution>& updates,
+                             std::vector<float>* out) {
+  if (updates.empty()) return absl::InvalidArgumentError("no updates");
+  const size_t n = updates[0].update->size();
+  int64_t total = 0;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    if (updates[i].update->size() != n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update ", i, " has ", updates[i].update->size(),
+                       " values, update 0 has ", n));
+    }
+    if (updates[i].num_samples <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update ", i, " has sample count ", updates[i].num_samples));
+    }
+    total += updates[i].num_samples;
+  }
+  std::vector<double> acc(n, 0.0);
+  for (const auto& u : updates) {
+    const double w = static_cast<double>(u.num_samples) / total;
+    const float* v = u.update->data();
+    for (size_t j = 0; j < n; ++j) acc[j] += w * v[j];
+  }
+  out->resize(n);
+  for (size_t j = 0; j < n; ++j) (*out)[j] = static_cast<float>(acc[j]);
+  return absl::OkStatus();
+}
 
 std::vector<GradientStep> PlanMerge(MergeRule rule,
                                     std::vector<JvpContribution> results,

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "common/config.h"
 #include "common/rng.h"
 
@@ -31,6 +32,16 @@ struct GradientTerm {
   double coef = 0;
 };
 using GradientStep = std::vector<GradientTerm>;
+
+// FedAvg / FedSGD: the sample-weighted mean of dense updates,
+// out = sum_i (n_i / N) u_i, accumulated in double in the given order.
+// Errors: no updates, sizes differ, a weight <= 0.
+struct DenseContribution {
+  const std::vector<float>* update = nullptr;
+  int64_t num_samples = 0;
+};
+absl::Status WeightedAverage(const std::vector<DenseContribution>& updates,
+                             std::vector<float>* out);
 
 // `results` may come in any order; they are merged in client-id order.
 // Within one result, several tangents are averaged (mean of d_k v_k).

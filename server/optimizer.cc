@@ -46,4 +46,37 @@ void SgdOptimizer::Apply(const GradientStep& step, double lr, float* params) {
   for (int64_t i = 0; i < n; ++i) params[i] += a * buffer_[i];
 }
 
+void SgdOptimizer::ApplyDense(const std::vector<float>& grad, double lr,
+                              float* params) {
+  const size_t n = grad.size();
+  const float a = static_cast<float>(-lr);
+  if (momentum_ == 0) {
+    for (size_t i = 0; i < n; ++i) params[i] += a * grad[i];
+    return;
+  }
+  if (buffer_.empty()) buffer_.assign(n, 0.0f);
+  const float mu = static_cast<float>(momentum_);
+  for (size_t i = 0; i < n; ++i) {
+    buffer_[i] = mu * buffer_[i] + grad[i];
+    params[i] += a * buffer_[i];
+  }
+}
+
+void AdamOptimizer::ApplyDense(const std::vector<float>& grad, double lr,
+                               float* params) {
+  const size_t n = grad.size();
+  if (m_.empty()) {
+    m_.assign(n, 0.0f);
+    v_.assign(n, 0.0f);
+  }
+  const float b1 = static_cast<float>(beta1_), b2 = static_cast<float>(beta2_);
+  const float eps = static_cast<float>(eps_), a = static_cast<float>(lr);
+  for (size_t i = 0; i < n; ++i) {
+    const float g = grad[i];
+    m_[i] = b1 * m_[i] + (1.0f - b1) * g;
+    v_[i] = b2 * v_[i] + (1.0f - b2) * g * g;
+    params[i] -= a * m_[i] / (std::sqrt(v_[i]) + eps);
+  }
+}
+
 }  // namespace fedfwd

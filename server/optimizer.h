@@ -26,12 +26,30 @@ class SgdOptimizer {
 
   // params -= lr * (momentum-filtered) step.
   void Apply(const GradientStep& step, double lr, float* params);
+  // The same rule for a dense gradient of the model's size.
+  void ApplyDense(const std::vector<float>& grad, double lr, float* params);
 
  private:
   std::vector<int64_t> sizes_;
   double momentum_;
   int threads_;
   std::vector<float> buffer_;  // momentum buffer, empty when momentum == 0
+};
+
+// FedAdam's server step (Reddi et al. 2021, "Adaptive Federated
+// Optimization", Algorithm 2) on a dense pseudo-gradient g:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//   params -= lr * m / (sqrt(v) + eps)
+// without bias correction, as in the paper (eps is their tau).
+class AdamOptimizer {
+ public:
+  AdamOptimizer(double beta1, double beta2, double eps)
+      : beta1_(beta1), beta2_(beta2), eps_(eps) {}
+  void ApplyDense(const std::vector<float>& grad, double lr, float* params);
+
+ private:
+  double beta1_, beta2_, eps_;
+  std::vector<float> m_, v_;
 };
 
 }  // namespace fedfwd

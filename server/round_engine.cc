@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/model_file.h"
 #include "common/status_macros.h"
 
 namespace fedfwd {
@@ -359,10 +360,7 @@ absl::Status RoundEngine::Run() {
     // Failure after training started: keep what was learned and tell the
     // clients (they hear STOP on their next poll).
     Log(absl::StrCat("run failed: ", status.message()));
-    metrics_
-        ->WriteFileAtomically("final_model.bin",
-                              MakeSnapshot(params_, rounds_done_).bytes)
-        .IgnoreError();
+    WriteModel("final", rounds_done_, -1).IgnoreError();
     metrics_
         ->WriteSummary(
             SummaryJson(rounds_done_,
@@ -487,6 +485,10 @@ absl::Status RoundEngine::RunRounds() {
             round, score.loss));
       }
       row.test_acc = score.accuracy;
+      if (score.accuracy > best_test_acc_) {
+        best_test_acc_ = score.accuracy;
+        RETURN_IF_ERROR(WriteModel("best", round, score.accuracy));
+      }
       std::lock_guard<std::mutex> lock(mu_);
       last_test_acc_ = score.accuracy;
     }
@@ -538,9 +540,7 @@ absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
     state_ = State::kFinished;
     cv_.notify_all();
   }
-  const Snapshot final_model = MakeSnapshot(params_, rounds_done);
-  RETURN_IF_ERROR(
-      metrics_->WriteFileAtomically("final_model.bin", final_model.bytes));
+  RETURN_IF_ERROR(WriteModel("final", rounds_done, final_test_acc_));
   RETURN_IF_ERROR(metrics_->WriteSummary(
       SummaryJson(rounds_done, wall_s, interrupted, absl::OkStatus())));
   Log(absl::StrFormat(
@@ -554,6 +554,19 @@ absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
                      : absl::OkStatus();
 }
 
+absl::Status RoundEngine::WriteModel(const std::string& kind, int64_t round,
+                                     double test_acc) {
+  ModelFileHeader h;
+  h.model = spec_.name;
+  h.dataset = config_.dataset.name;
+  h.kind = kind;
+  h.round = round;
+  h.test_acc = test_acc;
+  h.config_yaml = ConfigToYaml(config_);
+  return metrics_->WriteFileAtomically(kind + "_model.bin",
+                                       EncodeModelFile(h, params_));
+}
+
 std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
                                      bool interrupted,
                                      const absl::Status& error) const {
@@ -561,6 +574,7 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
   if (!error.ok()) j["error"] = std::string(error.message());
   j["run_id"] = run_id_;
   j["final_test_acc"] = final_test_acc_;
+  j["best_test_acc"] = best_test_acc_;
   j["rounds"] = rounds_done;
   j["rounds_planned"] = config_.rounds;
   j["interrupted"] = interrupted;

@@ -126,6 +126,9 @@ class RoundEngine {
   absl::Status RunRounds();
   absl::Status Finish(int64_t rounds_done, double wall_s, bool interrupted);
   void WaitForClientsToLeave(absl::Duration timeout);
+  // Writes <kind>_model.bin (model_file.h format) from params_.
+  absl::Status WriteModel(const std::string& kind, int64_t round,
+                          double test_acc);
   std::string SummaryJson(int64_t rounds_done, double wall_s, bool interrupted,
                           const absl::Status& error) const;
   void Log(const std::string& line);
@@ -152,6 +155,7 @@ class RoundEngine {
   std::vector<TargetHit> targets_;
   int64_t bytes_up_total_ = 0, bytes_down_total_ = 0;
   double final_test_acc_ = -1;
+  double best_test_acc_ = -1;
   int64_t rounds_done_ = 0;
   absl::Time start_ = absl::InfinitePast();  // first round's start
 

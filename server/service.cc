@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/codec.h"
+#include "common/status_macros.h"
+#include "common/update_codec.h"
 
 namespace fedfwd {
 namespace {
@@ -44,7 +46,9 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext*,
     run->set_seed(c.seed);
     run->set_model(c.model);
     run->set_dataset(c.dataset.name);
-    run->set_partition(c.partition);
+    run->set_partition(c.partition.type);
+    run->set_shards_per_client(c.partition.shards_per_client);
+    run->set_partition_alpha(c.partition.alpha);
     run->set_num_shards(c.clients);
     run->set_batch_size(c.batch_size);
     run->set_estimator(c.estimator);
@@ -85,6 +89,10 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         for (const auto& k : out->task.tangents) {
           *reply->add_tangents() = ToProto(k);
         }
+        reply->set_local_epochs(out->task.local_epochs);
+        reply->set_lr(out->task.lr);
+        reply->set_momentum(out->task.momentum);
+        reply->set_compression(out->task.compression);
         break;
     }
   }
@@ -112,6 +120,74 @@ grpc::Status CoordinatorService::SubmitResult(grpc::ServerContext*,
   reply->set_accepted(s.ok());
   engine_->CountBytes(Size(*req), Size(*reply));
   return ToGrpc(s);
+}
+
+grpc::Status CoordinatorService::SubmitUpdate(
+    grpc::ServerContext*, grpc::ServerReader<v1::UpdateChunk>* reader,
+    v1::SubmitReply* reply) {
+  int64_t up = 0;
+  absl::Status s = ReadUpdate(reader, &up);
+  reply->set_accepted(s.ok());
+  engine_->CountBytes(up, Size(*reply));
+  return ToGrpc(s);
+}
+
+absl::Status CoordinatorService::ReadUpdate(
+    grpc::ServerReader<v1::UpdateChunk>* reader, int64_t* up) {
+  v1::UpdateChunk chunk;
+  if (!reader->Read(&chunk)) {
+    return absl::InvalidArgumentError("empty update stream");
+  }
+  *up += Size(chunk);
+  const v1::TaskResult header = chunk.result();
+  const uint64_t checksum = chunk.checksum();
+  const uint64_t announced = chunk.total_bytes();
+  // Authenticate before buffering megabytes from the caller.
+  RETURN_IF_ERROR(engine_->Heartbeat(header.client_id(), header.session()));
+  ASSIGN_OR_RETURN(UpdateEncoding encoding,
+                   ParseUpdateEncoding(chunk.encoding()));
+  const std::vector<int64_t> sizes = engine_->spec().ParamSizes();
+  const uint64_t expected =
+      static_cast<uint64_t>(EncodedUpdateBytes(encoding, sizes));
+  if (announced != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "update of ", announced, " bytes announced; a ",
+        UpdateEncodingName(encoding), " update of this model has ", expected));
+  }
+  if (header.jvp_size() != 0) {
+    return absl::InvalidArgumentError("an update carries no JVP values");
+  }
+  std::string bytes;
+  bytes.reserve(expected);
+  while (true) {
+    if (chunk.offset() != bytes.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update chunk at offset ", chunk.offset(),
+                       ", expected offset ", bytes.size()));
+    }
+    if (bytes.size() + chunk.data().size() > expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update data exceeds the announced ", expected, " bytes"));
+    }
+    bytes.append(chunk.data());
+    if (!reader->Read(&chunk)) break;
+    *up += Size(chunk);
+  }
+  if (bytes.size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "update stream ended at ", bytes.size(), " of ", expected, " bytes"));
+  }
+  if (Checksum(bytes.data(), bytes.size()) != checksum) {
+    return absl::DataLossError("update checksum mismatch");
+  }
+  ClientResult r;
+  r.client_id = header.client_id();
+  r.round = header.round();
+  r.num_samples = header.num_samples();
+  r.loss = header.loss();
+  r.compute_ms = header.compute_ms();
+  ASSIGN_OR_RETURN(r.update, DecodeUpdate(bytes, sizes, encoding));
+  return engine_->Submit(header.session(), r, header.model_version());
 }
 
 grpc::Status CoordinatorService::FetchModel(

@@ -20,6 +20,9 @@ class CoordinatorService final : public v1::Coordinator::Service {
                        v1::Task* reply) override;
   grpc::Status SubmitResult(grpc::ServerContext* ctx, const v1::TaskResult* req,
                             v1::SubmitReply* reply) override;
+  grpc::Status SubmitUpdate(grpc::ServerContext* ctx,
+                            grpc::ServerReader<v1::UpdateChunk>* reader,
+                            v1::SubmitReply* reply) override;
   grpc::Status FetchModel(grpc::ServerContext* ctx,
                           const v1::FetchModelRequest* req,
                           grpc::ServerWriter<v1::ModelChunk>* writer) override;
@@ -32,6 +35,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
                          v1::StatusReply* reply) override;
 
  private:
+  // Reads, checks and submits one streamed update; counts its bytes in *up.
+  absl::Status ReadUpdate(grpc::ServerReader<v1::UpdateChunk>* reader,
+                          int64_t* up);
+
   RoundEngine* engine_;  // not owned; outlives the service
 };
 

@@ -1,8 +1,10 @@
 #include "server/strategy.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/merge.h"
 #include "server/optimizer.h"
 
@@ -20,9 +22,9 @@ class ForwardGradientStrategy final : public Strategy {
         optimizer_(spec.ParamSizes(), config.momentum, threads) {}
 
   std::vector<TaskSpec> ConfigureRound(
-      int64_t round, const std::vector<uint32_t>& clients) override {
+      int64_t round, const std::vector<uint32_t>& live) override {
     std::vector<TaskSpec> tasks;
-    for (uint32_t id : clients) {
+    for (uint32_t id : SampleClients(config_, round, live)) {
       TaskSpec t;
       t.client_id = id;
       t.round = round;
@@ -42,6 +44,10 @@ class ForwardGradientStrategy final : public Strategy {
 
   absl::Status ValidateResult(const TaskSpec& task,
                               const ClientResult& r) const override {
+    if (!r.update.empty()) {
+      return absl::InvalidArgumentError(
+          "a jvp task takes JVP scalars, not a model update");
+    }
     if (r.jvps.size() != task.tangents.size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("expected ", task.tangents.size(), " JVP values, got ",
@@ -98,7 +104,127 @@ class ForwardGradientStrategy final : public Strategy {
   SgdOptimizer optimizer_;
 };
 
+// FedSGD and FedAvg: clients return dense updates (a minibatch gradient, or
+// the delta of local epochs of SGD); the coordinator averages them weighted
+// by samples. fedsgd steps with SGD(lr schedule, momentum) on the mean
+// gradient; fedavg applies the mean delta through the server optimizer
+// (sgd with lr 1 and no momentum: plain FedAvg).
+class BackpropStrategy final : public Strategy {
+ public:
+  BackpropStrategy(const Config& config, const ModelSpec& spec)
+      : config_(config),
+        num_params_(spec.NumParams()),
+        fedavg_(config.estimator == "fedavg"),
+        sgd_(spec.ParamSizes(),
+             fedavg_ ? config.server_optimizer.momentum : config.momentum),
+        adam_(config.server_optimizer.beta1, config.server_optimizer.beta2,
+              config.server_optimizer.eps) {}
+
+  std::vector<TaskSpec> ConfigureRound(
+      int64_t round, const std::vector<uint32_t>& live) override {
+    std::vector<TaskSpec> tasks;
+    for (uint32_t id : SampleClients(config_, round, live)) {
+      TaskSpec t;
+      t.client_id = id;
+      t.round = round;
+      t.estimator = fedavg_ ? "fedavg" : "fedsgd";
+      t.batch_size = config_.batch_size;
+      t.compression = config_.compression;
+      if (fedavg_) {
+        t.local_epochs = config_.local_epochs;
+        t.lr = LearningRate(config_, round);
+        t.momentum = config_.momentum;
+      }
+      tasks.push_back(std::move(t));
+    }
+    return tasks;
+  }
+
+  absl::Status ValidateResult(const TaskSpec& task,
+                              const ClientResult& r) const override {
+    if (!r.jvps.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a ", task.estimator, " task takes a model update, not JVPs"));
+    }
+    if (static_cast<int64_t>(r.update.size()) != num_params_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update has ", r.update.size(), " values, the model ", num_params_));
+    }
+    for (size_t i = 0; i < r.update.size(); ++i) {
+      if (!std::isfinite(r.update[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("update value ", i, " is not finite"));
+      }
+    }
+    if (r.num_samples <= 0 || r.num_samples > 100000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("num_samples out of range: ", r.num_samples));
+    }
+    if (!std::isfinite(r.loss)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("loss is not finite: ", r.loss));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<MergeReport> Aggregate(
+      int64_t round, const std::vector<TaskSpec>&,
+      const std::vector<ClientResult>& results,
+      std::vector<float>* params) override {
+    MergeReport report;
+    std::vector<DenseContribution> updates;
+    double loss_sum = 0;
+    int64_t samples = 0;
+    for (const auto& r : results) {
+      updates.push_back({&r.update, r.num_samples});
+      loss_sum += r.loss * r.num_samples;
+      samples += r.num_samples;
+    }
+    report.merged = static_cast<int>(results.size());
+    report.mean_loss = samples ? loss_sum / samples : 0;
+    report.lr = LearningRate(config_, round);
+    if (results.empty()) return report;
+    RETURN_IF_ERROR(WeightedAverage(updates, &mean_));
+    if (!fedavg_) {
+      sgd_.ApplyDense(mean_, report.lr, params->data());
+      return report;
+    }
+    // The pseudo-gradient is the negated mean delta.
+    for (float& v : mean_) v = -v;
+    const auto& o = config_.server_optimizer;
+    if (o.type == "adam") {
+      adam_.ApplyDense(mean_, o.lr, params->data());
+    } else {
+      sgd_.ApplyDense(mean_, o.lr, params->data());
+    }
+    return report;
+  }
+
+ private:
+  Config config_;
+  int64_t num_params_;
+  bool fedavg_;
+  SgdOptimizer sgd_;
+  AdamOptimizer adam_;
+  std::vector<float> mean_;  // reused across rounds
+};
+
 }  // namespace
+
+std::vector<uint32_t> SampleClients(const Config& config, int64_t round,
+                                    const std::vector<uint32_t>& live) {
+  const int64_t k = static_cast<int64_t>(live.size());
+  if (config.sampling.fraction >= 1.0 || k == 0) return live;
+  int64_t m = static_cast<int64_t>(std::ceil(config.sampling.fraction * k));
+  m = std::min(k, std::max<int64_t>(m, config.sampling.minimum));
+  if (m >= k) return live;
+  const std::vector<int64_t> perm = RandomPermutation(
+      k, config.seed, RngDomain::kSampling, static_cast<uint32_t>(round));
+  std::vector<uint32_t> chosen;
+  for (int64_t i = 0; i < m; ++i) chosen.push_back(live[perm[i]]);
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
 
 absl::StatusOr<TangentDistribution> ParseTangentDistribution(
     const std::string& name) {
@@ -117,8 +243,13 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
     return std::unique_ptr<Strategy>(
         new ForwardGradientStrategy(config, spec, *dist, threads));
   }
+  if (config.estimator == "fedsgd" || config.estimator == "backprop" ||
+      config.estimator == "fedavg") {
+    return std::unique_ptr<Strategy>(new BackpropStrategy(config, spec));
+  }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown estimator '", config.estimator, "' (jvp)"));
+      absl::StrCat("unknown estimator '", config.estimator,
+                   "' (jvp | fedsgd | backprop | fedavg)"));
 }
 
 }  // namespace fedfwd

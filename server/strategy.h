@@ -26,12 +26,19 @@ struct TaskSpec {
   std::string estimator;
   std::vector<TangentKey> tangents;
   int batch_size = 0;
+  // Backprop estimators: fedavg's local passes, client lr and momentum; the
+  // upload encoding of the update (none | fp16 | int8).
+  int local_epochs = 0;
+  double lr = 0;
+  double momentum = 0;
+  std::string compression;
 };
 
 struct ClientResult {
   uint32_t client_id = 0;
   int64_t round = 0;
   std::vector<double> jvps;
+  std::vector<float> update;  // fedsgd gradient / fedavg delta
   int64_t num_samples = 0;
   double loss = 0;
   double compute_ms = 0;
@@ -58,7 +65,14 @@ class Strategy {
       const std::vector<ClientResult>& results, std::vector<float>* params) = 0;
 };
 
-// Chooses the strategy named by config.estimator ("jvp").
+// The clients that take part in `round`: all of `live` when
+// sampling.fraction is 1, else the first max(minimum, ceil(fraction * K))
+// (at most K) of a permutation drawn from (seed, round); ascending ids.
+std::vector<uint32_t> SampleClients(const Config& config, int64_t round,
+                                    const std::vector<uint32_t>& live);
+
+// Chooses the strategy named by config.estimator (jvp | fedsgd | backprop |
+// fedavg).
 // `threads`: CPU threads the strategy may use for merging.
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
                                                        const ModelSpec& spec,

@@ -41,7 +41,19 @@ void ExpectEqualConfigs(const Config& a, const Config& b) {
   EXPECT_EQ(a.dataset.data_dir, b.dataset.data_dir);
   EXPECT_EQ(a.dataset.train_limit, b.dataset.train_limit);
   EXPECT_EQ(a.dataset.test_limit, b.dataset.test_limit);
-  EXPECT_EQ(a.partition, b.partition);
+  EXPECT_EQ(a.partition.type, b.partition.type);
+  EXPECT_EQ(a.partition.shards_per_client, b.partition.shards_per_client);
+  EXPECT_EQ(a.partition.alpha, b.partition.alpha);
+  EXPECT_EQ(a.local_epochs, b.local_epochs);
+  EXPECT_EQ(a.sampling.fraction, b.sampling.fraction);
+  EXPECT_EQ(a.sampling.minimum, b.sampling.minimum);
+  EXPECT_EQ(a.server_optimizer.type, b.server_optimizer.type);
+  EXPECT_EQ(a.server_optimizer.lr, b.server_optimizer.lr);
+  EXPECT_EQ(a.server_optimizer.momentum, b.server_optimizer.momentum);
+  EXPECT_EQ(a.server_optimizer.beta1, b.server_optimizer.beta1);
+  EXPECT_EQ(a.server_optimizer.beta2, b.server_optimizer.beta2);
+  EXPECT_EQ(a.server_optimizer.eps, b.server_optimizer.eps);
+  EXPECT_EQ(a.compression, b.compression);
   EXPECT_EQ(a.clients, b.clients);
   EXPECT_EQ(a.min_clients, b.min_clients);
   EXPECT_EQ(a.rounds, b.rounds);
@@ -114,7 +126,7 @@ TEST(Config, EveryKeyParses) {
   EXPECT_EQ(c->dataset.data_dir, "/data/fm");
   EXPECT_EQ(c->dataset.train_limit, 5000);
   EXPECT_EQ(c->dataset.test_limit, 1000);
-  EXPECT_EQ(c->partition, "iid");
+  EXPECT_EQ(c->partition.type, "iid");
   EXPECT_EQ(c->clients, 8);
   EXPECT_EQ(c->min_clients, 6);
   EXPECT_EQ(c->rounds, 250);
@@ -206,7 +218,19 @@ TEST(Config, RangeErrorsNameKeyAndValue) {
               {"'dataset.train_limit'", "-1"});
   ExpectError(Parse("dataset: {name: svhn}"), {"'dataset.name'", "'svhn'"});
   ExpectError(Parse("merge: median"), {"'merge'", "'median'"});
-  ExpectError(Parse("partition: dirichlet"), {"'partition'", "'dirichlet'"});
+  ExpectError(Parse("partition: banana"), {"'partition.type'", "'banana'"});
+  ExpectError(Parse("partition: {type: dirichlet, alpha: 0}"),
+              {"'partition.alpha'"});
+  ExpectError(Parse("partition: {shards_per_client: 0}"),
+              {"'partition.shards_per_client'"});
+  ExpectError(Parse("sampling: {fraction: 0}"), {"'sampling.fraction'"});
+  ExpectError(Parse("sampling: {fraction: 1.5}"), {"'sampling.fraction'"});
+  ExpectError(Parse("server_optimizer: {type: lamb}"),
+              {"'server_optimizer.type'", "'lamb'"});
+  ExpectError(Parse("server_optimizer: {beta2: 1}"),
+              {"'server_optimizer.beta2'"});
+  ExpectError(Parse("compression: zip"), {"'compression'", "'zip'"});
+  ExpectError(Parse("local_epochs: 0"), {"'local_epochs'"});
   ExpectError(Parse("estimator: fd"), {"'estimator'", "'fd'"});
   ExpectError(Parse("tangent: {distribution: uniform}"),
               {"'tangent.distribution'", "'uniform'"});
@@ -220,6 +244,49 @@ TEST(Config, SyntaxErrorNamesFileAndLine) {
               {"YAML syntax error", "test.yaml", "line "});
   absl::StatusOr<Config> c = Parse("a: b\n  c: d: e\n");
   ExpectError(c, {"test.yaml", "line 2"});
+}
+
+TEST(Config, BackpropKeysParse) {
+  absl::StatusOr<Config> c = Parse(R"(
+estimator: fedavg
+partition: {type: dirichlet, alpha: 0.1, shards_per_client: 3}
+local_epochs: 5
+sampling: {fraction: 0.3, minimum: 2}
+server_optimizer: {type: adam, lr: 0.01, momentum: 0.5, beta1: 0.8,
+                   beta2: 0.95, eps: 1e-4}
+compression: int8
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->estimator, "fedavg");
+  EXPECT_EQ(c->partition.type, "dirichlet");
+  EXPECT_DOUBLE_EQ(c->partition.alpha, 0.1);
+  EXPECT_EQ(c->partition.shards_per_client, 3);
+  EXPECT_EQ(c->local_epochs, 5);
+  EXPECT_DOUBLE_EQ(c->sampling.fraction, 0.3);
+  EXPECT_EQ(c->sampling.minimum, 2);
+  EXPECT_EQ(c->server_optimizer.type, "adam");
+  EXPECT_DOUBLE_EQ(c->server_optimizer.lr, 0.01);
+  EXPECT_DOUBLE_EQ(c->server_optimizer.momentum, 0.5);
+  EXPECT_DOUBLE_EQ(c->server_optimizer.beta1, 0.8);
+  EXPECT_DOUBLE_EQ(c->server_optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c->server_optimizer.eps, 1e-4);
+  EXPECT_EQ(c->compression, "int8");
+  absl::StatusOr<Config> back =
+      ParseConfig(ConfigToYaml(*c), "/", {}, "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectEqualConfigs(*back, *c);
+}
+
+TEST(Config, PartitionShorthandTakesOverrides) {
+  absl::StatusOr<Config> c =
+      Parse("partition: shards\n", {"partition.shards_per_client=4"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->partition.type, "shards");
+  EXPECT_EQ(c->partition.shards_per_client, 4);
+  c = Parse("", {"partition.type=dirichlet", "partition.alpha=0.3"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->partition.type, "dirichlet");
+  EXPECT_DOUBLE_EQ(c->partition.alpha, 0.3);
 }
 
 TEST(Config, OverrideScalar) {

@@ -160,5 +160,38 @@ TEST(PlanMerge, EmptyInputGivesNoSteps) {
   }
 }
 
+// --- FedAvg / FedSGD dense averages. ---
+
+TEST(WeightedAverage, HandComputedExample) {
+  // Three clients with 100, 300 and 600 samples: weights 0.1, 0.3, 0.6.
+  const std::vector<float> a = {1.0f, -2.0f, 0.0f};
+  const std::vector<float> b = {3.0f, 0.0f, 10.0f};
+  const std::vector<float> c = {-1.0f, 4.0f, 5.0f};
+  std::vector<float> out;
+  ASSERT_TRUE(WeightedAverage({{&a, 100}, {&b, 300}, {&c, 600}}, &out).ok());
+  // 0.1*1 + 0.3*3 + 0.6*-1 = 0.4; 0.1*-2 + 0 + 0.6*4 = 2.2;
+  // 0 + 0.3*10 + 0.6*5 = 6.0
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_FLOAT_EQ(out[0], 0.4f);
+  EXPECT_FLOAT_EQ(out[1], 2.2f);
+  EXPECT_FLOAT_EQ(out[2], 6.0f);
+}
+
+TEST(WeightedAverage, EqualSamplesIsThePlainMean) {
+  const std::vector<float> a = {2.0f}, b = {4.0f};
+  std::vector<float> out;
+  ASSERT_TRUE(WeightedAverage({{&a, 7}, {&b, 7}}, &out).ok());
+  EXPECT_FLOAT_EQ(out[0], 3.0f);
+}
+
+TEST(WeightedAverage, BadInputIsAnError) {
+  const std::vector<float> a = {1.0f, 2.0f}, b = {1.0f};
+  std::vector<float> out;
+  EXPECT_FALSE(WeightedAverage({}, &out).ok());
+  EXPECT_FALSE(WeightedAverage({{&a, 1}, {&b, 1}}, &out).ok());
+  EXPECT_FALSE(WeightedAverage({{&a, 0}}, &out).ok());
+  EXPECT_FALSE(WeightedAverage({{&a, -5}}, &out).ok());
+}
+
 }  // namespace
 }  // namespace fedfwd

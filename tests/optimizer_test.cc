@@ -184,5 +184,41 @@ TEST(SgdOptimizer, MomentumKeepsMovingOnAnEmptyStep) {
   }
 }
 
+// --- Dense steps (FedSGD, FedAvg server optimizers). ---
+
+TEST(SgdOptimizer, DenseWithoutMomentum) {
+  SgdOptimizer opt({3}, 0.0);
+  std::vector<float> p = {1.0f, 2.0f, 3.0f};
+  opt.ApplyDense({1.0f, -1.0f, 0.5f}, 0.5, p.data());
+  EXPECT_FLOAT_EQ(p[0], 0.5f);
+  EXPECT_FLOAT_EQ(p[1], 2.5f);
+  EXPECT_FLOAT_EQ(p[2], 2.75f);
+}
+
+TEST(SgdOptimizer, DenseMomentumMatchesHandLoop) {
+  SgdOptimizer opt({2}, 0.9);
+  std::vector<float> p = {0.0f, 0.0f};
+  opt.ApplyDense({1.0f, 2.0f}, 0.1, p.data());  // b = g
+  opt.ApplyDense({1.0f, 2.0f}, 0.1, p.data());  // b = 0.9 g + g
+  EXPECT_NEAR(p[0], -0.1f - 0.19f, 1e-6);
+  EXPECT_NEAR(p[1], -0.2f - 0.38f, 1e-6);
+}
+
+TEST(AdamOptimizer, FirstStepsMatchTheFedAdamRule) {
+  AdamOptimizer opt(0.9, 0.99, 1e-3);
+  std::vector<float> p = {1.0f, -1.0f};
+  opt.ApplyDense({0.5f, 0.0f}, 0.01, p.data());
+  // m = 0.05, v = 0.0025, step = 0.01 * 0.05 / (0.05 + 1e-3)
+  EXPECT_NEAR(p[0], 1.0f - 0.01f * 0.05f / (0.05f + 1e-3f), 1e-7);
+  EXPECT_FLOAT_EQ(p[1], -1.0f);  // zero gradient, zero moments: no move
+  opt.ApplyDense({0.5f, 0.0f}, 0.01, p.data());
+  const double m = 0.9 * 0.05 + 0.1 * 0.5;
+  const double v = 0.99 * 0.0025 + 0.01 * 0.25;
+  EXPECT_NEAR(
+      p[0],
+      1.0 - 0.01 * 0.05 / (0.05 + 1e-3) - 0.01 * m / (std::sqrt(v) + 1e-3),
+      1e-6);
+}
+
 }  // namespace
 }  // namespace fedfwd

@@ -27,6 +27,7 @@
 #include "common/dataset.h"
 #include "common/metrics.h"
 #include "common/model.h"
+#include "common/model_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -582,8 +583,18 @@ TEST_F(RoundEngineTest, RejectsBadResultsThenRunsToTheEnd) {
   EXPECT_EQ(summary["targets"][0]["round"].get<int64_t>(), 1);
   EXPECT_FALSE(summary["targets"][1]["reached"].get<bool>());
 
-  EXPECT_EQ(std::filesystem::file_size(out_dir() + "/final_model.bin"),
-            static_cast<uintmax_t>(engine_->spec().NumParams()) * 4);
+  absl::StatusOr<ModelFile> final_model =
+      ReadModelFile(out_dir() + "/final_model.bin");
+  ASSERT_TRUE(final_model.ok()) << final_model.status();
+  EXPECT_EQ(final_model->header.model, "mlp_small");
+  EXPECT_EQ(final_model->header.kind, "final");
+  EXPECT_EQ(static_cast<int64_t>(final_model->params.size()),
+            engine_->spec().NumParams());
+  absl::StatusOr<ModelFile> best = ReadModelFile(out_dir() + "/best_model.bin");
+  ASSERT_TRUE(best.ok()) << best.status();
+  EXPECT_EQ(best->header.kind, "best");
+  EXPECT_DOUBLE_EQ(best->header.test_acc,
+                   summary["best_test_acc"].get<double>());
 }
 
 TEST_F(RoundEngineTest, StoppedClientIsDroppedAndRoundClosesWithoutIt) {

@@ -1,0 +1,62 @@
+// Partitions of a training set into client shards, computed identically by
+// every daemon (and by tools) from the run seed, so each daemon loads only
+// its own shard and no coordinator has to ship index lists.
+//
+//   iid:       a seeded permutation cut into near-equal contiguous pieces
+//              (identical to IidShardIndices in dataset.h).
+//   shards:    McMahan et al.'s pathological non-iid split: examples sorted
+//              by label (ties by index), cut into num_clients *
+//              shards_per_client equal shards, each client gets
+//              shards_per_client of them drawn by a seeded permutation.
+//   dirichlet: for every class, proportions p ~ Dirichlet(alpha) over the
+//              clients (own Gamma sampler over the Philox stream), the
+//              class's (seeded-permuted) examples cut by those proportions.
+//
+// Every partition is disjoint and covers all n examples. No libtorch, no
+// libm-dependent state across machines beyond double arithmetic.
+#ifndef FEDFWD_COMMON_PARTITION_H_
+#define FEDFWD_COMMON_PARTITION_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fedfwd {
+
+struct PartitionOptions {
+  std::string type = "iid";  // iid | shards | dirichlet
+  int shards_per_client = 2;  // shards only
+  double alpha = 0.5;         // dirichlet only; > 0
+};
+
+// Names accepted for PartitionOptions::type.
+std::vector<std::string> PartitionTypes();
+
+// All shards: result[c] holds client c's example indices, ascending for
+// shards/dirichlet and in permutation order for iid. Errors: unknown type,
+// num_clients < 1, a label >= num_classes, shards/dirichlet parameters out of
+// range, fewer examples than shards.
+absl::StatusOr<std::vector<std::vector<int64_t>>> PartitionIndices(
+    const std::vector<uint8_t>& labels, int num_classes, int num_clients,
+    const PartitionOptions& options, uint64_t seed);
+
+// Client `shard`'s part of PartitionIndices.
+absl::StatusOr<std::vector<int64_t>> ShardIndices(
+    const std::vector<uint8_t>& labels, int num_classes, int num_clients,
+    int shard, const PartitionOptions& options, uint64_t seed);
+
+// counts[c][k]: examples of class k held by client c.
+std::vector<std::vector<int64_t>> LabelHistogram(
+    const std::vector<uint8_t>& labels, int num_classes,
+    const std::vector<std::vector<int64_t>>& parts);
+
+// A fixed-width table of LabelHistogram: one row per client with its size
+// and per-class counts, and a totals row.
+std::string FormatLabelHistogram(
+    const std::vector<std::vector<int64_t>>& counts);
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_COMMON_PARTITION_H_

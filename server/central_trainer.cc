@@ -1,0 +1,229 @@
+#include "server/central_trainer.h"
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "client/trainer.h"
+#include "common/dataset.h"
+#include "common/metrics.h"
+#include "common/model_file.h"
+#include "common/status_macros.h"
+#include "server/evaluator.h"
+#include "server/strategy.h"
+
+namespace fedfwd {
+namespace {
+
+struct TargetHit {
+  double target = 0;
+  int64_t step = -1;
+  double wall_s = 0;
+};
+
+absl::Status WriteModel(MetricsWriter& metrics, const Config& config,
+                        const ModelSpec& spec, const std::vector<float>& params,
+                        const std::string& kind, int64_t step,
+                        double test_acc) {
+  ModelFileHeader h;
+  h.model = spec.name;
+  h.dataset = config.dataset.name;
+  h.kind = kind;
+  h.round = step;
+  h.test_acc = test_acc;
+  h.config_yaml = ConfigToYaml(config);
+  return metrics.WriteFileAtomically(kind + "_model.bin",
+                                     EncodeModelFile(h, params));
+}
+
+}  // namespace
+
+absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
+                        const std::atomic<bool>* stop) {
+  if (config_in.estimator == "fedavg") {
+    return absl::InvalidArgumentError(
+        "fedfwd-train runs estimator backprop (= fedsgd) or jvp; fedavg is a "
+        "federated algorithm (with one client it is plain SGD: use backprop)");
+  }
+  // One logical client with all the data, every step.
+  Config config = config_in;
+  config.clients = 1;
+  config.min_clients = 1;
+  config.sampling = SamplingConfig();
+  config.partition = PartitionOptions();
+
+  ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(config.dataset.name));
+  ASSIGN_OR_RETURN(
+      ModelSpec spec,
+      GetModelSpec(config.model, {info.channels, info.rows, info.cols}));
+  ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy,
+                   MakeStrategy(config, spec, options.threads));
+  ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
+                   Evaluator::Create(config, spec));
+  TrainerOptions t;
+  t.model = config.model;
+  t.dataset = config.dataset.name;
+  t.data_dir = config.dataset.data_dir.empty()
+                   ? DefaultDataDir(config.dataset.name)
+                   : config.dataset.data_dir;
+  t.seed = config.seed;
+  t.shard = 0;
+  t.num_shards = 1;
+  t.train_limit = config.dataset.train_limit;
+  t.device = options.device;
+  ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(t));
+  RETURN_IF_ERROR(trainer->SetModel(InitialParams(spec, config.seed), 1));
+  ASSIGN_OR_RETURN(std::unique_ptr<MetricsWriter> metrics,
+                   MetricsWriter::Open(options.out_dir, "step"));
+
+  auto log = [&](const std::string& line) {
+    if (options.quiet) return;
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  };
+  log(absl::StrFormat(
+      "fedfwd-train: %s (%d parameters) on %s (%d training examples, %s), "
+      "estimator %s, %d steps, batch %d, lr %g",
+      spec.name, spec.NumParams(), config.dataset.name, trainer->shard_size(),
+      trainer->device_name(), config.estimator, config.rounds,
+      config.batch_size, config.lr));
+
+  std::vector<TargetHit> targets;
+  for (double x : config.targets) targets.push_back({x});
+  std::vector<float>& params = *trainer->mutable_params();
+  ASSIGN_OR_RETURN(EvalResult initial, evaluator->Evaluate(params));
+  RoundRow row0;
+  row0.round = 0;
+  row0.test_acc = initial.accuracy;
+  RETURN_IF_ERROR(metrics->Append(row0));
+  log(absl::StrFormat("step 0: test_acc %.4f", initial.accuracy));
+
+  const absl::Time start = absl::Now();
+  absl::Time last_log = start;
+  double loss_sum = 0, final_acc = initial.accuracy, best_acc = -1;
+  int64_t loss_count = 0, steps_done = 0;
+  bool interrupted = false;
+  for (int64_t step = 1; step <= config.rounds; ++step) {
+    if (stop != nullptr && stop->load()) {
+      interrupted = true;
+      break;
+    }
+    std::vector<TaskSpec> tasks = strategy->ConfigureRound(step, {1});
+    LocalTask task;
+    task.round = step;
+    task.estimator = tasks[0].estimator;
+    task.tangents = tasks[0].tangents;
+    task.batch_size = tasks[0].batch_size;
+    ASSIGN_OR_RETURN(LocalResult local, trainer->Run(task));
+    ClientResult r;
+    r.client_id = 1;
+    r.round = step;
+    r.jvps = std::move(local.jvps);
+    r.update = std::move(local.update);
+    r.num_samples = local.num_samples;
+    r.loss = local.loss;
+    absl::Status valid = strategy->ValidateResult(tasks[0], r);
+    if (!valid.ok()) {
+      return absl::InternalError(absl::StrFormat(
+          "step %d: %s (training diverged? lower lr)", step, valid.message()));
+    }
+    ASSIGN_OR_RETURN(MergeReport report,
+                     strategy->Aggregate(step, tasks, {r}, &params));
+    trainer->ParamsChanged(static_cast<uint64_t>(step) + 1);
+    steps_done = step;
+    loss_sum += r.loss;
+    ++loss_count;
+
+    const bool eval = step % config.eval_every == 0 || step == config.rounds;
+    const absl::Time now = absl::Now();
+    if (eval) {
+      ASSIGN_OR_RETURN(EvalResult score, evaluator->Evaluate(params));
+      if (!std::isfinite(score.loss)) {
+        return absl::InternalError(absl::StrFormat(
+            "training diverged at step %d (test loss %g); lower lr", step,
+            score.loss));
+      }
+      RoundRow row;
+      row.round = step;
+      row.wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+      row.train_loss = loss_sum / std::max<int64_t>(1, loss_count);
+      row.test_acc = score.accuracy;
+      row.clients = 1;
+      row.lr = report.lr;
+      RETURN_IF_ERROR(metrics->Append(row));
+      loss_sum = 0;
+      loss_count = 0;
+      final_acc = score.accuracy;
+      if (score.accuracy > best_acc) {
+        best_acc = score.accuracy;
+        RETURN_IF_ERROR(WriteModel(*metrics, config_in, spec, params, "best",
+                                   step, score.accuracy));
+      }
+      for (auto& hit : targets) {
+        if (hit.step < 0 && score.accuracy >= hit.target) {
+          hit.step = step;
+          hit.wall_s = row.wall_s;
+        }
+      }
+      log(absl::StrFormat("step %d/%d  loss %.4f  test_acc %.4f  %.1f s", step,
+                          config.rounds, *row.train_loss, score.accuracy,
+                          row.wall_s));
+      last_log = now;
+    } else if (now - last_log > absl::Seconds(10)) {
+      last_log = now;
+      log(absl::StrFormat("step %d/%d  loss %.4f  %.1f s", step, config.rounds,
+                          r.loss, absl::ToDoubleSeconds(now - start)));
+    }
+  }
+  const double wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+  if (interrupted && steps_done > 0) {
+    ASSIGN_OR_RETURN(EvalResult score, evaluator->Evaluate(params));
+    final_acc = score.accuracy;
+  }
+  RETURN_IF_ERROR(WriteModel(*metrics, config_in, spec, params, "final",
+                             steps_done, final_acc));
+  nlohmann::json j;
+  j["mode"] = "central";
+  j["final_test_acc"] = final_acc;
+  j["best_test_acc"] = best_acc;
+  j["steps"] = steps_done;
+  j["steps_planned"] = config.rounds;
+  j["interrupted"] = interrupted;
+  j["wall_s"] = wall_s;
+  j["bytes_up_total"] = 0;
+  j["bytes_down_total"] = 0;
+  nlohmann::json tj = nlohmann::json::array();
+  for (const auto& hit : targets) {
+    nlohmann::json h;
+    h["target"] = hit.target;
+    h["reached"] = hit.step >= 0;
+    if (hit.step >= 0) {
+      h["step"] = hit.step;
+      h["wall_s"] = hit.wall_s;
+    }
+    tj.push_back(h);
+  }
+  j["targets"] = tj;
+  j["model"] = spec.name;
+  j["num_params"] = spec.NumParams();
+  j["device"] = trainer->device_name();
+  j["git_commit"] = GitCommit();
+  j["libtorch_version"] = TorchVersion();
+  j["host"] = HostName();
+  j["config"] = nlohmann::json::parse(ConfigToJson(config_in), nullptr, false);
+  RETURN_IF_ERROR(metrics->WriteSummary(j.dump(2)));
+  log(
+      absl::StrFormat("%s after %d steps: final_test_acc %.4f  best %.4f  "
+                      "wall %.1f s",
+                      interrupted ? "stopped" : "finished", steps_done,
+                      final_acc, best_acc, wall_s));
+  return interrupted ? absl::CancelledError("stopped before the last step")
+                     : absl::OkStatus();
+}
+
+}  // namespace fedfwd

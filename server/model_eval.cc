@@ -1,0 +1,128 @@
+#include "server/model_eval.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/config.h"
+#include "common/dataset.h"
+#include "common/model_file.h"
+#include "common/partition.h"
+#include "common/status_macros.h"
+#include "common/torch_model.h"
+
+namespace fedfwd {
+
+absl::StatusOr<ModelEvalReport> EvaluateModelFile(
+    const std::string& path, const ModelEvalOptions& options) {
+  ASSIGN_OR_RETURN(ModelFile file, ReadModelFile(path));
+  ASSIGN_OR_RETURN(Config config,
+                   ParseConfig(file.header.config_yaml, "/", options.overrides,
+                               path + " (embedded run config)"));
+  ModelEvalReport report;
+  report.model = file.header.model;
+  report.kind = file.header.kind;
+  report.round = file.header.round;
+  report.dataset =
+      options.dataset.empty() ? file.header.dataset : options.dataset;
+  std::string dir = options.data_dir;
+  if (dir.empty() && report.dataset == config.dataset.name) {
+    dir = config.dataset.data_dir;
+  }
+  if (dir.empty()) dir = DefaultDataDir(report.dataset);
+
+  ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(report.dataset));
+  ASSIGN_OR_RETURN(
+      ModelSpec spec,
+      GetModelSpec(file.header.model, {info.channels, info.rows, info.cols}));
+  if (spec.NumParams() != static_cast<int64_t>(file.params.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": model ", spec.name, " on ", report.dataset, " has ",
+        spec.NumParams(), " parameters, the file has ", file.params.size(),
+        " (was it trained on images of another shape?)"));
+  }
+  const std::vector<at::Tensor> params = ParamViews(spec, file.params.data());
+  ASSIGN_OR_RETURN(ImageSet test,
+                   LoadImageSet(report.dataset, dir, Split::kTest));
+  ASSIGN_OR_RETURN(report.test,
+                   Evaluate(spec, params, MakeFullBatch(test, info)));
+  if (!options.per_client) return report;
+
+  report.clients = config.clients;
+  report.partition = config.partition.type;
+  ASSIGN_OR_RETURN(ImageSet train,
+                   LoadImageSet(report.dataset, dir, Split::kTrain,
+                                config.dataset.train_limit));
+  ASSIGN_OR_RETURN(
+      std::vector<std::vector<int64_t>> parts,
+      PartitionIndices(train.labels, static_cast<int>(info.num_classes),
+                       config.clients, config.partition, config.seed));
+  const auto counts =
+      LabelHistogram(train.labels, static_cast<int>(info.num_classes), parts);
+  for (size_t c = 0; c < parts.size(); ++c) {
+    ShardScore s;
+    s.client = static_cast<int>(c);
+    s.label_counts = counts[c];
+    if (!parts[c].empty()) {
+      ASSIGN_OR_RETURN(
+          s.score, Evaluate(spec, params, MakeBatch(train, info, parts[c])));
+    }
+    report.shards.push_back(std::move(s));
+  }
+  return report;
+}
+
+std::string FormatModelEvalReport(const ModelEvalReport& r) {
+  std::string out = absl::StrFormat(
+      "%s model %s (round %d) on %s test split: accuracy %.4f  loss %.4f  "
+      "(%d images)\n",
+      r.kind, r.model, r.round, r.dataset, r.test.accuracy, r.test.loss,
+      r.test.count);
+  if (r.shards.empty()) return out;
+  absl::StrAppendFormat(&out,
+                        "per client training shard (%d clients, partition "
+                        "%s):\n%6s %7s %9s %8s  %s\n",
+                        r.clients, r.partition, "client", "size", "accuracy",
+                        "loss", "labels (count per class)");
+  double lo = 1, hi = 0;
+  for (const auto& s : r.shards) {
+    std::string labels;
+    for (int64_t n : s.label_counts) absl::StrAppend(&labels, " ", n);
+    absl::StrAppendFormat(&out, "%6d %7d %9.4f %8.4f %s\n", s.client,
+                          s.score.count, s.score.accuracy, s.score.loss,
+                          labels);
+    if (s.score.count > 0) {
+      lo = std::min(lo, s.score.accuracy);
+      hi = std::max(hi, s.score.accuracy);
+    }
+  }
+  absl::StrAppendFormat(&out, "client accuracy range: %.4f .. %.4f\n", lo, hi);
+  return out;
+}
+
+std::string ModelEvalReportJson(const ModelEvalReport& r) {
+  nlohmann::json j;
+  j["model"] = r.model;
+  j["kind"] = r.kind;
+  j["round"] = r.round;
+  j["dataset"] = r.dataset;
+  j["test_acc"] = r.test.accuracy;
+  j["test_loss"] = r.test.loss;
+  j["test_count"] = r.test.count;
+  if (!r.shards.empty()) {
+    j["clients"] = r.clients;
+    j["partition"] = r.partition;
+    nlohmann::json shards = nlohmann::json::array();
+    for (const auto& s : r.shards) {
+      shards.push_back({{"client", s.client},
+                        {"size", s.score.count},
+                        {"accuracy", s.score.accuracy},
+                        {"loss", s.score.loss},
+                        {"label_counts", s.label_counts}});
+    }
+    j["shards"] = shards;
+  }
+  return j.dump(2);
+}
+
+}  // namespace fedfwd

@@ -1,0 +1,135 @@
+// The centralized trainer and the client estimators it shares with the
+// daemons, on synthetic MNIST-shaped data.
+#include "server/central_trainer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "client/trainer.h"
+#include "common/config.h"
+#include "common/model_file.h"
+#include "gtest/gtest.h"
+#include "tests/testutil/synthetic_data.h"
+
+namespace fedfwd {
+namespace {
+
+class CentralTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::MakeTempDir("fedfwd_central_test_");
+    ASSERT_FALSE(
+        testing::WriteSyntheticMnist(dir_ + "/data", 600, 200, 4).empty());
+    config_.model = "tiny";
+    config_.dataset.name = "mnist";
+    config_.dataset.data_dir = dir_ + "/data";
+    config_.rounds = 60;
+    config_.eval_every = 20;
+    config_.batch_size = 32;
+    config_.seed = 2;
+    config_.targets = {0.5};
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::vector<nlohmann::json> Rows(const std::string& out) {
+    std::vector<nlohmann::json> rows;
+    std::ifstream in(out + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
+    return rows;
+  }
+  std::string dir_;
+  Config config_;
+};
+
+TEST_F(CentralTest, BackpropLearnsAndWritesStepRowsAndModels) {
+  config_.estimator = "backprop";
+  config_.lr = 0.5;
+  CentralOptions o;
+  o.out_dir = dir_ + "/out";
+  o.quiet = true;
+  ASSERT_TRUE(RunCentral(config_, o, nullptr).ok());
+  const auto rows = Rows(o.out_dir);
+  ASSERT_EQ(rows.size(), 4u);  // step 0, 20, 40, 60
+  EXPECT_EQ(rows[3]["step"].get<int64_t>(), 60);
+  EXPECT_FALSE(rows[3].contains("round"));
+  EXPECT_GT(rows[3]["test_acc"].get<double>(), 0.9);
+  std::ifstream s(o.out_dir + "/summary.json");
+  const nlohmann::json summary = nlohmann::json::parse(s);
+  EXPECT_EQ(summary["steps"].get<int64_t>(), 60);
+  EXPECT_TRUE(summary["targets"][0]["reached"].get<bool>());
+  auto final_model = ReadModelFile(o.out_dir + "/final_model.bin");
+  ASSERT_TRUE(final_model.ok()) << final_model.status();
+  EXPECT_EQ(final_model->header.round, 60);
+  auto best = ReadModelFile(o.out_dir + "/best_model.bin");
+  ASSERT_TRUE(best.ok()) << best.status();
+  EXPECT_DOUBLE_EQ(best->header.test_acc,
+                   summary["best_test_acc"].get<double>());
+}
+
+TEST_F(CentralTest, ForwardGradientRunsTheJvpPath) {
+  config_.estimator = "jvp";
+  config_.lr = 0.01;
+  config_.rounds = 20;
+  CentralOptions o;
+  o.out_dir = dir_ + "/fg";
+  o.quiet = true;
+  ASSERT_TRUE(RunCentral(config_, o, nullptr).ok());
+  const auto rows = Rows(o.out_dir);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_GT(rows[1]["test_acc"].get<double>(), 0.0);
+}
+
+TEST_F(CentralTest, FedAvgIsRefused) {
+  config_.estimator = "fedavg";
+  CentralOptions o;
+  o.out_dir = dir_ + "/x";
+  o.quiet = true;
+  EXPECT_TRUE(absl::IsInvalidArgument(RunCentral(config_, o, nullptr)));
+}
+
+TEST_F(CentralTest, FedAvgEstimatorReturnsADeltaAndKeepsTheModel) {
+  TrainerOptions t;
+  t.model = "tiny";
+  t.dataset = "mnist";
+  t.data_dir = dir_ + "/data";
+  t.seed = 1;
+  t.shard = 1;
+  t.num_shards = 3;
+  auto trainer = Trainer::Create(t);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto spec = GetModelSpec("tiny", {1, 28, 28});
+  ASSERT_TRUE(spec.ok());
+  const std::vector<float> start = InitialParams(*spec, 1);
+  ASSERT_TRUE((*trainer)->SetModel(start, 1).ok());
+  LocalTask task;
+  task.round = 1;
+  task.estimator = "fedavg";
+  task.batch_size = 50;
+  task.local_epochs = 2;
+  task.lr = 0.5;
+  auto r = (*trainer)->Run(task);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->num_samples, (*trainer)->shard_size());
+  ASSERT_EQ(static_cast<int64_t>(r->update.size()), spec->NumParams());
+  double norm = 0;
+  for (float v : r->update) norm += v * v;
+  EXPECT_GT(norm, 0.0);
+  EXPECT_EQ((*trainer)->params(), start);  // the installed model is intact
+  // A second identical task trains from the same start again.
+  task.lr = 0.0;
+  EXPECT_FALSE((*trainer)->Run(task).ok());  // lr must be positive
+
+  task.estimator = "fedsgd";
+  auto g = (*trainer)->Run(task);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->num_samples, 50);
+  EXPECT_EQ(g->update.size(), r->update.size());
+}
+
+}  // namespace
+}  // namespace fedfwd
