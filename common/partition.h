@@ -10,7 +10,11 @@
 //              shards_per_client of them drawn by a seeded permutation.
 //   dirichlet: for every class, proportions p ~ Dirichlet(alpha) over the
 //              clients (own Gamma sampler over the Philox stream), the
-//              class's (seeded-permuted) examples cut by those proportions.
+//              class's (seeded-permuted) examples cut by those proportions
+//              (integer counts by largest remainder). A client may get no
+//              example of a class, and with small alpha or many clients no
+//              example at all: that is a valid partition here, but
+//              fedfwd-client refuses to run on an empty shard.
 //
 // Every partition is disjoint and covers all n examples. No libtorch, no
 // libm-dependent state across machines beyond double arithmetic.
@@ -26,7 +30,7 @@
 namespace fedfwd {
 
 struct PartitionOptions {
-  std::string type = "iid";  // iid | shards | dirichlet
+  std::string type = "iid";   // iid | shards | dirichlet
   int shards_per_client = 2;  // shards only
   double alpha = 0.5;         // dirichlet only; > 0
 };
@@ -35,19 +39,23 @@ struct PartitionOptions {
 std::vector<std::string> PartitionTypes();
 
 // All shards: result[c] holds client c's example indices, ascending for
-// shards/dirichlet and in permutation order for iid. Errors: unknown type,
-// num_clients < 1, a label >= num_classes, shards/dirichlet parameters out of
-// range, fewer examples than shards.
+// shards/dirichlet and in permutation order for iid. Errors
+// (InvalidArgument): unknown type, num_clients < 1, num_classes outside
+// [1, 256], a label >= num_classes, shards_per_client outside [1, 1000] or
+// fewer examples than num_clients * shards_per_client (shards), alpha not
+// finite and > 0 (dirichlet). Only the chosen type's parameter is checked.
 absl::StatusOr<std::vector<std::vector<int64_t>>> PartitionIndices(
     const std::vector<uint8_t>& labels, int num_classes, int num_clients,
     const PartitionOptions& options, uint64_t seed);
 
-// Client `shard`'s part of PartitionIndices.
+// Client `shard`'s part of PartitionIndices (same errors, and shard outside
+// [0, num_clients)). For iid it costs one permutation, not the whole split.
 absl::StatusOr<std::vector<int64_t>> ShardIndices(
     const std::vector<uint8_t>& labels, int num_classes, int num_clients,
     int shard, const PartitionOptions& options, uint64_t seed);
 
-// counts[c][k]: examples of class k held by client c.
+// counts[c][k]: examples of class k held by client c. Indices outside
+// labels and labels >= num_classes are not counted.
 std::vector<std::vector<int64_t>> LabelHistogram(
     const std::vector<uint8_t>& labels, int num_classes,
     const std::vector<std::vector<int64_t>>& parts);
