@@ -154,6 +154,65 @@ TEST_F(Federation, ThreeClientsLearnInTwentyRounds) {
   EXPECT_TRUE(summary["targets"][0]["reached"].get<bool>());
 }
 
+// FedAvg end to end: model deltas streamed up as int8, label-skewed shards
+// computed by each daemon, best/final model files that fedfwd-eval reads.
+TEST_F(Federation, FedAvgWithInt8UpdatesOnDirichletShardsLearns) {
+  RequireMnist();
+  const std::string config = absl::StrCat(R"(model: tiny
+dataset:
+  name: mnist
+  data_dir: )",
+                                          MnistDir(), R"(
+  train_limit: 3000
+  test_limit: 1000
+partition: {type: dirichlet, alpha: 0.5}
+clients: 3
+rounds: 4
+seed: 3
+estimator: fedavg
+local_epochs: 1
+batch_size: 32
+lr: 0.2
+compression: int8
+eval_every: 1
+)");
+  const std::string address = StartServer(WriteConfig(config));
+  for (int i = 0; i < 3; ++i) StartClient(address, i, 3);
+  const auto code = server_->Wait(absl::Seconds(180));
+  ASSERT_TRUE(code.has_value()) << "server did not finish\n" << server_->Log();
+  ASSERT_EQ(*code, 0) << server_->Log();
+  const auto rows = ReadRows(dir_ + "/out/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_GE(rows.back()["test_acc"].get<double>(), 0.5) << rows.back();
+  // tiny has 500 parameters in 2 tensors: an int8 delta is 508 bytes, a
+  // float32 one 2000.
+  for (size_t r = 1; r < rows.size(); ++r) {
+    const int64_t up = rows[r]["bytes_up"].get<int64_t>();
+    EXPECT_GT(up, 3 * 508) << rows[r];
+    EXPECT_LT(up, 3 * 2000) << rows[r];
+  }
+  ChildProcess eval({BinPath("fedfwd-eval"), dir_ + "/out/best_model.bin",
+                     "--data-dir", MnistDir(), "--json", dir_ + "/eval.json"},
+                    dir_ + "/eval.log");
+  const auto ecode = eval.Wait(absl::Seconds(120));
+  ASSERT_TRUE(ecode.has_value());
+  ASSERT_EQ(*ecode, 0) << eval.Log();
+  EXPECT_THAT(eval.Log(),
+              HasSubstr("per client training shard (3 clients, partition "
+                        "dirichlet)"));
+  const json report = json::parse(ReadFile(dir_ + "/eval.json"), nullptr,
+                                  false);
+  ASSERT_FALSE(report.is_discarded());
+  ASSERT_EQ(report["shards"].size(), 3u);
+  int64_t total = 0;
+  for (const auto& s : report["shards"]) total += s["size"].get<int64_t>();
+  EXPECT_EQ(total, 3000);  // the shards cover the training set
+  const json summary =
+      json::parse(ReadFile(dir_ + "/out/summary.json"), nullptr, false);
+  EXPECT_DOUBLE_EQ(report["test_acc"].get<double>(),
+                   summary["best_test_acc"].get<double>());
+}
+
 TEST_F(Federation, SurvivesAClientKilledMidRun) {
   RequireMnist();
   const std::string address = StartServer(WriteConfig(SmallConfig(
@@ -249,6 +308,22 @@ TEST(Configs, EveryConfigRunsOneRound) {
         json::parse(ReadFile(out + "/summary.json"), nullptr, false);
     ASSERT_FALSE(summary.is_discarded()) << entry.path();
     EXPECT_EQ(summary["rounds"].get<int>(), 1) << entry.path();
+    if (entry.path().stem().string().find("central") == std::string::npos) {
+      continue;
+    }
+    ChildProcess train(
+        {BinPath("fedfwd-train"), entry.path().string(), "--out",
+         out + "-central", "--set", "rounds=2", "--set", "eval_every=1",
+         "--set", "dataset.train_limit=2000", "--set",
+         "dataset.test_limit=300"},
+        out + "-central.log");
+    const auto tcode = train.Wait(absl::Seconds(300));
+    ASSERT_TRUE(tcode.has_value()) << entry.path();
+    EXPECT_EQ(*tcode, 0) << entry.path() << "\n" << train.Log();
+    const json central =
+        json::parse(ReadFile(out + "-central/summary.json"), nullptr, false);
+    ASSERT_FALSE(central.is_discarded()) << entry.path();
+    EXPECT_EQ(central["steps"].get<int>(), 2) << entry.path();
   }
   EXPECT_GE(count, 6);
   std::filesystem::remove_all(dir);
