@@ -70,6 +70,7 @@ const std::vector<std::string>& KnownKeys() {
       "compression",
       "eval_every",
       "targets",
+      "stop_at_target",
       "timeouts",
       "timeouts.round_s",
       "timeouts.client_s",
@@ -526,6 +527,7 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   RETURN_IF_ERROR(r.Int(root, "", "eval_every", 1, INT64_MAX, &c->eval_every));
   RETURN_IF_ERROR(r.DoubleList(root, "", "targets", 0, 1, &c->targets));
   std::sort(c->targets.begin(), c->targets.end());
+  RETURN_IF_ERROR(r.Bool(root, "", "stop_at_target", &c->stop_at_target));
 
   if (root.IsMap() && root["timeouts"].IsDefined()) {
     const YAML::Node t = root["timeouts"];
@@ -611,6 +613,7 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
   j["compression"] = c.compression;
   j["eval_every"] = c.eval_every;
   j["targets"] = c.targets;
+  j["stop_at_target"] = c.stop_at_target;
   j["timeouts"] = {{"round_s", c.timeouts.round_s},
                    {"client_s", c.timeouts.client_s},
                    {"join_s", c.timeouts.join_s}};

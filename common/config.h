@@ -104,6 +104,8 @@ struct Config {
   std::string compression = "none";
   int64_t eval_every = 100;     // evaluate test accuracy every N rounds
   std::vector<double> targets;  // accuracy thresholds to time
+  // End the run at the first evaluation that reaches the highest target.
+  bool stop_at_target = false;
   TimeoutsConfig timeouts;
 
   std::string source_path;  // file it was loaded from (not a YAML key)

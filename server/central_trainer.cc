@@ -107,7 +107,7 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   absl::Time last_log = start;
   double loss_sum = 0, final_acc = initial.accuracy, best_acc = -1;
   int64_t loss_count = 0, steps_done = 0;
-  bool interrupted = false;
+  bool interrupted = false, stopped_at_target = false;
   for (int64_t step = 1; step <= config.rounds; ++step) {
     if (stop != nullptr && stop->load()) {
       interrupted = true;
@@ -174,6 +174,13 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
                           config.rounds, *row.train_loss, score.accuracy,
                           row.wall_s));
       last_log = now;
+      if (config.stop_at_target && !targets.empty() &&
+          targets.back().step >= 0) {
+        stopped_at_target = true;
+        log(absl::StrFormat("step %d: target %.4f reached; stopping", step,
+                            targets.back().target));
+        break;
+      }
     } else if (now - last_log > absl::Seconds(10)) {
       last_log = now;
       log(absl::StrFormat("step %d/%d  loss %.4f  %.1f s", step, config.rounds,
@@ -194,6 +201,7 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   j["steps"] = steps_done;
   j["steps_planned"] = config.rounds;
   j["interrupted"] = interrupted;
+  j["stopped_at_target"] = stopped_at_target;
   j["wall_s"] = wall_s;
   j["bytes_up_total"] = 0;
   j["bytes_down_total"] = 0;

@@ -510,6 +510,8 @@ absl::Status RoundEngine::RunRounds() {
         }
       }
     }
+    const bool target_done = config_.stop_at_target && !targets_.empty() &&
+                             targets_.back().round >= 0;
     if (eval || now - last_log > absl::Seconds(10)) {
       last_log = now;
       const double rate = round / std::max(1e-9, row.wall_s);
@@ -520,6 +522,12 @@ absl::Status RoundEngine::RunRounds() {
           row.test_acc ? absl::StrFormat("%.4f", *row.test_acc) : "-",
           report.merged, rate, FormatDuration(row.wall_s),
           FormatDuration((config_.rounds - round) / rate)));
+    }
+    if (target_done) {
+      stopped_at_target_ = true;
+      Log(absl::StrFormat("round %d: target %.4f reached; stopping", round,
+                          targets_.back().target));
+      break;
     }
   }
   const double wall_s = absl::ToDoubleSeconds(absl::Now() - start);
@@ -578,6 +586,7 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
   j["rounds"] = rounds_done;
   j["rounds_planned"] = config_.rounds;
   j["interrupted"] = interrupted;
+  j["stopped_at_target"] = stopped_at_target_;
   j["wall_s"] = wall_s;
   j["bytes_up_total"] = bytes_up_total_;
   j["bytes_down_total"] = bytes_down_total_;

@@ -156,6 +156,7 @@ class RoundEngine {
   int64_t bytes_up_total_ = 0, bytes_down_total_ = 0;
   double final_test_acc_ = -1;
   double best_test_acc_ = -1;
+  bool stopped_at_target_ = false;
   int64_t rounds_done_ = 0;
   absl::Time start_ = absl::InfinitePast();  // first round's start
 

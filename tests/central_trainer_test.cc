@@ -84,6 +84,30 @@ TEST_F(CentralTest, ForwardGradientRunsTheJvpPath) {
   EXPECT_GT(rows[1]["test_acc"].get<double>(), 0.0);
 }
 
+TEST_F(CentralTest, StopAtTargetEndsAtTheFirstEvaluationReachingIt) {
+  config_.estimator = "backprop";
+  config_.lr = 0.5;
+  config_.rounds = 200;
+  config_.eval_every = 10;
+  config_.targets = {0.3, 0.6};
+  config_.stop_at_target = true;
+  CentralOptions o;
+  o.out_dir = dir_ + "/stop";
+  o.quiet = true;
+  ASSERT_TRUE(RunCentral(config_, o, nullptr).ok());
+  const auto rows = Rows(o.out_dir);
+  ASSERT_GE(rows.size(), 2u);
+  EXPECT_LT(rows.back()["step"].get<int64_t>(), 200);
+  EXPECT_GE(rows.back()["test_acc"].get<double>(), 0.6);
+  for (size_t i = 1; i + 1 < rows.size(); ++i) {
+    EXPECT_LT(rows[i]["test_acc"].get<double>(), 0.6) << i;
+  }
+  std::ifstream s(o.out_dir + "/summary.json");
+  const nlohmann::json summary = nlohmann::json::parse(s);
+  EXPECT_TRUE(summary["stopped_at_target"].get<bool>());
+  EXPECT_FALSE(summary["interrupted"].get<bool>());
+}
+
 TEST_F(CentralTest, FedAvgIsRefused) {
   config_.estimator = "fedavg";
   CentralOptions o;

@@ -71,6 +71,7 @@ void ExpectEqualConfigs(const Config& a, const Config& b) {
   EXPECT_EQ(a.batch_size, b.batch_size);
   EXPECT_EQ(a.eval_every, b.eval_every);
   EXPECT_EQ(a.targets, b.targets);
+  EXPECT_EQ(a.stop_at_target, b.stop_at_target);
   EXPECT_EQ(a.timeouts.round_s, b.timeouts.round_s);
   EXPECT_EQ(a.timeouts.client_s, b.timeouts.client_s);
   EXPECT_EQ(a.timeouts.join_s, b.timeouts.join_s);
@@ -255,6 +256,7 @@ sampling: {fraction: 0.3, minimum: 2}
 server_optimizer: {type: adam, lr: 0.01, momentum: 0.5, beta1: 0.8,
                    beta2: 0.95, eps: 1e-4}
 compression: int8
+stop_at_target: true
 )");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->estimator, "fedavg");
@@ -271,6 +273,7 @@ compression: int8
   EXPECT_DOUBLE_EQ(c->server_optimizer.beta2, 0.95);
   EXPECT_DOUBLE_EQ(c->server_optimizer.eps, 1e-4);
   EXPECT_EQ(c->compression, "int8");
+  EXPECT_TRUE(c->stop_at_target);
   absl::StatusOr<Config> back =
       ParseConfig(ConfigToYaml(*c), "/", {}, "roundtrip");
   ASSERT_TRUE(back.ok()) << back.status();
