@@ -207,10 +207,9 @@ eval_every: 1
   int64_t total = 0;
   for (const auto& s : report["shards"]) total += s["size"].get<int64_t>();
   EXPECT_EQ(total, 3000);  // the shards cover the training set
-  const json summary =
-      json::parse(ReadFile(dir_ + "/out/summary.json"), nullptr, false);
-  EXPECT_DOUBLE_EQ(report["test_acc"].get<double>(),
-                   summary["best_test_acc"].get<double>());
+  // fedfwd-eval scores on the full test split (the run used 1000 images).
+  EXPECT_EQ(report["test_count"].get<int64_t>(), 10000);
+  EXPECT_GE(report["test_acc"].get<double>(), 0.5);
 }
 
 TEST_F(Federation, SurvivesAClientKilledMidRun) {
