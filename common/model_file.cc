@@ -242,4 +242,16 @@ absl::StatusOr<ModelFile> ReadModelFile(const std::string& path) {
   return ParseModelFile(bytes, path);
 }
 
+ModelFileHeader RunModelHeader(const Config& config, const std::string& kind,
+                               int64_t round, double test_acc) {
+  ModelFileHeader h;
+  h.model = config.model;
+  h.dataset = config.dataset.name;
+  h.kind = kind;
+  h.round = round;
+  h.test_acc = test_acc;
+  h.config_yaml = ConfigToYaml(config);
+  return h;
+}
+
 }  // namespace fedfwd

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/config.h"
 
 namespace fedfwd {
 
@@ -44,6 +45,11 @@ struct ModelFileHeader {
   int64_t round = 0;
   double test_acc = -1;
 };
+
+// The header of a model saved by a run of `config` (model and dataset names,
+// the effective config as YAML).
+ModelFileHeader RunModelHeader(const Config& config, const std::string& kind,
+                               int64_t round, double test_acc);
 
 // Serializes `params` with header `h`. num_params and the checksum are
 // computed from `params` (h.num_params is ignored); a non-finite test_acc is

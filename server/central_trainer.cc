@@ -27,18 +27,12 @@ struct TargetHit {
 };
 
 absl::Status WriteModel(MetricsWriter& metrics, const Config& config,
-                        const ModelSpec& spec, const std::vector<float>& params,
+                        const std::vector<float>& params,
                         const std::string& kind, int64_t step,
                         double test_acc) {
-  ModelFileHeader h;
-  h.model = spec.name;
-  h.dataset = config.dataset.name;
-  h.kind = kind;
-  h.round = step;
-  h.test_acc = test_acc;
-  h.config_yaml = ConfigToYaml(config);
-  return metrics.WriteFileAtomically(kind + "_model.bin",
-                                     EncodeModelFile(h, params));
+  return metrics.WriteFileAtomically(
+      kind + "_model.bin",
+      EncodeModelFile(RunModelHeader(config, kind, step, test_acc), params));
 }
 
 }  // namespace
@@ -161,8 +155,8 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
       final_acc = score.accuracy;
       if (score.accuracy > best_acc) {
         best_acc = score.accuracy;
-        RETURN_IF_ERROR(WriteModel(*metrics, config_in, spec, params, "best",
-                                   step, score.accuracy));
+        RETURN_IF_ERROR(WriteModel(*metrics, config_in, params, "best", step,
+                                   score.accuracy));
       }
       for (auto& hit : targets) {
         if (hit.step < 0 && score.accuracy >= hit.target) {
@@ -192,8 +186,8 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
     ASSIGN_OR_RETURN(EvalResult score, evaluator->Evaluate(params));
     final_acc = score.accuracy;
   }
-  RETURN_IF_ERROR(WriteModel(*metrics, config_in, spec, params, "final",
-                             steps_done, final_acc));
+  RETURN_IF_ERROR(
+      WriteModel(*metrics, config_in, params, "final", steps_done, final_acc));
   nlohmann::json j;
   j["mode"] = "central";
   j["final_test_acc"] = final_acc;

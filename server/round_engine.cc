@@ -564,15 +564,9 @@ absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
 
 absl::Status RoundEngine::WriteModel(const std::string& kind, int64_t round,
                                      double test_acc) {
-  ModelFileHeader h;
-  h.model = spec_.name;
-  h.dataset = config_.dataset.name;
-  h.kind = kind;
-  h.round = round;
-  h.test_acc = test_acc;
-  h.config_yaml = ConfigToYaml(config_);
-  return metrics_->WriteFileAtomically(kind + "_model.bin",
-                                       EncodeModelFile(h, params_));
+  return metrics_->WriteFileAtomically(
+      kind + "_model.bin",
+      EncodeModelFile(RunModelHeader(config_, kind, round, test_acc), params_));
 }
 
 std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,

@@ -11,6 +11,33 @@
 namespace fedfwd {
 namespace {
 
+// Checks every strategy makes: the sample count and the training loss.
+absl::Status CheckSamplesAndLoss(const ClientResult& r, int64_t max_samples) {
+  if (r.num_samples <= 0 || r.num_samples > max_samples) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_samples out of range: ", r.num_samples));
+  }
+  if (!std::isfinite(r.loss)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("loss is not finite: ", r.loss));
+  }
+  return absl::OkStatus();
+}
+
+// How many results and their sample-weighted mean training loss.
+MergeReport ReportOf(const std::vector<ClientResult>& results) {
+  MergeReport report;
+  double loss_sum = 0;
+  int64_t samples = 0;
+  for (const auto& r : results) {
+    loss_sum += r.loss * r.num_samples;
+    samples += r.num_samples;
+  }
+  report.merged = static_cast<int>(results.size());
+  report.mean_loss = samples ? loss_sum / samples : 0;
+  return report;
+}
+
 // Forward gradients: each client returns d = grad f . v for tangents the
 // coordinator regenerates from their keys; merge by the config's rule; SGD.
 class ForwardGradientStrategy final : public Strategy {
@@ -59,15 +86,7 @@ class ForwardGradientStrategy final : public Strategy {
             absl::StrCat("JVP value is not finite: ", d));
       }
     }
-    if (r.num_samples <= 0 || r.num_samples > 1000000) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("num_samples out of range: ", r.num_samples));
-    }
-    if (!std::isfinite(r.loss)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("loss is not finite: ", r.loss));
-    }
-    return absl::OkStatus();
+    return CheckSamplesAndLoss(r, 1000000);
   }
 
   absl::StatusOr<MergeReport> Aggregate(
@@ -75,9 +94,6 @@ class ForwardGradientStrategy final : public Strategy {
       const std::vector<ClientResult>& results,
       std::vector<float>* params) override {
     std::vector<JvpContribution> contributions;
-    MergeReport report;
-    double loss_sum = 0;
-    int64_t samples = 0;
     for (size_t i = 0; i < results.size(); ++i) {
       JvpContribution c;
       c.client_id = results[i].client_id;
@@ -85,11 +101,8 @@ class ForwardGradientStrategy final : public Strategy {
       c.jvps = results[i].jvps;
       c.num_samples = results[i].num_samples;
       contributions.push_back(std::move(c));
-      loss_sum += results[i].loss * results[i].num_samples;
-      samples += results[i].num_samples;
     }
-    report.merged = static_cast<int>(results.size());
-    report.mean_loss = samples ? loss_sum / samples : 0;
+    MergeReport report = ReportOf(results);
     report.lr = LearningRate(config_, round);
     for (const auto& step :
          PlanMerge(config_.merge, std::move(contributions), config_.clip_jvp)) {
@@ -156,32 +169,16 @@ class BackpropStrategy final : public Strategy {
             absl::StrCat("update value ", i, " is not finite"));
       }
     }
-    if (r.num_samples <= 0 || r.num_samples > 100000000) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("num_samples out of range: ", r.num_samples));
-    }
-    if (!std::isfinite(r.loss)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("loss is not finite: ", r.loss));
-    }
-    return absl::OkStatus();
+    return CheckSamplesAndLoss(r, 100000000);
   }
 
   absl::StatusOr<MergeReport> Aggregate(
       int64_t round, const std::vector<TaskSpec>&,
       const std::vector<ClientResult>& results,
       std::vector<float>* params) override {
-    MergeReport report;
     std::vector<DenseContribution> updates;
-    double loss_sum = 0;
-    int64_t samples = 0;
-    for (const auto& r : results) {
-      updates.push_back({&r.update, r.num_samples});
-      loss_sum += r.loss * r.num_samples;
-      samples += r.num_samples;
-    }
-    report.merged = static_cast<int>(results.size());
-    report.mean_loss = samples ? loss_sum / samples : 0;
+    for (const auto& r : results) updates.push_back({&r.update, r.num_samples});
+    MergeReport report = ReportOf(results);
     report.lr = LearningRate(config_, round);
     if (results.empty()) return report;
     RETURN_IF_ERROR(WeightedAverage(updates, &mean_));
