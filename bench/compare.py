@@ -32,8 +32,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
-BEGIN = "<!-- compare.py:begin -->"
-END = "<!-- compare.py:end -->"
 
 # Learning rates per model and method: the tuned values of configs/ where
 # they exist; the forward-gradient ones are 50-500x below backprop's, as
@@ -168,13 +166,17 @@ def table(results, args, seeds):
     return "\n".join(lines) + "\n"
 
 
-def write_section(text):
+def write_section(text, owner="compare.py"):
+    """Replaces `owner`'s section of bench/RESULTS.md (between its markers),
+    or appends one; the rest of the file is kept as it is."""
+    begin = f"<!-- {owner}:begin -->"
+    end = f"<!-- {owner}:end -->"
     path = os.path.join(ROOT, "bench", "RESULTS.md")
     old = open(path).read() if os.path.exists(path) else "# Results\n"
-    block = f"{BEGIN}\n{text}{END}\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
+    block = f"{begin}\n{text}{end}\n"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         new = head + block + ("\n" + tail if tail else "")
     else:
         new = old.rstrip("\n") + "\n\n" + block
