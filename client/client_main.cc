@@ -13,9 +13,10 @@
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "fedfwd client daemon: keeps a private data shard, computes "
-      "forward-gradient JVPs for the coordinator's tasks and sends back "
-      "scalars."};
+      "fedfwd client daemon: joins a coordinator, loads its own data shard, "
+      "and answers the coordinator's tasks: forward-gradient JVPs (a few "
+      "scalars back), FedSGD minibatch gradients or FedAvg local epochs "
+      "(a model delta back, streamed, optionally fp16/int8)."};
   fedfwd::DaemonOptions o;
   app.add_option("--server", o.server, "coordinator HOST:PORT")->required();
   app.add_option("--data", o.data_dir, "folder holding the dataset files")

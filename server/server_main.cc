@@ -25,7 +25,8 @@ int Fail(const std::string& what, const absl::Status& s, int code = 1) {
 int main(int argc, char** argv) {
   CLI::App app{
       "fedfwd coordinator: distributes models and seeds to client daemons, "
-      "merges their forward-gradient results and evaluates the model."};
+      "merges their results (forward-gradient JVPs, FedSGD gradients or "
+      "FedAvg deltas) and evaluates the model."};
   std::string config_path, listen, out_dir = ".";
   int threads = 1;
   app.add_option("--config", config_path, "experiment YAML")->required();
