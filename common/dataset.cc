@@ -350,6 +350,15 @@ std::string DefaultDataDir(const std::string& dataset_name) {
     std::error_code ec;
     if (fs::is_directory(candidate, ec)) return candidate.string();
   }
+#ifdef FEDFWD_SOURCE_DIR
+  // A build folder outside the checkout: the checkout it was built from.
+  {
+    const fs::path candidate =
+        fs::path(FEDFWD_SOURCE_DIR) / "data" / dataset_name;
+    std::error_code ec;
+    if (fs::is_directory(candidate, ec)) return candidate.string();
+  }
+#endif
   return (fs::path(".") / "data" / dataset_name).string();
 }
 

@@ -47,7 +47,8 @@ absl::StatusOr<DatasetInfo> GetDatasetInfo(const std::string& name);
 // fashion-mnist: /usr/share/datasets/fashion-mnist (Debian package);
 // mnist and cifar10: $FEDFWD_DATA/<name> if set, else <repo>/data/<name>
 // found relative to the running executable (build/bin/../../data/<name>) if
-// that folder exists, else ./data/<name>. "" for unknown names.
+// that folder exists, else data/<name> of the checkout the binary was built
+// from if it exists, else ./data/<name>. "" for unknown names.
 std::string DefaultDataDir(const std::string& dataset_name);
 
 // CIFAR-10 binary format: records of 1 label byte (0..9) and 3072 pixel bytes
