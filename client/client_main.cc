@@ -39,7 +39,38 @@ int main(int argc, char** argv) {
   app.add_option("--unreachable-timeout", o.unreachable_s,
                  "give up after the coordinator is unreachable this long (s)")
       ->capture_default_str();
+  std::string token_file;
+  app.add_option("--tls-ca", o.tls.ca_file,
+                 "PEM CA that signed the coordinator's certificate (default: "
+                 "the system's roots)");
+  app.add_option("--tls-cert", o.tls.cert_file,
+                 "PEM client certificate, for a coordinator that requires "
+                 "mutual TLS");
+  app.add_option("--tls-key", o.tls.key_file, "PEM key of --tls-cert");
+  app.add_option("--tls-server-name", o.tls.server_name,
+                 "name to expect in the coordinator's certificate when it "
+                 "differs from the --server host");
+  app.add_option("--token-file", token_file,
+                 "file whose first line is this client's token, sent on "
+                 "every call");
+  app.add_flag("--insecure", o.tls.insecure,
+               "plaintext instead of TLS (trusted networks only)");
   CLI11_PARSE(app, argc, argv);
+  if (!token_file.empty()) {
+    auto token = fedfwd::ReadTokenFile(token_file);
+    if (!token.ok()) {
+      std::fprintf(stderr, "fedfwd-client: --token-file: %s\n",
+                   std::string(token.status().message()).c_str());
+      return 2;
+    }
+    o.token = *token;
+  }
+  if (o.tls.insecure) {
+    std::fprintf(stderr,
+                 "fedfwd-client: warning: --insecure: plaintext; anyone on "
+                 "the path can read and alter this client's traffic%s\n",
+                 o.token.empty() ? "" : ", token included");
+  }
   if (o.name.empty()) {
     o.name = absl::StrCat(fedfwd::HostName(), ":", getpid());
   }
@@ -51,6 +82,11 @@ int main(int argc, char** argv) {
 
   absl::Status s = daemon.Run();
   if (absl::IsCancelled(s)) return 130;
+  if (absl::IsInvalidArgument(s)) {
+    std::fprintf(stderr, "fedfwd-client: %s\n",
+                 std::string(s.message()).c_str());
+    return 2;
+  }
   if (!s.ok()) {
     std::fprintf(stderr, "fedfwd-client: %s\n",
                  std::string(s.message()).c_str());

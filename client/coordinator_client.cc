@@ -24,21 +24,35 @@ absl::Status FromGrpc(const grpc::Status& status) {
                       status.error_message());
 }
 
-CoordinatorClient::CoordinatorClient(const std::string& address) {
+absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
+    const std::string& address, const TlsOptions& tls,
+    const std::string& token) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
   // Reconnect quickly after the coordinator restarts.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  channel_ = grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args);
-  stub_ = v1::Coordinator::NewStub(channel_);
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                   MakeChannel(address, tls, args));
+  return std::make_unique<CoordinatorClient>(std::move(channel), token);
+}
+
+CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel,
+                                     std::string token)
+    : channel_(std::move(channel)),
+      token_(std::move(token)),
+      stub_(v1::Coordinator::NewStub(channel_)) {}
+
+void CoordinatorClient::Prepare(grpc::ClientContext* ctx,
+                                absl::Duration d) const {
+  SetDeadline(ctx, d);
+  AttachToken(ctx, token_);
 }
 
 absl::StatusOr<v1::JoinReply> CoordinatorClient::Join(
     const v1::JoinRequest& req) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, kUnaryDeadline);
+  Prepare(&ctx, kUnaryDeadline);
   v1::JoinReply reply;
   RETURN_IF_ERROR(FromGrpc(stub_->Join(&ctx, req, &reply)));
   return reply;
@@ -48,7 +62,7 @@ absl::StatusOr<v1::Task> CoordinatorClient::GetTask(uint32_t client_id,
                                                     const std::string& session,
                                                     absl::Duration wait) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, wait + absl::Seconds(5));
+  Prepare(&ctx, wait + absl::Seconds(5));
   v1::TaskRequest req;
   req.set_client_id(client_id);
   req.set_session(session);
@@ -60,7 +74,7 @@ absl::StatusOr<v1::Task> CoordinatorClient::GetTask(uint32_t client_id,
 
 absl::Status CoordinatorClient::Submit(const v1::TaskResult& result) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, kUnaryDeadline);
+  Prepare(&ctx, kUnaryDeadline);
   v1::SubmitReply reply;
   return FromGrpc(stub_->SubmitResult(&ctx, result, &reply));
 }
@@ -69,7 +83,7 @@ absl::Status CoordinatorClient::SubmitUpdate(const v1::TaskResult& result,
                                              const std::string& encoding,
                                              const std::string& bytes) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, kFetchDeadline);
+  Prepare(&ctx, kFetchDeadline);
   v1::SubmitReply reply;
   auto writer = stub_->SubmitUpdate(&ctx, &reply);
   size_t off = 0;
@@ -96,7 +110,7 @@ absl::Status CoordinatorClient::FetchModel(
     uint32_t client_id, const std::string& session, uint64_t version,
     int64_t expected_params, std::vector<float>* out, uint64_t* checksum) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, kFetchDeadline);
+  Prepare(&ctx, kFetchDeadline);
   v1::FetchModelRequest req;
   req.set_client_id(client_id);
   req.set_session(session);
@@ -117,7 +131,7 @@ absl::Status CoordinatorClient::FetchModel(
 absl::Status CoordinatorClient::Heartbeat(uint32_t client_id,
                                           const std::string& session) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, kUnaryDeadline);
+  Prepare(&ctx, kUnaryDeadline);
   v1::HeartbeatRequest req;
   req.set_client_id(client_id);
   req.set_session(session);
@@ -129,7 +143,7 @@ absl::Status CoordinatorClient::Leave(uint32_t client_id,
                                       const std::string& session,
                                       const std::string& reason) {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, absl::Seconds(3));
+  Prepare(&ctx, absl::Seconds(3));
   v1::LeaveRequest req;
   req.set_client_id(client_id);
   req.set_session(session);
@@ -140,7 +154,7 @@ absl::Status CoordinatorClient::Leave(uint32_t client_id,
 
 absl::StatusOr<v1::StatusReply> CoordinatorClient::GetStatus() {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, kUnaryDeadline);
+  Prepare(&ctx, kUnaryDeadline);
   v1::StatusRequest req;
   v1::StatusReply reply;
   RETURN_IF_ERROR(FromGrpc(stub_->GetStatus(&ctx, req, &reply)));

@@ -13,14 +13,21 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/security.h"
 #include "fedfwd.grpc.pb.h"
 
 namespace fedfwd {
 
 class CoordinatorClient {
  public:
-  // `address` is HOST:PORT.
-  explicit CoordinatorClient(const std::string& address);
+  // A client for the coordinator at `address` (HOST:PORT) over `tls`,
+  // sending `token` (when not empty) on every call. Errors: bad TLS flags or
+  // unreadable certificate files; the connection itself is made lazily.
+  static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(
+      const std::string& address, const TlsOptions& tls,
+      const std::string& token);
+
+  CoordinatorClient(std::shared_ptr<grpc::Channel> channel, std::string token);
 
   absl::StatusOr<v1::JoinReply> Join(const v1::JoinRequest& req);
   // Long poll; the call's deadline is wait + a margin.
@@ -44,7 +51,11 @@ class CoordinatorClient {
   absl::StatusOr<v1::StatusReply> GetStatus();
 
  private:
+  // A context with the token attached and a deadline `d` from now.
+  void Prepare(grpc::ClientContext* ctx, absl::Duration d) const;
+
   std::shared_ptr<grpc::Channel> channel_;
+  const std::string token_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 

@@ -30,7 +30,7 @@ bool NeedsRejoin(const absl::Status& s) {
 }  // namespace
 
 ClientDaemon::ClientDaemon(DaemonOptions options)
-    : options_(std::move(options)), coordinator_(options_.server) {}
+    : options_(std::move(options)) {}
 
 ClientDaemon::~ClientDaemon() = default;
 
@@ -57,7 +57,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
   absl::Duration backoff = absl::Milliseconds(200);
   while (true) {
     if (stop_) return absl::CancelledError("stopped");
-    auto reply = coordinator_.Join(req);
+    auto reply = coordinator_->Join(req);
     if (reply.ok()) {
       if (reply->protocol_version() != kProtocolVersion) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -106,6 +106,9 @@ absl::Status ClientDaemon::JoinWithRetry() {
 }
 
 absl::Status ClientDaemon::Run() {
+  ASSIGN_OR_RETURN(coordinator_,
+                   CoordinatorClient::Connect(options_.server, options_.tls,
+                                              options_.token));
   RETURN_IF_ERROR(JoinWithRetry());
 
   // Heartbeats keep us alive on the coordinator while we compute.
@@ -124,7 +127,7 @@ absl::Status ClientDaemon::Run() {
         session = session_;
       }
       lock.unlock();
-      coordinator_.Heartbeat(id, session).IgnoreError();
+      coordinator_->Heartbeat(id, session).IgnoreError();
       lock.lock();
     }
   });
@@ -137,8 +140,8 @@ absl::Status ClientDaemon::Run() {
   heartbeat.join();
   if (!status.ok() || stop_) {
     coordinator_
-        .Leave(client_id_, session_,
-               stop_ ? "stopped by signal" : std::string(status.message()))
+        ->Leave(client_id_, session_,
+                stop_ ? "stopped by signal" : std::string(status.message()))
         .IgnoreError();
   }
   if (stop_ && status.ok()) return absl::CancelledError("stopped by signal");
@@ -151,7 +154,7 @@ absl::Status ClientDaemon::WorkLoop() {
   int64_t rounds_done = 0;
   double compute_ms = 0;
   while (!stop_) {
-    auto task = coordinator_.GetTask(client_id_, session_, absl::Seconds(2));
+    auto task = coordinator_->GetTask(client_id_, session_, absl::Seconds(2));
     if (!task.ok()) {
       if (NeedsRejoin(task.status())) {
         Log(absl::StrCat("coordinator says: ", task.status().message()));
@@ -172,7 +175,7 @@ absl::Status ClientDaemon::WorkLoop() {
     if (task->kind() == v1::Task::STOP) {
       Log(absl::StrFormat("run over (%s) after %d tasks", task->message(),
                           rounds_done));
-      coordinator_.Leave(client_id_, session_, "run over").IgnoreError();
+      coordinator_->Leave(client_id_, session_, "run over").IgnoreError();
       return absl::OkStatus();
     }
     if (task->kind() != v1::Task::COMPUTE) continue;
@@ -181,8 +184,8 @@ absl::Status ClientDaemon::WorkLoop() {
       std::vector<float> params;
       uint64_t checksum = 0;
       absl::Status fetched =
-          coordinator_.FetchModel(client_id_, session_, task->model_version(),
-                                  trainer_->num_params(), &params, &checksum);
+          coordinator_->FetchModel(client_id_, session_, task->model_version(),
+                                   trainer_->num_params(), &params, &checksum);
       if (fetched.ok() && checksum != task->model_checksum()) {
         fetched = absl::DataLossError("snapshot checksum differs from task's");
       }
@@ -217,7 +220,7 @@ absl::Status ClientDaemon::WorkLoop() {
     result.set_compute_ms(r.compute_ms);
     absl::Status submitted;
     if (r.update.empty()) {
-      submitted = coordinator_.Submit(result);
+      submitted = coordinator_->Submit(result);
     } else {
       const std::string compression =
           task->compression().empty() ? "none" : task->compression();
@@ -226,7 +229,7 @@ absl::Status ClientDaemon::WorkLoop() {
       ASSIGN_OR_RETURN(
           std::string bytes,
           EncodeUpdate(r.update.data(), trainer_->param_sizes(), encoding));
-      submitted = coordinator_.SubmitUpdate(result, compression, bytes);
+      submitted = coordinator_->SubmitUpdate(result, compression, bytes);
     }
     if (!submitted.ok()) {
       Log(absl::StrCat("result for round ", task->round(),

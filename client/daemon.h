@@ -29,6 +29,8 @@ struct DaemonOptions {
   int threads = 0;
   std::string name;  // for the coordinator's logs
   double unreachable_s = 120;
+  TlsOptions tls;     // transport security (see common/security.h)
+  std::string token;  // bearer token sent on every call; empty: none
 };
 
 class ClientDaemon {
@@ -46,7 +48,7 @@ class ClientDaemon {
   void Log(const std::string& line);
 
   DaemonOptions options_;
-  CoordinatorClient coordinator_;
+  std::unique_ptr<CoordinatorClient> coordinator_;  // made by Run()
   std::unique_ptr<Trainer> trainer_;
   std::atomic<bool> stop_{false};
   // Current membership (set by JoinWithRetry, read by the heartbeat thread).

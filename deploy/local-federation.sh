@@ -11,6 +11,8 @@
 #   --threads T    compute threads per process (default: 1)
 #   --logs DIR     folder for logs and outputs (default:
 #                  runs/local-federation-<YYYYmmdd-HHMMSS> under the repo)
+#   --insecure     plaintext, no tokens (default: mutual TLS and one token
+#                  per client, made by scripts/make-certs.sh in DIR/secrets)
 # env: FEDFWD_BIN_DIR  folder with fedfwd-server/-client (default build/bin)
 #
 # N should equal the config's `clients`: the server starts rounds once that
@@ -34,12 +36,14 @@ DATA=""
 PORT=0
 THREADS=1
 LOG_DIR=""
+INSECURE=0
 while (($# > 0)); do
   case "$1" in
     --data) DATA="${2:?--data needs a folder}"; shift 2 ;;
     --port) PORT="${2:?--port needs a number}"; shift 2 ;;
     --threads) THREADS="${2:?--threads needs a number}"; shift 2 ;;
     --logs) LOG_DIR="${2:?--logs needs a folder}"; shift 2 ;;
+    --insecure) INSECURE=1; shift ;;
     *) die "unknown option '$1' (try --help)" ;;
   esac
 done
@@ -114,9 +118,18 @@ on_signal() {
 trap on_signal INT TERM HUP
 
 log "logs and outputs in $LOG_DIR"
+SECRETS="$LOG_DIR/secrets"
+SERVER_SEC=(--insecure)
+if ((INSECURE == 0)); then
+  bash "$ROOT/scripts/make-certs.sh" "$SECRETS" --server-name localhost \
+    --server-name 127.0.0.1 --clients "$N" >"$LOG_DIR/make-certs.log" ||
+    die "scripts/make-certs.sh failed; see $LOG_DIR/make-certs.log"
+  SERVER_SEC=(--tls-cert "$SECRETS/server.pem" --tls-key "$SECRETS/server.key"
+    --tls-ca "$SECRETS/ca.pem" --credentials "$SECRETS/credentials")
+fi
 : >"$LOG_DIR/server.out"
 "$BIN_DIR/fedfwd-server" --config "$CONFIG" --listen "127.0.0.1:$PORT" \
-  --out "$LOG_DIR" --threads "$THREADS" \
+  --out "$LOG_DIR" --threads "$THREADS" "${SERVER_SEC[@]}" \
   >"$LOG_DIR/server.out" 2>"$LOG_DIR/server.log" </dev/null &
 SERVER_PID=$!
 
@@ -145,8 +158,14 @@ PORT="${PORT//[^0-9]/}"
 log "server pid $SERVER_PID on 127.0.0.1:$PORT"
 
 for ((i = 0; i < N; i++)); do
+  CLIENT_SEC=(--insecure)
+  if ((INSECURE == 0)); then
+    c="$SECRETS/clients/client-$i"
+    CLIENT_SEC=(--tls-ca "$SECRETS/ca.pem" --tls-cert "$c.pem" --tls-key "$c.key"
+      --token-file "$c.token")
+  fi
   "$BIN_DIR/fedfwd-client" --server "127.0.0.1:$PORT" --data "$DATA" \
-    --shard "$i" --num-shards "$N" --threads "$THREADS" \
+    --shard "$i" --num-shards "$N" --threads "$THREADS" "${CLIENT_SEC[@]}" \
     >"$LOG_DIR/client-$i.log" 2>&1 </dev/null &
   CLIENT_PIDS+=($!)
   log "client $i pid $! (log: $LOG_DIR/client-$i.log)"

@@ -34,7 +34,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libgrpc++-dev protobuf-compiler-grpc
   protobuf-compiler libprotobuf-dev libabsl-dev libyaml-cpp-dev libgtest-dev
   libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libxxhash-dev
-  zlib1g-dev dataset-fashion-mnist
+  zlib1g-dev dataset-fashion-mnist libssl-dev openssl
 )
 # A node/npm from elsewhere (NodeSource's nodejs bundles npm and conflicts
 # with Debian's npm package) counts as present.

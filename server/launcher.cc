@@ -27,6 +27,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/dataset.h"
+#include "common/pki.h"
+#include "common/security.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -152,29 +154,89 @@ std::string ResolveDataDir(const Config& config) {
   return DefaultDataDir(config.dataset.name);
 }
 
-std::vector<std::string> ServerCommand(const std::string& server_exe,
-                                       const std::string& config_yaml,
-                                       const std::string& out_dir,
-                                       int threads) {
-  return {server_exe, "--config",    config_yaml,
-          "--listen", "127.0.0.1:0", "--out",
-          out_dir,    "--threads",   std::to_string(threads)};
+LocalSecurity InsecureLocalSecurity(int clients) {
+  LocalSecurity sec;
+  sec.insecure = true;
+  sec.server_args = {"--insecure"};
+  sec.client_args.assign(clients, {"--insecure"});
+  return sec;
 }
 
-std::vector<std::string> ClientCommand(const std::string& client_exe, int port,
-                                       const std::string& data_dir, int shard,
-                                       int num_shards, int threads) {
-  return {client_exe,
-          "--server",
-          absl::StrCat("127.0.0.1:", port),
-          "--data",
-          data_dir,
-          "--shard",
-          std::to_string(shard),
-          "--num-shards",
-          std::to_string(num_shards),
-          "--threads",
-          std::to_string(threads)};
+absl::StatusOr<LocalSecurity> MakeLocalSecurity(const std::string& dir,
+                                                int clients) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError("cannot create " + dir);
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  ASSIGN_OR_RETURN(PkiFiles pki,
+                   MakeTestPki(dir, {"localhost", "127.0.0.1"}, /*days=*/30));
+  auto write_secret = [](const std::string& path,
+                         const std::string& text) -> absl::Status {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return absl::PermissionDeniedError("cannot write " + path);
+    const bool ok = write(fd, text.data(), text.size()) ==
+                    static_cast<ssize_t>(text.size());
+    if (close(fd) != 0 || !ok) {
+      return absl::DataLossError("cannot write " + path);
+    }
+    return absl::OkStatus();
+  };
+  LocalSecurity sec;
+  sec.insecure = false;
+  sec.dir = dir;
+  std::string creds =
+      "# Made by fedfwd-run for this run only: role name sha256(token)\n";
+  for (int i = 0; i < clients; ++i) {
+    const std::string token = NewToken();
+    const std::string path = absl::StrCat(dir, "/client-", i, ".token");
+    RETURN_IF_ERROR(write_secret(path, token + "\n"));
+    absl::StrAppend(&creds, "client client-", i, " ", Sha256Hex(token), "\n");
+    sec.client_args.push_back({"--tls-ca", pki.ca_cert, "--tls-cert",
+                               pki.client_cert, "--tls-key", pki.client_key,
+                               "--tls-server-name", "localhost", "--token-file",
+                               path});
+  }
+  const std::string status_token = NewToken();
+  sec.status_token_file = dir + "/status.token";
+  RETURN_IF_ERROR(write_secret(sec.status_token_file, status_token + "\n"));
+  absl::StrAppend(&creds, "status status ", Sha256Hex(status_token), "\n");
+  const std::string creds_path = dir + "/credentials";
+  RETURN_IF_ERROR(write_secret(creds_path, creds));
+  sec.server_args = {"--tls-cert",    pki.server_cert, "--tls-key",
+                     pki.server_key,  "--tls-ca",      pki.ca_cert,
+                     "--credentials", creds_path};
+  return sec;
+}
+
+std::vector<std::string> ServerCommand(
+    const std::string& server_exe, const std::string& config_yaml,
+    const std::string& out_dir, int threads,
+    const std::vector<std::string>& security_args) {
+  std::vector<std::string> argv = {
+      server_exe, "--config",    config_yaml,
+      "--listen", "127.0.0.1:0", "--out",
+      out_dir,    "--threads",   std::to_string(threads)};
+  argv.insert(argv.end(), security_args.begin(), security_args.end());
+  return argv;
+}
+
+std::vector<std::string> ClientCommand(
+    const std::string& client_exe, int port, const std::string& data_dir,
+    int shard, int num_shards, int threads,
+    const std::vector<std::string>& security_args) {
+  std::vector<std::string> argv = {client_exe,
+                                   "--server",
+                                   absl::StrCat("127.0.0.1:", port),
+                                   "--data",
+                                   data_dir,
+                                   "--shard",
+                                   std::to_string(shard),
+                                   "--num-shards",
+                                   std::to_string(num_shards),
+                                   "--threads",
+                                   std::to_string(threads)};
+  argv.insert(argv.end(), security_args.begin(), security_args.end());
+  return argv;
 }
 
 std::optional<int> ParseListeningPort(absl::string_view line) {
@@ -348,6 +410,18 @@ int Launcher::Run() {
   } restore{this};
 
   Info(absl::StrCat("output folder ", out_dir_));
+  if (options_.insecure) {
+    security_ = InsecureLocalSecurity(config_.clients);
+  } else {
+    absl::StatusOr<LocalSecurity> sec =
+        MakeLocalSecurity(out_dir_ + "/secrets", config_.clients);
+    if (!sec.ok()) {
+      Error(absl::StrCat("cannot make throwaway certificates: ",
+                         sec.status().message(), " (--insecure runs without)"));
+      return kExitFailure;
+    }
+    security_ = std::move(*sec);
+  }
   if (absl::Status s = StartServer(*server_exe); !s.ok()) {
     Error(s.message());
     return kExitFailure;
@@ -528,7 +602,7 @@ absl::Status Launcher::StartServer(const std::string& server_exe) {
   }
   absl::StatusOr<pid_t> pid =
       Spawn(ServerCommand(server_exe, out_dir_ + "/config.yaml", out_dir_,
-                          options_.server_threads),
+                          options_.server_threads, security_.server_args),
             pipe_fds[1], *log_fd);
   close(pipe_fds[1]);
   close(*log_fd);
@@ -548,7 +622,7 @@ absl::Status Launcher::StartClients(const std::string& client_exe,
     ASSIGN_OR_RETURN(int log_fd, OpenLog(child.log_path));
     absl::StatusOr<pid_t> pid =
         Spawn(ClientCommand(client_exe, *port_, data_dir, i, config_.clients,
-                            options_.client_threads),
+                            options_.client_threads, security_.client_args[i]),
               log_fd, log_fd);
     close(log_fd);
     if (!pid.ok()) return pid.status();

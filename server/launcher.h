@@ -6,13 +6,16 @@
 //   1. Loads the config with the --set overrides (error: exit kExitUsage).
 //   2. Creates the output folder (--out, or runs/<stem>-<YYYYmmdd-HHMMSS>) and
 //      writes the effective config to <out>/config.yaml.
-//   3. Starts `fedfwd-server --config <out>/config.yaml --listen 127.0.0.1:0
-//      --out <out> --threads N` from the folder of its own binary; the
+//   3. Makes throwaway TLS certificates and tokens in <out>/secrets (unless
+//      --insecure) and starts `fedfwd-server --config <out>/config.yaml
+//      --listen 127.0.0.1:0 --out <out> --threads N` plus the TLS and
+//      credentials flags, from the folder of its own binary; the
 //      server's stdout comes back through a pipe, its stderr goes to
 //      <out>/server.log. Waits (bounded) for the line
 //      "fedfwd-server listening on 127.0.0.1:PORT".
 //   4. Starts client i (0-based) as `fedfwd-client --server 127.0.0.1:PORT
-//      --data DIR --shard i --num-shards <clients> --threads N`, stdout and
+//      --data DIR --shard i --num-shards <clients> --threads N` plus its
+//      TLS and --token-file flags, stdout and
 //      stderr to <out>/client-<i>.log.
 //   5. Copies every server stdout line to its own stdout as it arrives. Its
 //      own messages are lines starting with "[fedfwd-run] " (stdout for
@@ -61,6 +64,9 @@ struct LauncherOptions {
   std::string out_dir;                 // empty: a fresh DefaultOutDir()
   int server_threads = 1;
   int client_threads = 1;
+  // Plaintext and no tokens. Default: throwaway certificates and tokens in
+  // <out>/secrets (see MakeLocalSecurity).
+  bool insecure = false;
   // Folder holding fedfwd-server and fedfwd-client. Empty: the folder of the
   // running executable.
   std::string bin_dir;
@@ -70,6 +76,17 @@ struct LauncherOptions {
   absl::Duration client_grace = absl::Seconds(30);     // clients after server
   absl::Duration term_grace = absl::Seconds(5);        // SIGTERM -> SIGKILL
   absl::Duration interrupt_grace = absl::Seconds(10);  // same, on a signal
+};
+
+// Transport security for a loopback federation: a throwaway CA, server and
+// client certificates (mutual TLS), one token per client and a status token,
+// and the coordinator's credentials file holding their hashes.
+struct LocalSecurity {
+  bool insecure = true;
+  std::string dir;                                    // where the files are
+  std::vector<std::string> server_args;               // flags for the server
+  std::vector<std::vector<std::string>> client_args;  // flags per client
+  std::string status_token_file;
 };
 
 class Launcher {
@@ -137,6 +154,7 @@ class Launcher {
   LauncherOptions options_;
   Config config_;
   std::string out_dir_;
+  LocalSecurity security_;
   std::vector<Child> children_;  // [0] is the server once started
   int server_out_fd_ = -1;       // read end of the server's stdout pipe
   std::string partial_line_;     // server output after the last newline
@@ -163,14 +181,23 @@ absl::StatusOr<std::string> FirstFreePath(const std::string& base);
 // DefaultDataDir(config.dataset.name) when that is empty.
 std::string ResolveDataDir(const Config& config);
 
+// Writes <dir>/{ca,server,client}.pem, the keys (0600), client-<i>.token,
+// status.token and credentials (dir itself 0700) for `clients` clients.
+absl::StatusOr<LocalSecurity> MakeLocalSecurity(const std::string& dir,
+                                                int clients);
+// The flags of an --insecure run.
+LocalSecurity InsecureLocalSecurity(int clients);
+
 // Full argv (argv[0] = `server_exe`) for the coordinator.
-std::vector<std::string> ServerCommand(const std::string& server_exe,
-                                       const std::string& config_yaml,
-                                       const std::string& out_dir, int threads);
+std::vector<std::string> ServerCommand(
+    const std::string& server_exe, const std::string& config_yaml,
+    const std::string& out_dir, int threads,
+    const std::vector<std::string>& security_args);
 // Full argv for client `shard` of `num_shards`.
-std::vector<std::string> ClientCommand(const std::string& client_exe, int port,
-                                       const std::string& data_dir, int shard,
-                                       int num_shards, int threads);
+std::vector<std::string> ClientCommand(
+    const std::string& client_exe, int port, const std::string& data_dir,
+    int shard, int num_shards, int threads,
+    const std::vector<std::string>& security_args);
 
 // The port in "fedfwd-server listening on HOST:PORT" (surrounding whitespace
 // allowed); nullopt for any other line or a port outside 1..65535.

@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
                  "Compute threads of the server process")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  app.add_flag("--insecure", options.insecure,
+               "Plaintext gRPC without tokens (default: TLS with throwaway "
+               "certificates and per-client tokens in <out>/secrets)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -7,6 +7,7 @@
 
 #include "common/config.h"
 #include "common/dataset.h"
+#include "common/security.h"
 #include "common/signals.h"
 #include "common/torch_model.h"
 #include "server/round_engine.h"
@@ -38,9 +39,40 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", threads, "libtorch threads for evaluation")
       ->capture_default_str();
+  fedfwd::TlsOptions tls;
+  std::string credentials_path;
+  app.add_option("--tls-cert", tls.cert_file,
+                 "PEM certificate (chain) the coordinator presents");
+  app.add_option("--tls-key", tls.key_file, "PEM key of --tls-cert");
+  app.add_option("--tls-ca", tls.ca_file,
+                 "PEM CA: require client certificates signed by it (mutual "
+                 "TLS)");
+  app.add_option("--credentials", credentials_path,
+                 "who may call: lines 'client|status NAME SHA256-OF-TOKEN' "
+                 "(re-read when it changes; see README, Security)");
+  app.add_flag("--insecure", tls.insecure,
+               "plaintext instead of TLS (trusted networks only)");
   CLI11_PARSE(app, argc, argv);
 
   using namespace fedfwd;
+  auto server_creds = MakeServerCredentials(tls);
+  if (!server_creds.ok()) return Fail("bad flags", server_creds.status(), 2);
+  std::unique_ptr<CredentialStore> auth;
+  if (!credentials_path.empty()) {
+    auto store = CredentialStore::Load(credentials_path);
+    if (!store.ok()) return Fail("bad flags", store.status(), 2);
+    auth = std::move(*store);
+  }
+  if (tls.insecure) {
+    std::fprintf(stderr,
+                 "fedfwd-server: warning: --insecure: plaintext; anyone on "
+                 "the path can read and alter the traffic\n");
+  }
+  if (!auth) {
+    std::fprintf(stderr,
+                 "fedfwd-server: warning: no --credentials: any client that "
+                 "reaches the port may join and submit\n");
+  }
   auto config = LoadConfigFile(config_path);
   if (!config.ok()) return Fail("bad config", config.status(), 2);
   SetTorchThreads(threads);
@@ -58,10 +90,10 @@ int main(int argc, char** argv) {
 
   RoundEngine engine(*config, *spec, std::move(*strategy),
                      std::move(*evaluator), std::move(*metrics), threads);
-  CoordinatorService service(&engine);
+  CoordinatorService service(&engine, auth.get());
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *server_creds, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(4 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -25,9 +25,28 @@ grpc::Status ToGrpc(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-grpc::Status CoordinatorService::Join(grpc::ServerContext*,
+absl::StatusOr<std::string> CoordinatorService::Authorize(
+    const grpc::ServerContext* ctx, Role role,
+    std::optional<uint32_t> client_id) {
+  if (auth_ == nullptr) return std::string();
+  ASSIGN_OR_RETURN(Identity id, auth_->Authorize(*ctx, role));
+  if (client_id.has_value()) {
+    absl::MutexLock lock(&owners_mu_);
+    auto it = owners_.find(*client_id);
+    if (it != owners_.end() && it->second != id.name) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("client ", *client_id,
+                       " joined with another credential than '", id.name, "'"));
+    }
+  }
+  return id.name;
+}
+
+grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
                                       const v1::JoinRequest* req,
                                       v1::JoinReply* reply) {
+  auto who = Authorize(ctx, Role::kClient, std::nullopt);
+  if (!who.ok()) return ToGrpc(who.status());
   JoinParams p;
   p.protocol_version = req->protocol_version();
   p.name = req->client_name().substr(0, 256);
@@ -35,6 +54,10 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext*,
   p.num_shards = req->num_shards();
   auto out = engine_->Join(p);
   if (out.ok()) {
+    if (auth_ != nullptr) {
+      absl::MutexLock lock(&owners_mu_);
+      owners_[out->client_id] = *who;
+    }
     const Config& c = engine_->config();
     reply->set_protocol_version(kProtocolVersion);
     reply->set_client_id(out->client_id);
@@ -62,6 +85,8 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext*,
 grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
                                          const v1::TaskRequest* req,
                                          v1::Task* reply) {
+  auto who = Authorize(ctx, Role::kClient, req->client_id());
+  if (!who.ok()) return ToGrpc(who.status());
   // Hold the call no longer than the client's deadline allows (minus a
   // margin for the reply to travel back).
   absl::Duration wait =
@@ -100,9 +125,11 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
   return ToGrpc(out.status());
 }
 
-grpc::Status CoordinatorService::SubmitResult(grpc::ServerContext*,
+grpc::Status CoordinatorService::SubmitResult(grpc::ServerContext* ctx,
                                               const v1::TaskResult* req,
                                               v1::SubmitReply* reply) {
+  auto who = Authorize(ctx, Role::kClient, req->client_id());
+  if (!who.ok()) return ToGrpc(who.status());
   ClientResult r;
   r.client_id = req->client_id();
   r.round = req->round();
@@ -123,17 +150,21 @@ grpc::Status CoordinatorService::SubmitResult(grpc::ServerContext*,
 }
 
 grpc::Status CoordinatorService::SubmitUpdate(
-    grpc::ServerContext*, grpc::ServerReader<v1::UpdateChunk>* reader,
+    grpc::ServerContext* ctx, grpc::ServerReader<v1::UpdateChunk>* reader,
     v1::SubmitReply* reply) {
+  // Refuse strangers before reading a byte of their stream.
+  auto who = Authorize(ctx, Role::kClient, std::nullopt);
+  if (!who.ok()) return ToGrpc(who.status());
   int64_t up = 0;
-  absl::Status s = ReadUpdate(reader, &up);
+  absl::Status s = ReadUpdate(ctx, reader, &up);
   reply->set_accepted(s.ok());
   engine_->CountBytes(up, Size(*reply));
   return ToGrpc(s);
 }
 
 absl::Status CoordinatorService::ReadUpdate(
-    grpc::ServerReader<v1::UpdateChunk>* reader, int64_t* up) {
+    const grpc::ServerContext* ctx, grpc::ServerReader<v1::UpdateChunk>* reader,
+    int64_t* up) {
   v1::UpdateChunk chunk;
   if (!reader->Read(&chunk)) {
     return absl::InvalidArgumentError("empty update stream");
@@ -143,6 +174,7 @@ absl::Status CoordinatorService::ReadUpdate(
   const uint64_t checksum = chunk.checksum();
   const uint64_t announced = chunk.total_bytes();
   // Authenticate before buffering megabytes from the caller.
+  RETURN_IF_ERROR(Authorize(ctx, Role::kClient, header.client_id()).status());
   RETURN_IF_ERROR(engine_->Heartbeat(header.client_id(), header.session()));
   ASSIGN_OR_RETURN(UpdateEncoding encoding,
                    ParseUpdateEncoding(chunk.encoding()));
@@ -193,6 +225,8 @@ absl::Status CoordinatorService::ReadUpdate(
 grpc::Status CoordinatorService::FetchModel(
     grpc::ServerContext* ctx, const v1::FetchModelRequest* req,
     grpc::ServerWriter<v1::ModelChunk>* writer) {
+  auto who = Authorize(ctx, Role::kClient, req->client_id());
+  if (!who.ok()) return ToGrpc(who.status());
   int64_t down = 0;
   auto snap = engine_->GetSnapshot(req->client_id(), req->session(),
                                    req->model_version());
@@ -227,26 +261,32 @@ grpc::Status CoordinatorService::FetchModel(
   return status;
 }
 
-grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*,
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx,
                                            const v1::HeartbeatRequest* req,
                                            v1::HeartbeatReply* reply) {
+  auto who = Authorize(ctx, Role::kClient, req->client_id());
+  if (!who.ok()) return ToGrpc(who.status());
   absl::Status s = engine_->Heartbeat(req->client_id(), req->session());
   engine_->CountBytes(Size(*req), Size(*reply));
   return ToGrpc(s);
 }
 
-grpc::Status CoordinatorService::Leave(grpc::ServerContext*,
+grpc::Status CoordinatorService::Leave(grpc::ServerContext* ctx,
                                        const v1::LeaveRequest* req,
                                        v1::LeaveReply* reply) {
+  auto who = Authorize(ctx, Role::kClient, req->client_id());
+  if (!who.ok()) return ToGrpc(who.status());
   absl::Status s = engine_->Leave(req->client_id(), req->session(),
                                   req->reason().substr(0, 256));
   engine_->CountBytes(Size(*req), Size(*reply));
   return ToGrpc(s);
 }
 
-grpc::Status CoordinatorService::GetStatus(grpc::ServerContext*,
+grpc::Status CoordinatorService::GetStatus(grpc::ServerContext* ctx,
                                            const v1::StatusRequest*,
                                            v1::StatusReply* reply) {
+  auto who = Authorize(ctx, Role::kStatus, std::nullopt);
+  if (!who.ok()) return ToGrpc(who.status());
   EngineStatus s = engine_->GetStatus();
   reply->set_round(s.round);
   reply->set_rounds(s.rounds);

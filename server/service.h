@@ -5,6 +5,12 @@
 #ifndef FEDFWD_SERVER_SERVICE_H_
 #define FEDFWD_SERVER_SERVICE_H_
 
+#include <optional>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "common/security.h"
 #include "fedfwd.grpc.pb.h"
 #include "server/round_engine.h"
 
@@ -12,7 +18,14 @@ namespace fedfwd {
 
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
-  explicit CoordinatorService(RoundEngine* engine) : engine_(engine) {}
+  // With `auth`, every call must carry a token the store accepts: training
+  // calls a `client` credential, GetStatus any. A client id stays bound to
+  // the credential that joined it: another credential using it is refused
+  // with PERMISSION_DENIED. Without `auth` anyone who reaches the port may
+  // call.
+  explicit CoordinatorService(RoundEngine* engine,
+                              CredentialStore* auth = nullptr)
+      : engine_(engine), auth_(auth) {}
 
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
                     v1::JoinReply* reply) override;
@@ -36,10 +49,21 @@ class CoordinatorService final : public v1::Coordinator::Service {
 
  private:
   // Reads, checks and submits one streamed update; counts its bytes in *up.
-  absl::Status ReadUpdate(grpc::ServerReader<v1::UpdateChunk>* reader,
+  absl::Status ReadUpdate(const grpc::ServerContext* ctx,
+                          grpc::ServerReader<v1::UpdateChunk>* reader,
                           int64_t* up);
 
-  RoundEngine* engine_;  // not owned; outlives the service
+  // Authenticates the call (no-op without a credential store); with
+  // `client_id`, also checks that the id belongs to the caller.
+  absl::StatusOr<std::string> Authorize(const grpc::ServerContext* ctx,
+                                        Role role,
+                                        std::optional<uint32_t> client_id);
+
+  RoundEngine* engine_;    // not owned; outlives the service
+  CredentialStore* auth_;  // not owned; may be null
+  absl::Mutex owners_mu_;
+  absl::flat_hash_map<uint32_t, std::string> owners_
+      ABSL_GUARDED_BY(owners_mu_);
 };
 
 // absl::Status -> grpc::Status with the same code and message.

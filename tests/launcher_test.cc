@@ -80,18 +80,20 @@ TEST(ResolveDataDir, FallsBackToDatasetDefault) {
 }
 
 TEST(ServerCommand, ListensOnAnEphemeralLoopbackPort) {
-  EXPECT_THAT(
-      ServerCommand("/bin/fedfwd-server", "/o/config.yaml", "/o", 3),
-      ElementsAre("/bin/fedfwd-server", "--config", "/o/config.yaml",
-                  "--listen", "127.0.0.1:0", "--out", "/o", "--threads", "3"));
+  EXPECT_THAT(ServerCommand("/bin/fedfwd-server", "/o/config.yaml", "/o", 3,
+                            {"--insecure"}),
+              ElementsAre("/bin/fedfwd-server", "--config", "/o/config.yaml",
+                          "--listen", "127.0.0.1:0", "--out", "/o", "--threads",
+                          "3", "--insecure"));
 }
 
 TEST(ClientCommand, NamesServerShardAndThreads) {
   EXPECT_THAT(
-      ClientCommand("/bin/fedfwd-client", 40123, "/data/mnist", 2, 5, 1),
+      ClientCommand("/bin/fedfwd-client", 40123, "/data/mnist", 2, 5, 1,
+                    {"--token-file", "t"}),
       ElementsAre("/bin/fedfwd-client", "--server", "127.0.0.1:40123", "--data",
                   "/data/mnist", "--shard", "2", "--num-shards", "5",
-                  "--threads", "1"));
+                  "--threads", "1", "--token-file", "t"));
 }
 
 TEST(ParseListeningPort, ReadsThePortLine) {

@@ -61,8 +61,13 @@ class ServiceTest : public ::testing::Test {
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(port, 0);
-    client_ =
-        std::make_unique<CoordinatorClient>(absl::StrCat("127.0.0.1:", port));
+    TlsOptions plaintext;
+    plaintext.insecure = true;
+    auto client =
+        CoordinatorClient::Connect(absl::StrCat("127.0.0.1:", port), plaintext,
+                                   /*token=*/"");
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(*client);
     v1::JoinRequest join;
     join.set_protocol_version(kProtocolVersion);
     join.set_shard(-1);

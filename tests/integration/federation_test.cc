@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "server/launcher.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
 
@@ -68,7 +69,14 @@ targets: [0.2, 0.3]
 
 class Federation : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = MakeTempDir("fedfwd-integ"); }
+  // Every federation here runs over mutual TLS with per-client tokens, as
+  // fedfwd-run sets them up.
+  void SetUp() override {
+    dir_ = MakeTempDir("fedfwd-integ");
+    auto sec = MakeLocalSecurity(dir_ + "/secrets", 4);
+    ASSERT_TRUE(sec.ok()) << sec.status();
+    sec_ = *sec;
+  }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::string WriteConfig(const std::string& text) {
@@ -79,11 +87,15 @@ class Federation : public ::testing::Test {
 
   // Starts the coordinator on a free port and returns HOST:PORT.
   std::string StartServer(const std::string& config) {
-    server_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{BinPath("fedfwd-server"), "--config", config,
-                                 "--listen", "127.0.0.1:0", "--out",
-                                 dir_ + "/out"},
-        dir_ + "/server.log");
+    std::vector<std::string> argv = {BinPath("fedfwd-server"),
+                                     "--config",
+                                     config,
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--out",
+                                     dir_ + "/out"};
+    argv.insert(argv.end(), sec_.server_args.begin(), sec_.server_args.end());
+    server_ = std::make_unique<ChildProcess>(argv, dir_ + "/server.log");
     std::string address;
     const std::regex re("listening on (127\\.0\\.0\\.1:[0-9]+)");
     EXPECT_TRUE(WaitUntil(
@@ -99,18 +111,34 @@ class Federation : public ::testing::Test {
     return address;
   }
 
+  // Client flags: TLS and the token of client slot `slot`.
+  std::vector<std::string> Security(int slot) const {
+    return sec_.client_args.at(static_cast<size_t>(slot));
+  }
+
   ChildProcess* StartClient(const std::string& address, int shard,
                             int num_shards) {
+    std::vector<std::string> argv = {BinPath("fedfwd-client"),
+                                     "--server",
+                                     address,
+                                     "--data",
+                                     MnistDir(),
+                                     "--shard",
+                                     std::to_string(shard),
+                                     "--num-shards",
+                                     std::to_string(num_shards),
+                                     "--threads",
+                                     "1"};
+    const auto sec = Security(shard % 4);
+    argv.insert(argv.end(), sec.begin(), sec.end());
     clients_.push_back(std::make_unique<ChildProcess>(
-        std::vector<std::string>{BinPath("fedfwd-client"), "--server", address,
-                                 "--data", MnistDir(), "--shard",
-                                 std::to_string(shard), "--num-shards",
-                                 std::to_string(num_shards), "--threads", "1"},
+        argv,
         absl::StrCat(dir_, "/client-", shard, "-", clients_.size(), ".log")));
     return clients_.back().get();
   }
 
   std::string dir_;
+  LocalSecurity sec_;
   std::unique_ptr<ChildProcess> server_;
   std::vector<std::unique_ptr<ChildProcess>> clients_;
 };
@@ -200,8 +228,8 @@ eval_every: 1
   EXPECT_THAT(eval.Log(),
               HasSubstr("per client training shard (3 clients, partition "
                         "dirichlet)"));
-  const json report = json::parse(ReadFile(dir_ + "/eval.json"), nullptr,
-                                  false);
+  const json report =
+      json::parse(ReadFile(dir_ + "/eval.json"), nullptr, false);
   ASSERT_FALSE(report.is_discarded());
   ASSERT_EQ(report["shards"].size(), 3u);
   int64_t total = 0;
@@ -264,10 +292,11 @@ TEST_F(Federation, TwoClientsClaimingOneShardAreRefused) {
   EXPECT_THAT(second->Log(), HasSubstr("shard 0 is already held"));
   // The first client is unaffected; a client without --shard gets shard 1
   // and the run completes.
-  clients_.push_back(std::make_unique<ChildProcess>(
-      std::vector<std::string>{BinPath("fedfwd-client"), "--server", address,
-                               "--data", MnistDir()},
-      dir_ + "/auto.log"));
+  std::vector<std::string> argv = {BinPath("fedfwd-client"), "--server",
+                                   address, "--data", MnistDir()};
+  const auto sec = Security(3);
+  argv.insert(argv.end(), sec.begin(), sec.end());
+  clients_.push_back(std::make_unique<ChildProcess>(argv, dir_ + "/auto.log"));
   const auto server_code = server_->Wait(absl::Seconds(120));
   ASSERT_TRUE(server_code.has_value()) << server_->Log();
   EXPECT_EQ(*server_code, 0) << server_->Log();
@@ -276,13 +305,84 @@ TEST_F(Federation, TwoClientsClaimingOneShardAreRefused) {
 
 TEST_F(Federation, ClientWithoutCoordinatorGivesUpWithAClearError) {
   RequireMnist();
-  ChildProcess client({BinPath("fedfwd-client"), "--server", "127.0.0.1:1",
-                       "--data", MnistDir(), "--unreachable-timeout", "1"},
-                      dir_ + "/lonely.log");
+  ChildProcess client(
+      {BinPath("fedfwd-client"), "--server", "127.0.0.1:1", "--data",
+       MnistDir(), "--unreachable-timeout", "1", "--insecure"},
+      dir_ + "/lonely.log");
   const auto code = client.Wait(absl::Seconds(30));
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 1);
   EXPECT_THAT(client.Log(), HasSubstr("cannot join 127.0.0.1:1"));
+}
+
+// Strangers are turned away with a message that says why, and the run goes
+// on with the credentialed clients.
+TEST_F(Federation, ClientsWithoutValidCredentialsAreRefused) {
+  RequireMnist();
+  const std::string address = StartServer(WriteConfig(SmallConfig(2, 5, "")));
+  const std::string bogus = dir_ + "/bogus.token";
+  std::ofstream(bogus) << "not-a-valid-token\n";
+  struct Case {
+    std::string name;
+    std::vector<std::string> flags;
+    std::string says;
+  };
+  std::vector<std::string> base = Security(0);
+  std::vector<std::string> no_token(base.begin(), base.end() - 2);
+  std::vector<std::string> wrong_token = no_token;
+  wrong_token.insert(wrong_token.end(), {"--token-file", bogus});
+  const std::vector<Case> cases = {
+      {"no-token", no_token, "no credentials"},
+      {"wrong-token", wrong_token, "unknown or revoked token"},
+      {"plaintext",
+       {"--insecure", "--unreachable-timeout", "3"},
+       "cannot join"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {BinPath("fedfwd-client"), "--server",
+                                     address, "--data", MnistDir()};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    ChildProcess stranger(argv, dir_ + "/" + c.name + ".log");
+    const auto code = stranger.Wait(absl::Seconds(60));
+    ASSERT_TRUE(code.has_value()) << c.name;
+    EXPECT_EQ(*code, 1) << c.name << "\n" << stranger.Log();
+    EXPECT_THAT(stranger.Log(), HasSubstr(c.says)) << c.name;
+  }
+  StartClient(address, 0, 2);
+  StartClient(address, 1, 2);
+  const auto code = server_->Wait(absl::Seconds(120));
+  ASSERT_TRUE(code.has_value()) << server_->Log();
+  EXPECT_EQ(*code, 0) << server_->Log();
+  EXPECT_EQ(ReadRows(dir_ + "/out/metrics.jsonl").back()["round"], 5);
+}
+
+// The deployment path: certificates and tokens from scripts/make-certs.sh
+// (the openssl tool, not our own generator) work with both daemons.
+TEST_F(Federation, CertificatesFromMakeCertsWork) {
+  RequireMnist();
+  const std::string pki = dir_ + "/pki";
+  ChildProcess make(
+      {"/bin/bash", SourcePath("scripts/make-certs.sh"), pki, "--server-name",
+       "localhost", "--server-name", "127.0.0.1", "--clients", "2"},
+      dir_ + "/make-certs.log");
+  const auto made = make.Wait(absl::Seconds(60));
+  ASSERT_TRUE(made.has_value());
+  ASSERT_EQ(*made, 0) << make.Log();
+  sec_.server_args = {"--tls-cert",        pki + "/server.pem", "--tls-key",
+                      pki + "/server.key", "--tls-ca",          pki + "/ca.pem",
+                      "--credentials",     pki + "/credentials"};
+  for (int i = 0; i < 2; ++i) {
+    const std::string c = absl::StrCat(pki, "/clients/client-", i);
+    sec_.client_args[i] = {"--tls-ca",     pki + "/ca.pem", "--tls-cert",
+                           c + ".pem",     "--tls-key",     c + ".key",
+                           "--token-file", c + ".token"};
+  }
+  const std::string address = StartServer(WriteConfig(SmallConfig(2, 3, "")));
+  StartClient(address, 0, 2);
+  StartClient(address, 1, 2);
+  const auto code = server_->Wait(absl::Seconds(120));
+  ASSERT_TRUE(code.has_value()) << server_->Log();
+  EXPECT_EQ(*code, 0) << server_->Log();
 }
 
 // Every shipped config is valid and runs one round on a tiny shard.
@@ -310,12 +410,11 @@ TEST(Configs, EveryConfigRunsOneRound) {
     if (entry.path().stem().string().find("central") == std::string::npos) {
       continue;
     }
-    ChildProcess train(
-        {BinPath("fedfwd-train"), entry.path().string(), "--out",
-         out + "-central", "--set", "rounds=2", "--set", "eval_every=1",
-         "--set", "dataset.train_limit=2000", "--set",
-         "dataset.test_limit=300"},
-        out + "-central.log");
+    ChildProcess train({BinPath("fedfwd-train"), entry.path().string(), "--out",
+                        out + "-central", "--set", "rounds=2", "--set",
+                        "eval_every=1", "--set", "dataset.train_limit=2000",
+                        "--set", "dataset.test_limit=300"},
+                       out + "-central.log");
     const auto tcode = train.Wait(absl::Seconds(300));
     ASSERT_TRUE(tcode.has_value()) << entry.path();
     EXPECT_EQ(*tcode, 0) << entry.path() << "\n" << train.Log();
@@ -362,7 +461,9 @@ TEST(FedfwdRun, InterruptStopsEveryChildAndKeepsTheSummary) {
       log, m, std::regex("listening on (127\\.0\\.0\\.1:[0-9]+)")))
       << log;
   const std::string address = m[1];
-  EXPECT_EQ(CountProcessesMentioning(out), 2);      // launcher + server
+  // Launcher, server and the 3 clients (their certificates and tokens are
+  // in <out>/secrets).
+  EXPECT_EQ(CountProcessesMentioning(out), 5);
   EXPECT_EQ(CountProcessesMentioning(address), 3);  // the clients
   run.Signal(SIGINT);
   const auto code = run.Wait(absl::Seconds(60));
