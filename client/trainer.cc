@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,25 +17,35 @@
 namespace fedfwd {
 namespace {
 
-// Walks the shard in epochs; each epoch's order is a permutation drawn from
-// (seed, shard, epoch), so a client's batches are reproducible.
+// Walks the shard in epochs; epoch e's order is a permutation drawn from
+// (seed, shard, e). Each round starts at a position fixed by the round
+// number, (round - 1) * samples per round, so its batches are a function of
+// the round alone, not of which rounds this process happened to compute: a
+// round recomputed after a restart (of the client or of the coordinator)
+// sees the same data, and a resumed run matches an uninterrupted one. A
+// client that takes part in every round walks its shard epoch by epoch.
 class BatchSampler {
  public:
   BatchSampler(int64_t n, uint64_t seed, int shard)
       : n_(n), seed_(seed), shard_(shard) {}
 
+  void StartRound(int64_t round, int64_t samples_per_round) {
+    pos_ = std::max<int64_t>(0, round - 1) * samples_per_round;
+  }
+
   std::vector<int64_t> Next(int64_t batch) {
     std::vector<int64_t> out;
     out.reserve(static_cast<size_t>(batch));
     while (static_cast<int64_t>(out.size()) < batch) {
-      if (pos_ == 0 || pos_ >= n_) {
-        if (pos_ >= n_) ++epoch_;
-        pos_ = 0;
+      const uint64_t epoch = static_cast<uint64_t>(pos_ / n_);
+      if (order_.empty() || epoch != epoch_) {
+        epoch_ = epoch;
         order_ =
-            RandomPermutation(n_, seed_ + epoch_ * 0x9E3779B97F4A7C15ull,
+            RandomPermutation(n_, seed_ + epoch * 0x9E3779B97F4A7C15ull,
                               RngDomain::kBatch, static_cast<uint32_t>(shard_));
       }
-      out.push_back(order_[pos_++]);
+      out.push_back(order_[static_cast<size_t>(pos_ % n_)]);
+      ++pos_;
     }
     return out;
   }
@@ -43,8 +54,8 @@ class BatchSampler {
   int64_t n_;
   uint64_t seed_;
   int shard_;
-  uint64_t epoch_ = 0;
   int64_t pos_ = 0;
+  uint64_t epoch_ = 0;
   std::vector<int64_t> order_;
 };
 
@@ -73,6 +84,11 @@ class Estimator {
   virtual ~Estimator() = default;
   virtual absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
                                                const LocalTask& task) = 0;
+  // How many examples one round of `task` draws from a shard of n: one
+  // minibatch, unless the estimator says otherwise.
+  virtual int64_t SamplesPerRound(const LocalTask& task, int64_t n) const {
+    return std::min<int64_t>(task.batch_size, n);
+  }
 };
 
 // Flattens device tensors into one CPU float vector (registration order).
@@ -145,6 +161,13 @@ class GradientEstimator final : public Estimator {
 // the result is the delta local - start and the shard size.
 class LocalSgdEstimator final : public Estimator {
  public:
+  // ceil(E n / B) minibatches of B.
+  int64_t SamplesPerRound(const LocalTask& task, int64_t n) const override {
+    const int64_t b = std::min<int64_t>(std::max(task.batch_size, 1), n);
+    const int64_t e = std::max(task.local_epochs, 1);
+    return (e * n + b - 1) / b * b;
+  }
+
   absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
                                        const LocalTask& task) override {
     if (task.local_epochs < 1 || !(task.lr > 0) || !std::isfinite(task.lr) ||
@@ -154,7 +177,7 @@ class LocalSgdEstimator final : public Estimator {
                        ", lr ", task.lr, ", momentum ", task.momentum));
     }
     const int64_t b = std::min<int64_t>(task.batch_size, ctx.shard.size);
-    const int64_t steps = (task.local_epochs * ctx.shard.size + b - 1) / b;
+    const int64_t steps = SamplesPerRound(task, ctx.shard.size) / b;
     std::vector<at::Tensor> local;
     local.reserve(ctx.params.size());
     for (const auto& p : ctx.params) local.push_back(p.detach().clone());
@@ -291,6 +314,8 @@ absl::StatusOr<LocalResult> Trainer::Run(const LocalTask& task) {
     impl_->estimator_name = task.estimator;
   }
   const auto start = std::chrono::steady_clock::now();
+  impl_->sampler->StartRound(
+      task.round, impl_->estimator->SamplesPerRound(task, impl_->shard.size));
   EstimatorContext ctx{impl_->spec,  impl_->params, impl_->device,
                        impl_->shard, impl_->info,   *impl_->sampler};
   ASSIGN_OR_RETURN(LocalResult r, impl_->estimator->Estimate(ctx, task));

@@ -155,5 +155,59 @@ TEST_F(CentralTest, FedAvgEstimatorReturnsADeltaAndKeepsTheModel) {
   EXPECT_EQ(g->update.size(), r->update.size());
 }
 
+// A round's minibatch is a function of the round number alone: a trainer
+// that computes round 5 straight after starting (a restarted client, a
+// resumed run) sees the batch an uninterrupted one sees, and the rounds
+// between walk the shard rather than repeat one batch.
+TEST_F(CentralTest, ARoundsBatchDependsOnTheRoundNotOnTheHistory) {
+  TrainerOptions t;
+  t.model = "tiny";
+  t.dataset = "mnist";
+  t.data_dir = dir_ + "/data";
+  t.seed = 1;
+  t.shard = 0;
+  t.num_shards = 2;  // 300 examples: rounds of 64 wrap past an epoch
+  auto spec = GetModelSpec("tiny", {1, 28, 28});
+  ASSERT_TRUE(spec.ok());
+  const std::vector<float> start = InitialParams(*spec, 1);
+  auto make = [&] {
+    auto trainer = Trainer::Create(t);
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    EXPECT_TRUE((*trainer)->SetModel(start, 1).ok());
+    return std::move(*trainer);
+  };
+  LocalTask task;
+  task.estimator = "fedsgd";
+  task.batch_size = 64;
+  auto steady = make();
+  std::vector<std::vector<float>> grads;
+  for (int64_t round = 1; round <= 6; ++round) {
+    task.round = round;
+    auto g = steady->Run(task);
+    ASSERT_TRUE(g.ok()) << g.status();
+    grads.push_back(g->update);
+  }
+  for (size_t i = 1; i < grads.size(); ++i) {
+    EXPECT_NE(grads[i], grads[i - 1]) << "rounds " << i << " and " << i + 1;
+  }
+  for (int64_t round : {5, 2, 6}) {  // fresh trainers, and out of order
+    auto fresh = make();
+    task.round = round;
+    auto g = fresh->Run(task);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(g->update, grads[static_cast<size_t>(round - 1)])
+        << "round " << round;
+  }
+  // fedavg: round 2 begins where round 1's local epoch ended.
+  task.estimator = "fedavg";
+  task.lr = 0.1;
+  task.batch_size = 50;
+  task.round = 2;
+  auto a = steady->Run(task);
+  auto b = make()->Run(task);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->update, b->update);
+}
+
 }  // namespace
 }  // namespace fedfwd
