@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -26,6 +27,27 @@ bool NeedsRejoin(const absl::Status& s) {
          (absl::IsFailedPrecondition(s) &&
           s.message().find("rejoin") != absl::string_view::npos);
 }
+
+// Exponential backoff with jitter between retries: waits grow 250 ms, 500
+// ms, ... up to 5 s, each drawn uniformly from [d/2, d], so a fleet of
+// daemons that lost the coordinator together do not come back in lockstep
+// (the coordinator's restart would otherwise meet them all in the same
+// millisecond, round after round).
+class Backoff {
+ public:
+  Backoff() : rng_(std::random_device{}()) {}
+  absl::Duration Next() {
+    const double d = absl::ToDoubleSeconds(next_);
+    next_ = std::min(next_ * 2, absl::Seconds(5));
+    return absl::Seconds(
+        std::uniform_real_distribution<double>(d / 2, d)(rng_));
+  }
+  void Reset() { next_ = absl::Milliseconds(250); }
+
+ private:
+  absl::Duration next_ = absl::Milliseconds(250);
+  std::mt19937_64 rng_;
+};
 
 }  // namespace
 
@@ -54,7 +76,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
   req.mutable_capabilities()->set_threads(options_.threads);
   const absl::Time give_up =
       absl::Now() + absl::Seconds(options_.unreachable_s);
-  absl::Duration backoff = absl::Milliseconds(200);
+  Backoff backoff;
   while (true) {
     if (stop_) return absl::CancelledError("stopped");
     auto reply = coordinator_->Join(req);
@@ -100,8 +122,8 @@ absl::Status ClientDaemon::JoinWithRetry() {
                           absl::StrCat("cannot join ", options_.server, ": ",
                                        reply.status().message()));
     }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
+    absl::SleepFor(std::min(backoff.Next(),
+                            give_up - absl::Now() + absl::Milliseconds(10)));
   }
 }
 
@@ -151,6 +173,8 @@ absl::Status ClientDaemon::Run() {
 absl::Status ClientDaemon::WorkLoop() {
   absl::Time last_contact = absl::Now();
   absl::Time last_log = absl::Now();
+  Backoff backoff;
+  bool reported_outage = false;
   int64_t rounds_done = 0;
   double compute_ms = 0;
   while (!stop_) {
@@ -164,7 +188,14 @@ absl::Status ClientDaemon::WorkLoop() {
       }
       if (Retryable(task.status()) &&
           absl::Now() - last_contact < absl::Seconds(options_.unreachable_s)) {
-        absl::SleepFor(absl::Milliseconds(500));
+        if (!reported_outage) {
+          reported_outage = true;
+          Log(absl::StrFormat(
+              "coordinator unreachable (%s); retrying with backoff for up to "
+              "%.0f s",
+              task.status().message(), options_.unreachable_s));
+        }
+        absl::SleepFor(backoff.Next());
         continue;
       }
       return absl::Status(
@@ -172,6 +203,11 @@ absl::Status ClientDaemon::WorkLoop() {
           absl::StrCat("lost the coordinator: ", task.status().message()));
     }
     last_contact = absl::Now();
+    backoff.Reset();
+    if (reported_outage) {
+      reported_outage = false;
+      Log("coordinator reachable again");
+    }
     if (task->kind() == v1::Task::STOP) {
       Log(absl::StrFormat("run over (%s) after %d tasks", task->message(),
                           rounds_done));

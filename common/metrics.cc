@@ -1,12 +1,18 @@
 #include "common/metrics.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace fedfwd {
 
@@ -21,6 +27,38 @@ absl::StatusOr<std::unique_ptr<MetricsWriter>> MetricsWriter::Open(
   std::unique_ptr<MetricsWriter> w(new MetricsWriter(dir, index_key));
   const std::string path = dir + "/metrics.jsonl";
   w->rows_.open(path, std::ios::out | std::ios::trunc);
+  if (!w->rows_) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+  }
+  return w;
+}
+
+absl::StatusOr<std::unique_ptr<MetricsWriter>> MetricsWriter::OpenForResume(
+    const std::string& dir, int64_t keep_through,
+    const std::string& index_key) {
+  const std::string path = dir + "/metrics.jsonl";
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  }
+  // Keep complete rows up to keep_through; a torn last line (a crash while
+  // it was written) and rows of rounds that will run again are dropped.
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (in.eof()) break;  // no newline: torn
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains(index_key) ||
+        !j[index_key].is_number_integer()) {
+      continue;
+    }
+    if (j[index_key].get<int64_t>() > keep_through) continue;
+    kept += line;
+    kept += '\n';
+  }
+  in.close();
+  RETURN_IF_ERROR(WriteFileDurably(path, kept));
+  std::unique_ptr<MetricsWriter> w(new MetricsWriter(dir, index_key));
+  w->rows_.open(path, std::ios::out | std::ios::app);
   if (!w->rows_) {
     return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
   }
@@ -47,16 +85,47 @@ absl::Status MetricsWriter::Append(const RoundRow& row) {
 
 absl::Status MetricsWriter::WriteFileAtomically(const std::string& name,
                                                 const std::string& bytes) {
-  const std::string path = dir_ + "/" + name;
+  return WriteFileDurably(dir_ + "/" + name, bytes);
+}
+
+absl::Status WriteFileDurably(const std::string& path, const std::string& bytes,
+                              int mode) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::out | std::ios::trunc | std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) return absl::DataLossError(absl::StrCat("cannot write ", tmp));
+  auto fail = [&](const char* what) {
+    const int err = errno;
+    return absl::DataLossError(
+        absl::StrCat("cannot ", what, " ", tmp, ": ", std::strerror(err)));
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                        static_cast<mode_t>(mode));
+  if (fd < 0) return fail("create");
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      absl::Status s = fail("write");
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return s;
+    }
+    done += static_cast<size_t>(n);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::DataLossError(absl::StrCat("cannot rename ", tmp));
+  if (::fsync(fd) != 0) {
+    absl::Status s = fail("fsync");
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  if (::close(fd) != 0) return fail("close");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename");
+  // The rename itself must reach the disk: fsync the folder.
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  const int dfd = ::open(parent.empty() ? "." : parent.c_str(),
+                         O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
   }
   return absl::OkStatus();
 }

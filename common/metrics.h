@@ -33,10 +33,16 @@ class MetricsWriter {
   // trainer).
   static absl::StatusOr<std::unique_ptr<MetricsWriter>> Open(
       const std::string& dir, const std::string& index_key = "round");
+  // For a resumed run: keeps the rows of dir/metrics.jsonl up to and
+  // including `keep_through` (the checkpoint's round; the rest will run
+  // again), drops a torn last line, and appends from there.
+  static absl::StatusOr<std::unique_ptr<MetricsWriter>> OpenForResume(
+      const std::string& dir, int64_t keep_through,
+      const std::string& index_key = "round");
   absl::Status Append(const RoundRow& row);
   // Writes dir/summary.json from a JSON object text.
   absl::Status WriteSummary(const std::string& json_text);
-  // Writes `bytes` to dir/name atomically (temporary file + rename).
+  // Writes `bytes` to dir/name atomically and durably (WriteFileDurably).
   absl::Status WriteFileAtomically(const std::string& name,
                                    const std::string& bytes);
   const std::string& dir() const { return dir_; }
@@ -48,6 +54,12 @@ class MetricsWriter {
   std::string index_key_;
   std::ofstream rows_;
 };
+
+// Writes `bytes` to `path` so that a crash at any moment leaves either the
+// old file or the new one, complete: a temporary file beside it is written,
+// fsync'ed and renamed over `path`, then the folder is fsync'ed.
+absl::Status WriteFileDurably(const std::string& path, const std::string& bytes,
+                              int mode = 0644);
 
 // Facts about this build and machine for summary.json.
 std::string GitCommit();

@@ -29,6 +29,11 @@ class SgdOptimizer {
   // The same rule for a dense gradient of the model's size.
   void ApplyDense(const std::vector<float>& grad, double lr, float* params);
 
+  // The momentum buffer (empty until the first momentum step), for
+  // checkpoints.
+  const std::vector<float>& buffer() const { return buffer_; }
+  void set_buffer(std::vector<float> buffer) { buffer_ = std::move(buffer); }
+
  private:
   std::vector<int64_t> sizes_;
   double momentum_;
@@ -46,6 +51,14 @@ class AdamOptimizer {
   AdamOptimizer(double beta1, double beta2, double eps)
       : beta1_(beta1), beta2_(beta2), eps_(eps) {}
   void ApplyDense(const std::vector<float>& grad, double lr, float* params);
+
+  // The moments (empty until the first step), for checkpoints.
+  const std::vector<float>& m() const { return m_; }
+  const std::vector<float>& v() const { return v_; }
+  void set_moments(std::vector<float> m, std::vector<float> v) {
+    m_ = std::move(m);
+    v_ = std::move(v);
+  }
 
  private:
   double beta1_, beta2_, eps_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -66,6 +67,150 @@ void RoundEngine::CountBytes(int64_t up, int64_t down) {
   bytes_down_ += down;
 }
 
+void RoundEngine::EnableCheckpoints(std::string path, int every) {
+  checkpoint_path_ = std::move(path);
+  checkpoint_every_ = every;
+}
+
+std::vector<std::pair<uint32_t, std::string>> RoundEngine::ClientOwners() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<uint32_t, std::string>> out;
+  for (const auto& [id, c] : clients_) out.emplace_back(id, c.owner);
+  return out;
+}
+
+absl::Status RoundEngine::Resume(const ckpt::Checkpoint& c) {
+  if (c.config_json() != ConfigToJson(config_)) {
+    return absl::FailedPreconditionError(
+        "the checkpoint belongs to another config (its config.yaml is in the "
+        "checkpoint's folder); resume with the same config or start afresh "
+        "in another --out");
+  }
+  if (c.finished()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the run finished after ", c.rounds_done(),
+                     " rounds; nothing to resume"));
+  }
+  const int64_t n = spec_.NumParams();
+  if (static_cast<int64_t>(c.params().size()) !=
+      n * static_cast<int64_t>(sizeof(float))) {
+    return absl::DataLossError(
+        absl::StrCat("checkpoint holds ", c.params().size() / sizeof(float),
+                     " parameters, model ", spec_.name, " has ", n));
+  }
+  if (c.rounds_done() < 0 || c.rounds_done() > config_.rounds ||
+      c.targets_size() != static_cast<int>(targets_.size())) {
+    return absl::DataLossError("checkpoint counters do not fit the config");
+  }
+  StrategyState state;
+  for (const auto& t : c.strategy_state()) {
+    if (t.data().size() % sizeof(float) != 0) {
+      return absl::DataLossError(
+          absl::StrCat("optimizer state '", t.name(), "' is not float32"));
+    }
+    std::vector<float> v(t.data().size() / sizeof(float));
+    std::memcpy(v.data(), t.data().data(), t.data().size());
+    state.emplace_back(t.name(), std::move(v));
+  }
+  RETURN_IF_ERROR(strategy_->LoadState(state));
+  params_.assign(static_cast<size_t>(n), 0.0f);
+  std::memcpy(params_.data(), c.params().data(), c.params().size());
+  run_id_ = c.run_id();
+  rounds_done_ = c.rounds_done();
+  resumed_elapsed_s_ = c.elapsed_s();
+  bytes_up_total_ = c.bytes_up_total();
+  bytes_down_total_ = c.bytes_down_total();
+  final_test_acc_ = c.final_test_acc();
+  best_test_acc_ = c.best_test_acc();
+  initial_test_acc_ = c.initial_test_acc();
+  for (int i = 0; i < c.targets_size(); ++i) {
+    const auto& t = c.targets(i);
+    targets_[i] = {t.target(), t.round(), t.wall_s(), t.bytes_up(),
+                   t.bytes_down()};
+  }
+  auto snap = std::make_shared<const Snapshot>(
+      MakeSnapshot(params_, c.model_version()));
+  std::lock_guard<std::mutex> lock(mu_);
+  snapshot_ = std::move(snap);
+  last_test_acc_ = c.last_test_acc();
+  round_ = rounds_done_;
+  next_client_id_ = std::max<uint32_t>(1, c.next_client_id());
+  clients_.clear();
+  const absl::Time now = absl::Now();
+  for (const auto& e : c.clients()) {
+    if (e.id() == 0 || e.id() >= next_client_id_ || e.shard() < 0 ||
+        e.shard() >= config_.clients) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint has a bad client entry (id ", e.id(),
+                       ", shard ", e.shard(), ")"));
+    }
+    ClientEntry entry;
+    entry.name = e.name();
+    entry.owner = e.owner();
+    entry.session = e.session();
+    entry.shard = e.shard();
+    entry.alive = e.alive();
+    entry.last_seen = now;  // they get timeouts.client_s to come back
+    clients_[e.id()] = std::move(entry);
+  }
+  resumed_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status RoundEngine::SaveCheckpoint(bool finished) {
+  if (checkpoint_path_.empty()) return absl::OkStatus();
+  ckpt::Checkpoint c;
+  c.set_format(kCheckpointFormat);
+  c.set_config_json(ConfigToJson(config_));
+  c.set_run_id(run_id_);
+  c.set_rounds_done(rounds_done_);
+  c.set_params(params_.data(), params_.size() * sizeof(float));
+  for (const auto& [name, values] : strategy_->SaveState()) {
+    auto* t = c.add_strategy_state();
+    t->set_name(name);
+    t->set_data(values.data(), values.size() * sizeof(float));
+  }
+  c.set_elapsed_s(start_ == absl::InfinitePast()
+                      ? resumed_elapsed_s_
+                      : absl::ToDoubleSeconds(absl::Now() - start_));
+  c.set_bytes_up_total(bytes_up_total_);
+  c.set_bytes_down_total(bytes_down_total_);
+  c.set_final_test_acc(final_test_acc_);
+  c.set_best_test_acc(best_test_acc_);
+  c.set_initial_test_acc(initial_test_acc_);
+  for (const auto& t : targets_) {
+    auto* h = c.add_targets();
+    h->set_target(t.target);
+    h->set_round(t.round);
+    h->set_wall_s(t.wall_s);
+    h->set_bytes_up(t.bytes_up);
+    h->set_bytes_down(t.bytes_down);
+  }
+  c.set_finished(finished);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    c.set_model_version(snapshot_->version);
+    c.set_last_test_acc(last_test_acc_);
+    c.set_next_client_id(next_client_id_);
+    for (const auto& [id, e] : clients_) {
+      auto* ce = c.add_clients();
+      ce->set_id(id);
+      ce->set_name(e.name);
+      ce->set_shard(e.shard);
+      ce->set_session(e.session);
+      ce->set_owner(e.owner);
+      ce->set_alive(e.alive);
+    }
+  }
+  absl::Status s = WriteCheckpoint(checkpoint_path_, c);
+  if (!s.ok()) {
+    return absl::Status(
+        s.code(), absl::StrCat("checkpoint after round ", rounds_done_, ": ",
+                               s.message()));
+  }
+  return absl::OkStatus();
+}
+
 void RoundEngine::PublishSnapshot() {
   uint64_t version;
   {
@@ -117,6 +262,7 @@ absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
   const uint32_t id = next_client_id_++;
   ClientEntry e;
   e.name = p.name;
+  e.owner = p.owner;
   e.session = NewSession();
   e.shard = shard;
   e.alive = true;
@@ -361,6 +507,8 @@ absl::Status RoundEngine::Run() {
     // clients (they hear STOP on their next poll).
     Log(absl::StrCat("run failed: ", status.message()));
     WriteModel("final", rounds_done_, -1).IgnoreError();
+    // The last periodic checkpoint stays as it was: --resume goes on from
+    // there (the state now may be the failure's, e.g. a diverged model).
     metrics_
         ->WriteSummary(
             SummaryJson(rounds_done_,
@@ -389,6 +537,13 @@ absl::Status RoundEngine::RunRounds() {
       run_id_, spec_.name, spec_.NumParams(), config_.dataset.name,
       config_.clients, config_.rounds, MergeRuleName(config_.merge),
       config_.lr));
+  if (resumed_) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Log(absl::StrFormat(
+        "resuming after round %d from the checkpoint (model version %d, %d "
+        "registered clients keep their ids)",
+        rounds_done_, snapshot_->version, clients_.size()));
+  }
   Log(absl::StrFormat("waiting for %d clients to join (up to %.0f s)",
                       config_.clients, config_.timeouts.join_s));
   if (!WaitForLiveClients(config_.clients,
@@ -405,28 +560,33 @@ absl::Status RoundEngine::RunRounds() {
     std::lock_guard<std::mutex> lock(mu_);
     state_ = State::kTraining;
   }
-  // Round 0: the initial model.
-  ASSIGN_OR_RETURN(EvalResult initial, evaluator_->Evaluate(params_));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    last_test_acc_ = initial.accuracy;
+  if (!resumed_) {
+    // Round 0: the initial model.
+    ASSIGN_OR_RETURN(EvalResult initial, evaluator_->Evaluate(params_));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_test_acc_ = initial.accuracy;
+    }
+    initial_test_acc_ = initial.accuracy;
+    RoundRow row0;
+    row0.round = 0;
+    row0.test_acc = initial.accuracy;
+    row0.bytes_up = bytes_up_.exchange(0);
+    row0.bytes_down = bytes_down_.exchange(0);
+    bytes_up_total_ += row0.bytes_up;
+    bytes_down_total_ += row0.bytes_down;
+    RETURN_IF_ERROR(metrics_->Append(row0));
+    Log(absl::StrFormat(
+        "round 0: test_acc %.4f (initial model, %d test images)",
+        initial.accuracy, initial.count));
   }
-  RoundRow row0;
-  row0.round = 0;
-  row0.test_acc = initial.accuracy;
-  row0.bytes_up = bytes_up_.exchange(0);
-  row0.bytes_down = bytes_down_.exchange(0);
-  bytes_up_total_ += row0.bytes_up;
-  bytes_down_total_ += row0.bytes_down;
-  RETURN_IF_ERROR(metrics_->Append(row0));
-  Log(absl::StrFormat("round 0: test_acc %.4f (initial model, %d test images)",
-                      initial.accuracy, initial.count));
 
-  start_ = absl::Now();
+  // A resumed run's clock goes on from the checkpoint's.
+  start_ = absl::Now() - absl::Seconds(resumed_elapsed_s_);
   const absl::Time start = start_;
-  absl::Time last_log = start;
+  absl::Time last_log = absl::Now();
   bool interrupted = false;
-  for (int64_t round = 1; round <= config_.rounds; ++round) {
+  for (int64_t round = rounds_done_ + 1; round <= config_.rounds; ++round) {
     if (stop_requested_) {
       interrupted = true;
       break;
@@ -523,6 +683,10 @@ absl::Status RoundEngine::RunRounds() {
           report.merged, rate, FormatDuration(row.wall_s),
           FormatDuration((config_.rounds - round) / rate)));
     }
+    if (checkpoint_every_ > 0 && round % checkpoint_every_ == 0 &&
+        round < config_.rounds && !target_done) {
+      RETURN_IF_ERROR(SaveCheckpoint(/*finished=*/false));
+    }
     if (target_done) {
       stopped_at_target_ = true;
       Log(absl::StrFormat("round %d: target %.4f reached; stopping", round,
@@ -536,7 +700,7 @@ absl::Status RoundEngine::RunRounds() {
     ASSIGN_OR_RETURN(EvalResult score, evaluator_->Evaluate(params_));
     final_test_acc_ = score.accuracy;
   } else if (rounds_done_ == 0) {
-    final_test_acc_ = initial.accuracy;
+    final_test_acc_ = initial_test_acc_;
   }
   return Finish(rounds_done_, wall_s, interrupted);
 }
@@ -549,6 +713,8 @@ absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
     cv_.notify_all();
   }
   RETURN_IF_ERROR(WriteModel("final", rounds_done, final_test_acc_));
+  // Interrupted: --resume goes on from here. Finished: --resume refuses.
+  RETURN_IF_ERROR(SaveCheckpoint(/*finished=*/!interrupted));
   RETURN_IF_ERROR(metrics_->WriteSummary(
       SummaryJson(rounds_done, wall_s, interrupted, absl::OkStatus())));
   Log(absl::StrFormat(

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -26,6 +27,7 @@
 #include "common/config.h"
 #include "common/metrics.h"
 #include "common/model.h"
+#include "server/checkpoint.h"
 #include "server/evaluator.h"
 #include "server/strategy.h"
 
@@ -36,6 +38,7 @@ struct JoinParams {
   std::string name;
   int shard = -1;
   int num_shards = 0;
+  std::string owner;  // the credential that joins it ("" without auth)
 };
 
 struct JoinOutcome {
@@ -77,6 +80,20 @@ class RoundEngine {
               std::unique_ptr<MetricsWriter> metrics, int threads);
   ~RoundEngine();
 
+  // Checkpoints to `path` (checkpoint.h) after every `every`-th round and
+  // when the run stops, fails after training started, or finishes. Call
+  // before Run().
+  void EnableCheckpoints(std::string path, int every);
+  // Restores a checkpoint before Run(): model, optimizer state, counters,
+  // targets and the client registry (its clients keep their ids and
+  // sessions and have timeouts.client_s to come back); Run() then goes on
+  // at round rounds_done + 1. Refuses a checkpoint of another config, of
+  // another model size, or of a run that finished.
+  absl::Status Resume(const ckpt::Checkpoint& checkpoint);
+  // (client id, credential) of every registered client: the service binds
+  // ids to credentials again after a resume.
+  std::vector<std::pair<uint32_t, std::string>> ClientOwners();
+
   // Runs the whole training; returns when the run is over (or stopped).
   absl::Status Run();
   // Asks Run() to stop after the current round (signal handlers, tests).
@@ -106,6 +123,7 @@ class RoundEngine {
  private:
   struct ClientEntry {
     std::string name;
+    std::string owner;
     std::string session;
     int shard = 0;
     bool alive = true;
@@ -132,6 +150,8 @@ class RoundEngine {
   std::string SummaryJson(int64_t rounds_done, double wall_s, bool interrupted,
                           const absl::Status& error) const;
   void Log(const std::string& line);
+  // Writes the checkpoint now (engine thread, between rounds).
+  absl::Status SaveCheckpoint(bool finished);
 
   const Config config_;
   const ModelSpec spec_;
@@ -139,7 +159,12 @@ class RoundEngine {
   std::unique_ptr<Evaluator> evaluator_;
   std::unique_ptr<MetricsWriter> metrics_;
   const int threads_;
-  const std::string run_id_;
+  std::string run_id_;  // engine thread (and before Run)
+  std::string checkpoint_path_;
+  int checkpoint_every_ = 0;
+  bool resumed_ = false;
+  double resumed_elapsed_s_ = 0;
+  double initial_test_acc_ = -1;
 
   std::vector<float> params_;  // engine thread only
   std::atomic<int64_t> bytes_up_{0}, bytes_down_{0};

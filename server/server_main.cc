@@ -4,12 +4,16 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/dataset.h"
 #include "common/security.h"
 #include "common/signals.h"
 #include "common/torch_model.h"
+#include "server/checkpoint.h"
 #include "server/round_engine.h"
 #include "server/service.h"
 
@@ -52,6 +56,17 @@ int main(int argc, char** argv) {
                  "(re-read when it changes; see README, Security)");
   app.add_flag("--insecure", tls.insecure,
                "plaintext instead of TLS (trusted networks only)");
+  int checkpoint_every = 1;
+  bool resume = false;
+  app.add_option("--checkpoint-every", checkpoint_every,
+                 "write OUT/checkpoint.bin (atomically) every N rounds and "
+                 "when stopped; 0: never")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_flag("--resume", resume,
+               "continue the run whose checkpoint is in --out (same config): "
+               "model, optimizer state, round counter, metrics and client "
+               "registry; clients that outlived the coordinator carry on");
   CLI11_PARSE(app, argc, argv);
 
   using namespace fedfwd;
@@ -85,11 +100,40 @@ int main(int argc, char** argv) {
   if (!strategy.ok()) return Fail("bad config", strategy.status(), 2);
   auto evaluator = Evaluator::Create(*config, *spec);
   if (!evaluator.ok()) return Fail("cannot load test data", evaluator.status());
-  auto metrics = MetricsWriter::Open(out_dir);
+  const std::string checkpoint_path =
+      out_dir + "/" + std::string(kCheckpointFileName);
+  std::optional<ckpt::Checkpoint> checkpoint;
+  if (resume) {
+    auto c = ReadCheckpoint(checkpoint_path);
+    if (absl::IsNotFound(c.status())) {
+      return Fail("cannot resume",
+                  absl::NotFoundError(absl::StrCat(
+                      "no checkpoint in ", out_dir,
+                      " (was the run started with --checkpoint-every 0?)")),
+                  2);
+    }
+    if (!c.ok()) return Fail("cannot resume", c.status(), 2);
+    checkpoint = std::move(*c);
+  } else if (std::filesystem::exists(checkpoint_path)) {
+    std::fprintf(stderr,
+                 "fedfwd-server: note: %s holds the checkpoint of an earlier "
+                 "run; this fresh run replaces it (--resume continues it)\n",
+                 checkpoint_path.c_str());
+  }
+  auto metrics = checkpoint ? MetricsWriter::OpenForResume(
+                                  out_dir, checkpoint->rounds_done())
+                            : MetricsWriter::Open(out_dir);
   if (!metrics.ok()) return Fail("cannot write outputs", metrics.status());
 
   RoundEngine engine(*config, *spec, std::move(*strategy),
                      std::move(*evaluator), std::move(*metrics), threads);
+  if (checkpoint_every > 0) {
+    engine.EnableCheckpoints(checkpoint_path, checkpoint_every);
+  }
+  if (checkpoint) {
+    absl::Status resumed = engine.Resume(*checkpoint);
+    if (!resumed.ok()) return Fail("cannot resume", resumed, 2);
+  }
   CoordinatorService service(&engine, auth.get());
   grpc::ServerBuilder builder;
   int port = 0;

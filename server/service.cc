@@ -19,6 +19,17 @@ int64_t Size(const google::protobuf::Message& m) {
 
 }  // namespace
 
+CoordinatorService::CoordinatorService(RoundEngine* engine,
+                                       CredentialStore* auth)
+    : engine_(engine), auth_(auth) {
+  // A resumed engine brings its clients back: bind them to their
+  // credentials again.
+  absl::MutexLock lock(&owners_mu_);
+  for (const auto& [id, owner] : engine_->ClientOwners()) {
+    if (!owner.empty()) owners_[id] = owner;
+  }
+}
+
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
@@ -52,6 +63,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
   p.name = req->client_name().substr(0, 256);
   p.shard = req->shard();
   p.num_shards = req->num_shards();
+  p.owner = *who;
   auto out = engine_->Join(p);
   if (out.ok()) {
     if (auth_ != nullptr) {

@@ -23,9 +23,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // the credential that joined it: another credential using it is refused
   // with PERMISSION_DENIED. Without `auth` anyone who reaches the port may
   // call.
+  // Ids the engine already knows (a resumed run) stay bound to the
+  // credentials that joined them.
   explicit CoordinatorService(RoundEngine* engine,
-                              CredentialStore* auth = nullptr)
-      : engine_(engine), auth_(auth) {}
+                              CredentialStore* auth = nullptr);
 
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
                     v1::JoinReply* reply) override;

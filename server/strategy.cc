@@ -11,6 +11,36 @@
 namespace fedfwd {
 namespace {
 
+// The largest JVP value a result may carry (see ValidateResult).
+constexpr double kMaxJvp = 1e12;
+
+// Restores `name` from `state` into *out: absent means "not started yet"
+// (empty); present must have `size` values. Unknown names are refused.
+absl::Status TakeState(
+    const StrategyState& state,
+    const std::vector<std::pair<std::string, int64_t>>& known,
+    std::vector<std::vector<float>*> outs) {
+  for (auto* o : outs) o->clear();
+  for (const auto& [name, values] : state) {
+    bool found = false;
+    for (size_t i = 0; i < known.size(); ++i) {
+      if (known[i].first != name) continue;
+      found = true;
+      if (static_cast<int64_t>(values.size()) != known[i].second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("optimizer state '", name, "' has ", values.size(),
+                         " values, the model ", known[i].second));
+      }
+      *outs[i] = values;
+    }
+    if (!found) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "optimizer state '", name, "' does not belong to this strategy"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Checks every strategy makes: the sample count and the training loss.
 absl::Status CheckSamplesAndLoss(const ClientResult& r, int64_t max_samples) {
   if (r.num_samples <= 0 || r.num_samples > max_samples) {
@@ -46,6 +76,7 @@ class ForwardGradientStrategy final : public Strategy {
                           TangentDistribution dist, int threads)
       : config_(config),
         dist_(dist),
+        num_params_(spec.NumParams()),
         optimizer_(spec.ParamSizes(), config.momentum, threads) {}
 
   std::vector<TaskSpec> ConfigureRound(
@@ -85,6 +116,15 @@ class ForwardGradientStrategy final : public Strategy {
         return absl::InvalidArgumentError(
             absl::StrCat("JVP value is not finite: ", d));
       }
+      // |grad . v| <= |grad| |v|, and |v| = sqrt(P) for a unit-variance
+      // tangent: no honest float32 run comes near this; a value past it
+      // would overflow the float32 step and poison the model.
+      if (std::abs(d) > kMaxJvp) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("JVP value ", d, " is beyond ", kMaxJvp,
+                         " (not a float32 loss "
+                         "gradient along a tangent)"));
+      }
     }
     return CheckSamplesAndLoss(r, 1000000);
   }
@@ -111,9 +151,26 @@ class ForwardGradientStrategy final : public Strategy {
     return report;
   }
 
+  StrategyState SaveState() const override {
+    StrategyState state;
+    if (!optimizer_.buffer().empty()) {
+      state.emplace_back("sgd.momentum", optimizer_.buffer());
+    }
+    return state;
+  }
+
+  absl::Status LoadState(const StrategyState& state) override {
+    std::vector<float> buffer;
+    RETURN_IF_ERROR(
+        TakeState(state, {{"sgd.momentum", num_params_}}, {&buffer}));
+    optimizer_.set_buffer(std::move(buffer));
+    return absl::OkStatus();
+  }
+
  private:
   Config config_;
   TangentDistribution dist_;
+  int64_t num_params_;
   SgdOptimizer optimizer_;
 };
 
@@ -195,6 +252,33 @@ class BackpropStrategy final : public Strategy {
       sgd_.ApplyDense(mean_, o.lr, params->data());
     }
     return report;
+  }
+
+  StrategyState SaveState() const override {
+    StrategyState state;
+    if (!sgd_.buffer().empty())
+      state.emplace_back("sgd.momentum", sgd_.buffer());
+    if (!adam_.m().empty()) {
+      state.emplace_back("adam.m", adam_.m());
+      state.emplace_back("adam.v", adam_.v());
+    }
+    return state;
+  }
+
+  absl::Status LoadState(const StrategyState& state) override {
+    std::vector<float> buffer, m, v;
+    RETURN_IF_ERROR(TakeState(state,
+                              {{"sgd.momentum", num_params_},
+                               {"adam.m", num_params_},
+                               {"adam.v", num_params_}},
+                              {&buffer, &m, &v}));
+    if (m.empty() != v.empty()) {
+      return absl::InvalidArgumentError(
+          "optimizer state has one Adam moment without the other");
+    }
+    sgd_.set_buffer(std::move(buffer));
+    adam_.set_moments(std::move(m), std::move(v));
+    return absl::OkStatus();
   }
 
  private:

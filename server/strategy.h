@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -50,6 +51,10 @@ struct MergeReport {
   double mean_loss = 0;  // sample-weighted training loss of the results
 };
 
+// Named float vectors: a strategy's optimizer state (momentum buffer, Adam
+// moments) as a checkpoint carries it.
+using StrategyState = std::vector<std::pair<std::string, std::vector<float>>>;
+
 class Strategy {
  public:
   virtual ~Strategy() = default;
@@ -63,6 +68,11 @@ class Strategy {
   virtual absl::StatusOr<MergeReport> Aggregate(
       int64_t round, const std::vector<TaskSpec>& tasks,
       const std::vector<ClientResult>& results, std::vector<float>* params) = 0;
+  // The state Aggregate carries from round to round, and its restore; a
+  // restored strategy merges the next round exactly as the saved one would.
+  // LoadState refuses names or sizes this strategy does not have.
+  virtual StrategyState SaveState() const = 0;
+  virtual absl::Status LoadState(const StrategyState& state) = 0;
 };
 
 // The clients that take part in `round`: all of `live` when
