@@ -32,6 +32,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
   // Reconnect quickly after the coordinator restarts.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // Its own connection: gRPC would otherwise share one TCP connection among
+  // all channels of a process with equal arguments, and the logical clients
+  // of fedfwd-loadgen would not load the coordinator as separate hosts do.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
                    MakeChannel(address, tls, args));
   return std::make_unique<CoordinatorClient>(std::move(channel), token);

@@ -4,23 +4,38 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/forward_grad.h>
 
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "common/torch_model.h"
 
 namespace fedfwd {
 namespace {
 
+// libtorch's forward-AD levels are process-wide, not per thread: a second
+// level entered while one is open fails with "Nested forward mode AD is not
+// supported". Logical clients sharing a process (fedfwd-loadgen) compute on
+// several threads, so levels are entered one at a time.
+std::mutex& DualLevelMutex() {
+  static std::mutex* mu = new std::mutex;
+  return *mu;
+}
+
 // Enters a fresh forward-AD level and releases it (dropping every dual
-// tangent made at it) on scope exit, also when an error unwinds.
+// tangent made at it) on scope exit, also when an error unwinds. Holds
+// DualLevelMutex() for its lifetime.
 class DualLevel {
  public:
-  DualLevel() : idx_(torch::autograd::ForwardADLevel::get_next_idx()) {}
+  DualLevel()
+      : lock_(DualLevelMutex()),
+        idx_(torch::autograd::ForwardADLevel::get_next_idx()) {}
   ~DualLevel() { torch::autograd::ForwardADLevel::release_idx(idx_); }
   DualLevel(const DualLevel&) = delete;
   DualLevel& operator=(const DualLevel&) = delete;
   int64_t idx() const { return static_cast<int64_t>(idx_); }
 
  private:
+  std::lock_guard<std::mutex> lock_;  // declared first: taken before idx_
   uint64_t idx_;
 };
 

@@ -34,7 +34,8 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libgrpc++-dev protobuf-compiler-grpc
   protobuf-compiler libprotobuf-dev libabsl-dev libyaml-cpp-dev libgtest-dev
   libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libxxhash-dev
-  zlib1g-dev dataset-fashion-mnist libssl-dev openssl
+  zlib1g-dev dataset-fashion-mnist libssl-dev openssl clang libclang-rt-14-dev
+  iproute2 python3
 )
 # A node/npm from elsewhere (NodeSource's nodejs bundles npm and conflicts
 # with Debian's npm package) counts as present.
