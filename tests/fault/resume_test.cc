@@ -24,17 +24,10 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string MnistDir() { return SourcePath("data/mnist"); }
+std::string MnistDir() { return RealMnistDir(); }
 
 std::vector<json> ReadRows(const std::string& path) {
-  std::vector<json> rows;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line, nullptr, false);
-    if (!j.is_discarded()) rows.push_back(j);
-  }
-  return rows;
+  return ReadJsonRows(path);
 }
 
 constexpr int kClients = 3;
@@ -95,17 +88,7 @@ class Resume : public ::testing::Test {
     argv.insert(argv.end(), sec_.server_args.begin(), sec_.server_args.end());
     server_ = std::make_unique<ChildProcess>(
         argv, absl::StrCat(out, "-server-", ++server_starts_, ".log"));
-    std::string address;
-    const std::regex re("listening on (127\\.0\\.0\\.1:[0-9]+)");
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          std::smatch m;
-          const std::string log = server_->Log();
-          if (std::regex_search(log, m, re)) address = m[1];
-          return !address.empty() || !server_->Running();
-        },
-        absl::Seconds(60)))
-        << server_->Log();
+    const std::string address = WaitForListenAddress(*server_);
     EXPECT_FALSE(address.empty()) << server_->Log();
     return address;
   }

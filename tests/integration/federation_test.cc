@@ -23,7 +23,7 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-std::string MnistDir() { return SourcePath("data/mnist"); }
+std::string MnistDir() { return RealMnistDir(); }
 
 void RequireMnist() {
   ASSERT_TRUE(std::filesystem::exists(MnistDir() + "/train-images-idx3-ubyte"))
@@ -32,15 +32,7 @@ void RequireMnist() {
 }
 
 std::vector<json> ReadRows(const std::string& path) {
-  std::vector<json> rows;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    json j = json::parse(line, nullptr, false);
-    if (!j.is_discarded()) rows.push_back(j);
-  }
-  return rows;
+  return ReadJsonRows(path);
 }
 
 // A small, fast federation config: logistic regression on pooled MNIST.
@@ -97,17 +89,7 @@ class Federation : public ::testing::Test {
                                      dir_ + "/out"};
     argv.insert(argv.end(), sec_.server_args.begin(), sec_.server_args.end());
     server_ = std::make_unique<ChildProcess>(argv, dir_ + "/server.log");
-    std::string address;
-    const std::regex re("listening on (127\\.0\\.0\\.1:[0-9]+)");
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          std::smatch m;
-          const std::string log = server_->Log();
-          if (std::regex_search(log, m, re)) address = m[1];
-          return !address.empty() || !server_->Running();
-        },
-        absl::Seconds(60)))
-        << server_->Log();
+    const std::string address = WaitForListenAddress(*server_);
     EXPECT_FALSE(address.empty()) << server_->Log();
     return address;
   }

@@ -124,15 +124,7 @@ int EstablishedConnections(int port) {
 }
 
 std::vector<json> ReadRows(const std::string& path) {
-  std::vector<json> rows;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    json j = json::parse(line, nullptr, false);
-    if (!j.is_discarded()) rows.push_back(j);
-  }
-  return rows;
+  return ReadJsonRows(path);
 }
 
 TEST(Load, TwoHundredClientsFiftyRoundsNoFailedRound) {

@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "absl/time/clock.h"
@@ -79,6 +81,37 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::vector<nlohmann::json> ReadJsonRows(const std::string& path) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded()) rows.push_back(std::move(j));
+  }
+  return rows;
+}
+
+std::string WaitForListenAddress(ChildProcess& server, absl::Duration timeout) {
+  static const std::regex re("listening on (127\\.0\\.0\\.1:[0-9]+)");
+  std::string address;
+  WaitUntil(
+      [&] {
+        std::smatch m;
+        const std::string log = server.Log();
+        if (std::regex_search(log, m, re)) address = m[1];
+        return !address.empty() || !server.Running();
+      },
+      timeout);
+  return address;
+}
+
+std::string RealMnistDir() { return SourcePath("data/mnist"); }
+
+bool HaveRealMnist() {
+  return std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte");
 }
 
 }  // namespace fedfwd::testing

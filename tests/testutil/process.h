@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,6 +59,17 @@ bool WaitUntil(Pred pred, absl::Duration timeout) {
   }
   return pred();
 }
+
+// The rows of a metrics.jsonl; lines that do not parse are skipped.
+std::vector<nlohmann::json> ReadJsonRows(const std::string& path);
+// Waits for the "listening on 127.0.0.1:PORT" line of a fedfwd-server child
+// and returns "127.0.0.1:PORT"; "" if the child exits first or `timeout`
+// passes.
+std::string WaitForListenAddress(ChildProcess& server,
+                                 absl::Duration timeout = absl::Seconds(60));
+// Real MNIST in the checkout (data/mnist, fetched by scripts/setup.sh).
+std::string RealMnistDir();
+bool HaveRealMnist();
 
 }  // namespace fedfwd::testing
 
