@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -55,7 +56,22 @@ int main(int argc, char** argv) {
                  "every call");
   app.add_flag("--insecure", o.tls.insecure,
                "plaintext instead of TLS (trusted networks only)");
+  app.add_option("--adversary-scale", o.adversary_scale,
+                 "FOR ROBUSTNESS EXPERIMENTS ONLY: multiply every JVP value "
+                 "and model update sent by this factor (an adversarial "
+                 "client; see bench/robust.py)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (!std::isfinite(o.adversary_scale)) {
+    std::fprintf(stderr, "fedfwd-client: --adversary-scale must be finite\n");
+    return 2;
+  }
+  if (o.adversary_scale != 1.0) {
+    std::fprintf(stderr,
+                 "fedfwd-client: warning: --adversary-scale %g: this client "
+                 "sends manipulated results (experiments only)\n",
+                 o.adversary_scale);
+  }
   if (!token_file.empty()) {
     auto token = fedfwd::ReadTokenFile(token_file);
     if (!token.ok()) {

@@ -1,5 +1,6 @@
 #include "client/daemon.h"
 
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/codec.h"
+#include "common/privacy.h"
 #include "common/status_macros.h"
 #include "common/update_codec.h"
 
@@ -49,6 +51,10 @@ class Backoff {
   std::mt19937_64 rng_;
 };
 
+// How long a restarted daemon waits for its shard's earlier registration
+// to expire on the coordinator (timeouts.client_s, 10 s by default).
+constexpr absl::Duration kHeldShardWait = absl::Seconds(20);
+
 }  // namespace
 
 ClientDaemon::ClientDaemon(DaemonOptions options)
@@ -77,6 +83,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
   const absl::Time give_up =
       absl::Now() + absl::Seconds(options_.unreachable_s);
   Backoff backoff;
+  absl::Time held_since = absl::InfinitePast();
   while (true) {
     if (stop_) return absl::CancelledError("stopped");
     auto reply = coordinator_->Join(req);
@@ -87,6 +94,14 @@ absl::Status ClientDaemon::JoinWithRetry() {
             reply->protocol_version(), ", client speaks ", kProtocolVersion));
       }
       const v1::RunSpec& run = reply->run();
+      // Registered from here on: heartbeats start now, so a shard that
+      // takes long to load does not get this client dropped.
+      {
+        std::lock_guard<std::mutex> lock(session_mu_);
+        session_ = reply->session();
+      }
+      heartbeat_ms_ = std::max<uint32_t>(50, reply->heartbeat_ms());
+      client_id_ = reply->client_id();
       if (!trainer_) {
         TrainerOptions t;
         t.model = run.model();
@@ -103,12 +118,6 @@ absl::Status ClientDaemon::JoinWithRetry() {
         ASSIGN_OR_RETURN(trainer_, Trainer::Create(t));
       }
       shard_ = reply->shard();
-      {
-        std::lock_guard<std::mutex> lock(session_mu_);
-        session_ = reply->session();
-      }
-      heartbeat_ms_ = std::max<uint32_t>(50, reply->heartbeat_ms());
-      client_id_ = reply->client_id();
       options_.num_shards = run.num_shards();
       Log(absl::StrFormat(
           "joined %s: shard %d of %d (%d examples), model %s, "
@@ -117,7 +126,20 @@ absl::Status ClientDaemon::JoinWithRetry() {
           run.model(), trainer_->device_name()));
       return absl::OkStatus();
     }
-    if (!Retryable(reply.status()) || absl::Now() > give_up) {
+    // A shard still held by a live registration is most likely this
+    // daemon's previous run (killed and restarted): the coordinator drops
+    // it after its client timeout, so wait a bounded while for that.
+    bool held = absl::IsAlreadyExists(reply.status());
+    if (held) {
+      if (held_since == absl::InfinitePast()) {
+        held_since = absl::Now();
+        Log(absl::StrFormat(
+            "%s; waiting up to %.0f s for an earlier registration to expire",
+            reply.status().message(), absl::ToDoubleSeconds(kHeldShardWait)));
+      }
+      held = absl::Now() - held_since < kHeldShardWait;
+    }
+    if ((!Retryable(reply.status()) && !held) || absl::Now() > give_up) {
       return absl::Status(reply.status().code(),
                           absl::StrCat("cannot join ", options_.server, ": ",
                                        reply.status().message()));
@@ -131,9 +153,8 @@ absl::Status ClientDaemon::Run() {
   ASSIGN_OR_RETURN(coordinator_,
                    CoordinatorClient::Connect(options_.server, options_.tls,
                                               options_.token));
-  RETURN_IF_ERROR(JoinWithRetry());
-
-  // Heartbeats keep us alive on the coordinator while we compute.
+  // Heartbeats keep us alive on the coordinator while the shard loads and
+  // while we compute (none before the first join: client id 0).
   std::mutex hb_mu;
   std::condition_variable hb_cv;
   bool hb_done = false;
@@ -143,6 +164,7 @@ absl::Status ClientDaemon::Run() {
       hb_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_ms_.load()));
       if (hb_done) break;
       const uint32_t id = client_id_;
+      if (id == 0) continue;
       std::string session;
       {
         std::lock_guard<std::mutex> session_lock(session_mu_);
@@ -153,14 +175,15 @@ absl::Status ClientDaemon::Run() {
       lock.lock();
     }
   });
-  absl::Status status = WorkLoop();
+  absl::Status status = JoinWithRetry();
+  if (status.ok()) status = WorkLoop();
   {
     std::lock_guard<std::mutex> lock(hb_mu);
     hb_done = true;
   }
   hb_cv.notify_all();
   heartbeat.join();
-  if (!status.ok() || stop_) {
+  if ((!status.ok() || stop_) && client_id_ != 0) {
     coordinator_
         ->Leave(client_id_, session_,
                 stop_ ? "stopped by signal" : std::string(status.message()))
@@ -245,6 +268,25 @@ absl::Status ClientDaemon::WorkLoop() {
       local.tangents.push_back(key);
     }
     ASSIGN_OR_RETURN(LocalResult r, trainer_->Run(local));
+    if (task->dp_clip() > 0) {
+      if (!std::isfinite(task->dp_clip()) ||
+          !(task->dp_noise_multiplier() >= 0) ||
+          !std::isfinite(task->dp_noise_multiplier())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "task asks for privacy with clip ", task->dp_clip(),
+            " and noise multiplier ", task->dp_noise_multiplier()));
+      }
+      for (double& d : r.jvps) {
+        d = PrivatizeJvp(d, task->dp_clip(), task->dp_noise_multiplier(),
+                         dp_rng_);
+      }
+    }
+    if (options_.adversary_scale != 1.0) {
+      for (double& d : r.jvps) d *= options_.adversary_scale;
+      for (float& u : r.update) {
+        u = static_cast<float>(u * options_.adversary_scale);
+      }
+    }
     v1::TaskResult result;
     result.set_client_id(client_id_);
     result.set_session(session_);

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 
 #include "absl/status/status.h"
@@ -31,6 +32,9 @@ struct DaemonOptions {
   double unreachable_s = 120;
   TlsOptions tls;     // transport security (see common/security.h)
   std::string token;  // bearer token sent on every call; empty: none
+  // Robustness experiments only: multiplies every JVP value and every
+  // update this daemon sends by this factor (1: honest).
+  double adversary_scale = 1.0;
 };
 
 class ClientDaemon {
@@ -59,6 +63,9 @@ class ClientDaemon {
   std::string session_;
   std::atomic<uint32_t> heartbeat_ms_{1000};
   int shard_ = -1;
+  // Noise for local differential privacy: seeded from the OS, never from
+  // anything the coordinator knows.
+  std::mt19937_64 dp_rng_{std::random_device{}()};
 };
 
 }  // namespace fedfwd

@@ -75,6 +75,18 @@ const std::vector<std::string>& KnownKeys() {
       "timeouts.round_s",
       "timeouts.client_s",
       "timeouts.join_s",
+      "robust",
+      "robust.rule",
+      "robust.trim",
+      "robust.quantile",
+      "robust.multiplier",
+      "robust.window",
+      "robust.dense",
+      "robust.norm",
+      "privacy",
+      "privacy.clip",
+      "privacy.noise_multiplier",
+      "privacy.delta",
   };
   return *keys;
 }
@@ -539,6 +551,49 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
     RETURN_IF_ERROR(r.Double(t, "timeouts", "join_s", 0, true, kInf, false,
                              &c->timeouts.join_s));
   }
+
+  if (root.IsMap() && root["robust"].IsDefined()) {
+    const YAML::Node b = root["robust"];
+    RobustConfig& o = c->robust;
+    RETURN_IF_ERROR(r.CheckMap(b, "robust"));
+    RETURN_IF_ERROR(
+        r.Choice(b, "robust", "rule",
+                 {"none", "median", "trimmed_mean", "quantile_clip"}, &o.rule));
+    RETURN_IF_ERROR(
+        r.Double(b, "robust", "trim", 0, false, 0.5, true, &o.trim));
+    RETURN_IF_ERROR(
+        r.Double(b, "robust", "quantile", 0, true, 1, false, &o.quantile));
+    RETURN_IF_ERROR(r.Double(b, "robust", "multiplier", 0, true, kInf, false,
+                             &o.multiplier));
+    RETURN_IF_ERROR(r.Int(b, "robust", "window", 1, 1000000, &o.window));
+    RETURN_IF_ERROR(r.Choice(b, "robust", "dense",
+                             {"none", "median", "trimmed_mean", "norm_clip"},
+                             &o.dense));
+    RETURN_IF_ERROR(
+        r.Double(b, "robust", "norm", 0, false, kInf, false, &o.norm));
+  }
+
+  if (root.IsMap() && root["privacy"].IsDefined()) {
+    const YAML::Node b = root["privacy"];
+    PrivacyConfig& o = c->privacy;
+    RETURN_IF_ERROR(r.CheckMap(b, "privacy"));
+    RETURN_IF_ERROR(
+        r.Double(b, "privacy", "clip", 0, false, kInf, false, &o.clip));
+    RETURN_IF_ERROR(r.Double(b, "privacy", "noise_multiplier", 0, false, kInf,
+                             false, &o.noise_multiplier));
+    RETURN_IF_ERROR(
+        r.Double(b, "privacy", "delta", 0, true, 1, true, &o.delta));
+    if (o.noise_multiplier > 0 && !(o.clip > 0)) {
+      return absl::InvalidArgumentError(
+          "'privacy.noise_multiplier' needs 'privacy.clip' > 0 (the noise is "
+          "relative to the clip)");
+    }
+    if (o.clip > 0 && c->estimator != "jvp") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'privacy' applies to forward gradients (estimator: jvp), not to ",
+          c->estimator));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -617,6 +672,14 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
   j["timeouts"] = {{"round_s", c.timeouts.round_s},
                    {"client_s", c.timeouts.client_s},
                    {"join_s", c.timeouts.join_s}};
+  j["robust"] = {
+      {"rule", c.robust.rule},         {"trim", c.robust.trim},
+      {"quantile", c.robust.quantile}, {"multiplier", c.robust.multiplier},
+      {"window", c.robust.window},     {"dense", c.robust.dense},
+      {"norm", c.robust.norm}};
+  j["privacy"] = {{"clip", c.privacy.clip},
+                  {"noise_multiplier", c.privacy.noise_multiplier},
+                  {"delta", c.privacy.delta}};
   return j;
 }
 

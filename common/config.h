@@ -65,6 +65,33 @@ struct ServerOptimizerConfig {
   double eps = 1e-3;
 };
 
+// Robust aggregation against clients that send outliers (off by default).
+// Forward gradients: statistics over the JVP scalars d_i, never coordinate-
+// wise over tangents (see server/merge.h for the exact steps).
+// Dense updates (fedsgd, fedavg): coordinate-wise over the clients' vectors,
+// or a clip of each vector's L2 norm.
+struct RobustConfig {
+  // none | median | trimmed_mean | quantile_clip
+  std::string rule = "none";
+  double trim = 0.1;        // trimmed_mean: fraction cut at each end, [0, 0.5)
+  double quantile = 0.5;    // quantile_clip: q of the running |d| window
+  double multiplier = 2.0;  // quantile_clip: |d| <= multiplier * quantile
+  int window = 1000;        // quantile_clip: past |d| values kept
+  // none | median | trimmed_mean | norm_clip (uses `trim` for trimmed_mean)
+  std::string dense = "none";
+  double norm = 0;  // norm_clip: L2 bound; 0: the median of the round's norms
+};
+
+// Local differential privacy for forward gradients (common/privacy.h):
+// each client clips its JVP values to [-clip, clip] and adds Gaussian noise
+// of standard deviation noise_multiplier * clip before sending. Off when
+// clip is 0. `delta` is the delta of the reported (epsilon, delta).
+struct PrivacyConfig {
+  double clip = 0;
+  double noise_multiplier = 0;
+  double delta = 1e-5;
+};
+
 struct TimeoutsConfig {
   double round_s = 60;   // a round closes at this deadline with what it has
   double client_s = 10;  // a client unheard of this long is dropped
@@ -107,6 +134,8 @@ struct Config {
   // End the run at the first evaluation that reaches the highest target.
   bool stop_at_target = false;
   TimeoutsConfig timeouts;
+  RobustConfig robust;
+  PrivacyConfig privacy;
 
   std::string source_path;  // file it was loaded from (not a YAML key)
 };

@@ -77,6 +77,7 @@ absl::Status MetricsWriter::Append(const RoundRow& row) {
   j["bytes_down"] = row.bytes_down;
   j["clients"] = row.clients;
   j["lr"] = row.lr;
+  if (row.epsilon) j["epsilon"] = *row.epsilon;
   rows_ << j.dump() << '\n';
   rows_.flush();
   if (!rows_) return absl::DataLossError("writing metrics.jsonl failed");

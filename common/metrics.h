@@ -24,6 +24,8 @@ struct RoundRow {
   int64_t bytes_down = 0;
   int clients = 0;
   double lr = 0;
+  // With privacy on: the (epsilon, privacy.delta) spent so far per client.
+  std::optional<double> epsilon;
 };
 
 class MetricsWriter {

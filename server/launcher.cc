@@ -208,6 +208,31 @@ absl::StatusOr<LocalSecurity> MakeLocalSecurity(const std::string& dir,
   return sec;
 }
 
+absl::StatusOr<std::vector<std::vector<std::string>>> ParseClientArgs(
+    const std::vector<std::string>& specs, int clients) {
+  std::vector<std::vector<std::string>> out(std::max(0, clients));
+  for (const std::string& spec : specs) {
+    const size_t eq = spec.find('=');
+    int index = -1;
+    if (eq == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(spec).substr(0, eq), &index)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--client-arg '", spec, "': expected I=FLAG, e.g. 0=--name=x"));
+    }
+    if (index < 0 || index >= clients) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--client-arg '", spec, "': client ", index,
+                       " is not in [0, ", clients, ")"));
+    }
+    if (eq + 1 == spec.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--client-arg '", spec, "': empty flag"));
+    }
+    out[index].push_back(spec.substr(eq + 1));
+  }
+  return out;
+}
+
 std::vector<std::string> ServerCommand(
     const std::string& server_exe, const std::string& config_yaml,
     const std::string& out_dir, int threads,
@@ -360,6 +385,13 @@ int Launcher::Run() {
     Error(absl::StrCat("clients must be at least 1, got ", config_.clients));
     return kExitUsage;
   }
+  absl::StatusOr<std::vector<std::vector<std::string>>> extra =
+      ParseClientArgs(options_.client_arg_specs, config_.clients);
+  if (!extra.ok()) {
+    Error(extra.status().message());
+    return kExitUsage;
+  }
+  extra_client_args_ = *std::move(extra);
 
   std::string bin_dir = options_.bin_dir;
   if (bin_dir.empty()) {
@@ -620,10 +652,12 @@ absl::Status Launcher::StartClients(const std::string& client_exe,
     child.log_path = absl::StrCat(out_dir_, "/client-", i, ".log");
     child.is_client = true;
     ASSIGN_OR_RETURN(int log_fd, OpenLog(child.log_path));
-    absl::StatusOr<pid_t> pid =
-        Spawn(ClientCommand(client_exe, *port_, data_dir, i, config_.clients,
-                            options_.client_threads, security_.client_args[i]),
-              log_fd, log_fd);
+    std::vector<std::string> argv =
+        ClientCommand(client_exe, *port_, data_dir, i, config_.clients,
+                      options_.client_threads, security_.client_args[i]);
+    argv.insert(argv.end(), extra_client_args_[i].begin(),
+                extra_client_args_[i].end());
+    absl::StatusOr<pid_t> pid = Spawn(argv, log_fd, log_fd);
     close(log_fd);
     if (!pid.ok()) return pid.status();
     child.pid = *pid;

@@ -15,8 +15,8 @@
 //      "fedfwd-server listening on 127.0.0.1:PORT".
 //   4. Starts client i (0-based) as `fedfwd-client --server 127.0.0.1:PORT
 //      --data DIR --shard i --num-shards <clients> --threads N` plus its
-//      TLS and --token-file flags, stdout and
-//      stderr to <out>/client-<i>.log.
+//      TLS and --token-file flags and the --client-arg flags given for i,
+//      stdout and stderr to <out>/client-<i>.log.
 //   5. Copies every server stdout line to its own stdout as it arrives. Its
 //      own messages are lines starting with "[fedfwd-run] " (stdout for
 //      progress, stderr for errors). A client that exits non-zero on its own
@@ -67,6 +67,9 @@ struct LauncherOptions {
   // Plaintext and no tokens. Default: throwaway certificates and tokens in
   // <out>/secrets (see MakeLocalSecurity).
   bool insecure = false;
+  // Extra flags for single clients, "I=FLAG" (I 0-based), appended to that
+  // client's command line in order; e.g. "0=--adversary-scale=100".
+  std::vector<std::string> client_arg_specs;
   // Folder holding fedfwd-server and fedfwd-client. Empty: the folder of the
   // running executable.
   std::string bin_dir;
@@ -165,6 +168,7 @@ class Launcher {
   struct sigaction saved_sigpipe_;
   bool signals_installed_ = false;
   bool ran_ = false;
+  std::vector<std::vector<std::string>> extra_client_args_;
 };
 
 // ---- Pure helpers (tested directly) ----
@@ -187,6 +191,11 @@ absl::StatusOr<LocalSecurity> MakeLocalSecurity(const std::string& dir,
                                                 int clients);
 // The flags of an --insecure run.
 LocalSecurity InsecureLocalSecurity(int clients);
+
+// Splits "I=FLAG" specs into per-client flag lists (`clients` lists).
+// Errors: no '=', I not an integer in [0, clients), an empty FLAG.
+absl::StatusOr<std::vector<std::vector<std::string>>> ParseClientArgs(
+    const std::vector<std::string>& specs, int clients);
 
 // Full argv (argv[0] = `server_exe`) for the coordinator.
 std::vector<std::string> ServerCommand(

@@ -8,6 +8,46 @@
 //   average:  one step, g = (1/K) sum_i d_i v_i
 //   weighted: one step, g = sum_i (n_i / N) d_i v_i, N = sum_i n_i
 // With clip > 0 every d_i is clipped to [-clip, clip] first.
+//
+// Robust rules (RobustConfig.rule; PlanRobustMerge) act on the scalars d_i
+// before the merge rule, never coordinate-wise on tangents: the tangents are
+// independent random directions, so a coordinate-wise median of d_i v_i
+// would erase the gradient signal. The rank statistic of a result is its d
+// (the mean of its d_k when it has several tangents); ties go by client id.
+//   trimmed_mean: sort the K results by d, drop floor(trim * K) at each end,
+//                 merge the rest with the merge rule (average: 1/kept each;
+//                 weighted: n_i over the kept samples; naive: a step each).
+//   median:       the same with everything but the middle result (K odd) or
+//                 the middle two (K even) dropped: the step is the median
+//                 client's own d_m v_m at full weight, the magnitude of one
+//                 client's unbiased estimate, as the average has.
+//   quantile_clip: T = multiplier * (q-quantile of the |d| in the window of
+//                 past values plus this round's); every d_i is clipped to
+//                 [-T, T]; then this round's |d| join the window (oldest
+//                 out past `window`). The q-quantile of n values is the
+//                 ceil(q * n)-th smallest.
+// The tradeoff, honestly: each d_i v_i alone is an unbiased estimate of its
+// client's gradient; selecting or clipping by the size of d is not. Dropping
+// or clipping the largest |d| removes the draws whose tangent happened to
+// align best with the gradient, so even with honest iid clients the
+// expected step is shrunk (it stays along the gradient when the clients
+// share it and tangents are symmetric; with heterogeneous clients it leans
+// to those whose d is central). median also loses the 1/K variance
+// reduction of averaging K independent tangents. The gain: one client's d
+// moves the step by at most the spread of the honest ones (trimmed_mean
+// with floor(trim * K) >= number of attackers, median with fewer than K/2
+// attackers), or by at most T (quantile_clip, while attackers are a
+// minority of the window below the q-quantile).
+//
+// Dense updates (RobustAverage, RobustConfig.dense), over the vectors u_i:
+//   median:       coordinate-wise median (even K: mean of the middle two);
+//   trimmed_mean: coordinate-wise, drop floor(trim * K) at each end, plain
+//                 mean of the rest. Both ignore sample counts (a weighted
+//                 order statistic would let a client claim weight).
+//   norm_clip:    u_i *= min(1, B / |u_i|_2), B = `norm` or, when 0, the
+//                 median of the round's norms; then the sample-weighted
+//                 mean. Unlike the others it keeps FedAvg's mean of honest
+//                 updates unchanged when their norms are below B.
 #ifndef FEDFWD_SERVER_MERGE_H_
 #define FEDFWD_SERVER_MERGE_H_
 
@@ -48,6 +88,22 @@ absl::Status WeightedAverage(const std::vector<DenseContribution>& updates,
 std::vector<GradientStep> PlanMerge(MergeRule rule,
                                     std::vector<JvpContribution> results,
                                     double clip);
+
+// The robust rule of `robust` (see the top of this file), then PlanMerge.
+// `abs_window` is quantile_clip's window of past |d| (as float, so that a
+// checkpoint restores it exactly), oldest first; it is read and updated
+// only by quantile_clip and may be null for the other rules.
+std::vector<GradientStep> PlanRobustMerge(MergeRule rule,
+                                          std::vector<JvpContribution> results,
+                                          double clip,
+                                          const RobustConfig& robust,
+                                          std::vector<float>* abs_window);
+
+// FedAvg / FedSGD with `robust.dense` (none: WeightedAverage). Same errors
+// as WeightedAverage, and for an unknown rule name.
+absl::Status RobustAverage(const RobustConfig& robust,
+                           const std::vector<DenseContribution>& updates,
+                           std::vector<float>* out);
 
 }  // namespace fedfwd
 

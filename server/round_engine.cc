@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/model_file.h"
+#include "common/privacy.h"
 #include "common/status_macros.h"
 
 namespace fedfwd {
@@ -67,6 +68,11 @@ void RoundEngine::CountBytes(int64_t up, int64_t down) {
   bytes_down_ += down;
 }
 
+double RoundEngine::Epsilon() const {
+  return GaussianEpsilon(round_attempts_, config_.privacy.noise_multiplier,
+                         config_.privacy.delta);
+}
+
 void RoundEngine::EnableCheckpoints(std::string path, int every) {
   checkpoint_path_ = std::move(path);
   checkpoint_every_ = every;
@@ -117,6 +123,7 @@ absl::Status RoundEngine::Resume(const ckpt::Checkpoint& c) {
   std::memcpy(params_.data(), c.params().data(), c.params().size());
   run_id_ = c.run_id();
   rounds_done_ = c.rounds_done();
+  round_attempts_ = c.round_attempts();
   resumed_elapsed_s_ = c.elapsed_s();
   bytes_up_total_ = c.bytes_up_total();
   bytes_down_total_ = c.bytes_down_total();
@@ -187,6 +194,7 @@ absl::Status RoundEngine::SaveCheckpoint(bool finished) {
     h->set_bytes_down(t.bytes_down);
   }
   c.set_finished(finished);
+  c.set_round_attempts(round_attempts_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     c.set_model_version(snapshot_->version);
@@ -451,6 +459,7 @@ absl::StatusOr<std::vector<ClientResult>> RoundEngine::RunRound(
     std::unique_lock<std::mutex> lock(mu_);
     ExpireClientsLocked(absl::Now());
     *tasks = strategy_->ConfigureRound(round, LiveClientsLocked());
+    ++round_attempts_;
     tasks_.clear();
     results_.clear();
     for (const auto& t : *tasks) tasks_[t.client_id] = t;
@@ -537,6 +546,15 @@ absl::Status RoundEngine::RunRounds() {
       run_id_, spec_.name, spec_.NumParams(), config_.dataset.name,
       config_.clients, config_.rounds, MergeRuleName(config_.merge),
       config_.lr));
+  if (config_.privacy.clip > 0) {
+    Log(absl::StrFormat(
+        "privacy: clients clip JVPs to %g and add noise sigma %g x clip; "
+        "all %d rounds cost each client at most epsilon %.3g at delta %g",
+        config_.privacy.clip, config_.privacy.noise_multiplier, config_.rounds,
+        GaussianEpsilon(config_.rounds, config_.privacy.noise_multiplier,
+                        config_.privacy.delta),
+        config_.privacy.delta));
+  }
   if (resumed_) {
     std::lock_guard<std::mutex> lock(mu_);
     Log(absl::StrFormat(
@@ -634,6 +652,7 @@ absl::Status RoundEngine::RunRounds() {
     row.train_loss = report.mean_loss;
     row.clients = report.merged;
     row.lr = report.lr;
+    if (config_.privacy.clip > 0) row.epsilon = Epsilon();
     const bool eval =
         round % config_.eval_every == 0 || round == config_.rounds;
     if (eval) {
@@ -766,6 +785,13 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
     targets.push_back(tj);
   }
   j["targets"] = targets;
+  if (config_.privacy.clip > 0) {
+    j["privacy"] = {{"epsilon", Epsilon()},
+                    {"delta", config_.privacy.delta},
+                    {"clip", config_.privacy.clip},
+                    {"noise_multiplier", config_.privacy.noise_multiplier},
+                    {"releases_per_client_at_most", round_attempts_}};
+  }
   j["model"] = spec_.name;
   j["num_params"] = spec_.NumParams();
   j["git_commit"] = GitCommit();

@@ -183,6 +183,10 @@ class RoundEngine {
   double best_test_acc_ = -1;
   bool stopped_at_target_ = false;
   int64_t rounds_done_ = 0;
+  // Rounds opened, retried ones included: with privacy on, each is at most
+  // one release per client (engine thread).
+  int64_t round_attempts_ = 0;
+  double Epsilon() const;
   absl::Time start_ = absl::InfinitePast();  // first round's start
 
   std::mutex mu_;

@@ -37,6 +37,11 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", options.insecure,
                "Plaintext gRPC without tokens (default: TLS with throwaway "
                "certificates and per-client tokens in <out>/secrets)");
+  app.add_option("--client-arg", options.client_arg_specs,
+                 "Extra flag for one client, I=FLAG with I 0-based, e.g. "
+                 "--client-arg 0=--adversary-scale=100 (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("I=FLAG");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

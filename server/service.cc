@@ -130,6 +130,8 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_lr(out->task.lr);
         reply->set_momentum(out->task.momentum);
         reply->set_compression(out->task.compression);
+        reply->set_dp_clip(out->task.dp_clip);
+        reply->set_dp_noise_multiplier(out->task.dp_noise_multiplier);
         break;
     }
   }

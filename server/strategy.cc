@@ -88,6 +88,8 @@ class ForwardGradientStrategy final : public Strategy {
       t.round = round;
       t.estimator = "jvp";
       t.batch_size = config_.batch_size;
+      t.dp_clip = config_.privacy.clip;
+      t.dp_noise_multiplier = config_.privacy.noise_multiplier;
       TangentKey key;
       key.run_seed = config_.seed;
       key.round = round;
@@ -145,7 +147,8 @@ class ForwardGradientStrategy final : public Strategy {
     MergeReport report = ReportOf(results);
     report.lr = LearningRate(config_, round);
     for (const auto& step :
-         PlanMerge(config_.merge, std::move(contributions), config_.clip_jvp)) {
+         PlanRobustMerge(config_.merge, std::move(contributions),
+                         config_.clip_jvp, config_.robust, &abs_window_)) {
       optimizer_.Apply(step, report.lr, params->data());
     }
     return report;
@@ -156,22 +159,52 @@ class ForwardGradientStrategy final : public Strategy {
     if (!optimizer_.buffer().empty()) {
       state.emplace_back("sgd.momentum", optimizer_.buffer());
     }
+    if (!abs_window_.empty()) {
+      state.emplace_back(kWindowName, abs_window_);
+    }
     return state;
   }
 
   absl::Status LoadState(const StrategyState& state) override {
+    // The |d| window has a variable size (at most robust.window).
+    StrategyState rest;
+    std::vector<float> window;
+    for (const auto& entry : state) {
+      if (entry.first != kWindowName) {
+        rest.push_back(entry);
+        continue;
+      }
+      if (config_.robust.rule != "quantile_clip") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("strategy state '", kWindowName,
+                         "' needs robust.rule quantile_clip, the config has ",
+                         config_.robust.rule));
+      }
+      if (entry.second.size() >
+          static_cast<size_t>(std::max(1, config_.robust.window))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "strategy state '", kWindowName, "' has ", entry.second.size(),
+            " values, robust.window is ", config_.robust.window));
+      }
+      window = entry.second;
+    }
     std::vector<float> buffer;
     RETURN_IF_ERROR(
-        TakeState(state, {{"sgd.momentum", num_params_}}, {&buffer}));
+        TakeState(rest, {{"sgd.momentum", num_params_}}, {&buffer}));
     optimizer_.set_buffer(std::move(buffer));
+    abs_window_ = std::move(window);
     return absl::OkStatus();
   }
 
  private:
   Config config_;
+  static constexpr const char* kWindowName = "robust.abs_jvp_window";
+
   TangentDistribution dist_;
   int64_t num_params_;
   SgdOptimizer optimizer_;
+  // robust quantile_clip: past |d|, oldest first (see PlanRobustMerge).
+  std::vector<float> abs_window_;
 };
 
 // FedSGD and FedAvg: clients return dense updates (a minibatch gradient, or
@@ -238,7 +271,7 @@ class BackpropStrategy final : public Strategy {
     MergeReport report = ReportOf(results);
     report.lr = LearningRate(config_, round);
     if (results.empty()) return report;
-    RETURN_IF_ERROR(WeightedAverage(updates, &mean_));
+    RETURN_IF_ERROR(RobustAverage(config_.robust, updates, &mean_));
     if (!fedavg_) {
       sgd_.ApplyDense(mean_, report.lr, params->data());
       return report;

@@ -33,6 +33,9 @@ struct TaskSpec {
   double lr = 0;
   double momentum = 0;
   std::string compression;
+  // jvp with privacy: the client clips and noises its values (privacy.h).
+  double dp_clip = 0;
+  double dp_noise_multiplier = 0;
 };
 
 struct ClientResult {

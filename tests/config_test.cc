@@ -75,6 +75,13 @@ void ExpectEqualConfigs(const Config& a, const Config& b) {
   EXPECT_EQ(a.timeouts.round_s, b.timeouts.round_s);
   EXPECT_EQ(a.timeouts.client_s, b.timeouts.client_s);
   EXPECT_EQ(a.timeouts.join_s, b.timeouts.join_s);
+  EXPECT_EQ(a.robust.rule, b.robust.rule);
+  EXPECT_EQ(a.robust.trim, b.robust.trim);
+  EXPECT_EQ(a.robust.quantile, b.robust.quantile);
+  EXPECT_EQ(a.robust.multiplier, b.robust.multiplier);
+  EXPECT_EQ(a.robust.window, b.robust.window);
+  EXPECT_EQ(a.robust.dense, b.robust.dense);
+  EXPECT_EQ(a.robust.norm, b.robust.norm);
 }
 
 const char kFullYaml[] = R"(
@@ -238,6 +245,47 @@ TEST(Config, RangeErrorsNameKeyAndValue) {
   ExpectError(Parse("lr_schedule: {type: step}"),
               {"'lr_schedule.type'", "'step'"});
   ExpectError(Parse("model: ''"), {"'model'", "empty"});
+}
+
+TEST(Config, RobustKeysParse) {
+  absl::StatusOr<Config> c = Parse(
+      "robust: {rule: quantile_clip, trim: 0.2, quantile: 0.9, multiplier: "
+      "3, window: 50, dense: norm_clip, norm: 2.5}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->robust.rule, "quantile_clip");
+  EXPECT_DOUBLE_EQ(c->robust.trim, 0.2);
+  EXPECT_DOUBLE_EQ(c->robust.quantile, 0.9);
+  EXPECT_DOUBLE_EQ(c->robust.multiplier, 3);
+  EXPECT_EQ(c->robust.window, 50);
+  EXPECT_EQ(c->robust.dense, "norm_clip");
+  EXPECT_DOUBLE_EQ(c->robust.norm, 2.5);
+  absl::StatusOr<Config> back =
+      ParseConfig(ConfigToYaml(*c), "/", {}, "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectEqualConfigs(*c, *back);
+  EXPECT_EQ(Config().robust.rule, "none");
+  EXPECT_EQ(Config().robust.dense, "none");
+  auto set = Parse("", {"robust.rule=median", "robust.dense=trimmed_mean"});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->robust.rule, "median");
+  EXPECT_EQ(set->robust.dense, "trimmed_mean");
+}
+
+TEST(Config, RobustErrorsNameKeyAndValue) {
+  ExpectError(Parse("robust: {rule: krum}"),
+              {"'robust.rule'", "'krum'", "quantile_clip"});
+  ExpectError(Parse("robust: {dense: krum}"),
+              {"'robust.dense'", "'krum'", "norm_clip"});
+  ExpectError(Parse("robust: {trim: 0.5}"), {"'robust.trim'", "[0, 0.5)"});
+  ExpectError(Parse("robust: {trim: -0.1}"), {"'robust.trim'"});
+  ExpectError(Parse("robust: {quantile: 0}"), {"'robust.quantile'", "(0, 1]"});
+  ExpectError(Parse("robust: {quantile: 1.5}"), {"'robust.quantile'"});
+  ExpectError(Parse("robust: {multiplier: 0}"), {"'robust.multiplier'"});
+  ExpectError(Parse("robust: {window: 0}"), {"'robust.window'", "got 0"});
+  ExpectError(Parse("robust: {norm: -1}"), {"'robust.norm'"});
+  ExpectError(Parse("robust: {median: true}"),
+              {"unknown config key 'robust.median'"});
+  ExpectError(Parse("robust: median"), {"'robust'", "expected a map"});
 }
 
 TEST(Config, SyntaxErrorNamesFileAndLine) {

@@ -96,6 +96,25 @@ TEST(ClientCommand, NamesServerShardAndThreads) {
                   "--threads", "1", "--token-file", "t"));
 }
 
+TEST(ParseClientArgs, GivesFlagsToOneClientInOrder) {
+  auto args = ParseClientArgs(
+      {"1=--adversary-scale=100", "1=--name=bad", "0=--threads=2"}, 3);
+  ASSERT_TRUE(args.ok()) << args.status();
+  ASSERT_EQ(args->size(), 3u);
+  EXPECT_THAT((*args)[0], ElementsAre("--threads=2"));
+  EXPECT_THAT((*args)[1], ElementsAre("--adversary-scale=100", "--name=bad"));
+  EXPECT_TRUE((*args)[2].empty());
+  EXPECT_TRUE(ParseClientArgs({}, 2)->at(1).empty());
+}
+
+TEST(ParseClientArgs, BadSpecsAreNamed) {
+  for (const char* spec : {"--x", "a=--x", "3=--x", "-1=--x", "0="}) {
+    auto args = ParseClientArgs({spec}, 3);
+    ASSERT_FALSE(args.ok()) << spec;
+    EXPECT_THAT(std::string(args.status().message()), HasSubstr(spec));
+  }
+}
+
 TEST(ParseListeningPort, ReadsThePortLine) {
   EXPECT_EQ(ParseListeningPort("fedfwd-server listening on 127.0.0.1:40123"),
             40123);
