@@ -69,34 +69,17 @@ batch_size: 64
 min_clients: 1
 )",
                                           extra);
-    std::vector<std::string> argv = {BinPath("fedfwd-server"),
-                                     "--config",
-                                     config,
-                                     "--listen",
-                                     "127.0.0.1:0",
-                                     "--out",
-                                     dir_ + "/out"};
-    argv.insert(argv.end(), sec_.server_args.begin(), sec_.server_args.end());
-    server_ = std::make_unique<ChildProcess>(argv, dir_ + "/server.log");
+    server_ = StartServerChild(config, dir_ + "/out", sec_.server_args,
+                               dir_ + "/server.log");
     const std::string address = WaitForListenAddress(*server_);
     EXPECT_FALSE(address.empty()) << server_->Log();
     return address;
   }
 
   ChildProcess* StartClient(const std::string& address, int shard) {
-    std::vector<std::string> argv = {BinPath("fedfwd-client"),
-                                     "--server",
-                                     address,
-                                     "--data",
-                                     MnistDir(),
-                                     "--shard",
-                                     std::to_string(shard),
-                                     "--num-shards",
-                                     "3",
-                                     "--threads",
-                                     "1"};
-    const auto& sec = sec_.client_args.at(static_cast<size_t>(shard));
-    argv.insert(argv.end(), sec.begin(), sec.end());
+    const auto argv =
+        ClientArgv(address, MnistDir(), shard, 3,
+                   sec_.client_args.at(static_cast<size_t>(shard)));
     clients_.push_back(std::make_unique<ChildProcess>(
         argv,
         absl::StrCat(dir_, "/client-", shard, "-", clients_.size(), ".log")));

@@ -77,17 +77,11 @@ class Resume : public ::testing::Test {
   // Starts the coordinator writing to `out` and returns HOST:PORT.
   std::string StartServer(const std::string& out, const std::string& listen,
                           bool resume) {
-    std::vector<std::string> argv = {BinPath("fedfwd-server"),
-                                     "--config",
-                                     config_,
-                                     "--listen",
-                                     listen,
-                                     "--out",
-                                     out};
-    if (resume) argv.push_back("--resume");
-    argv.insert(argv.end(), sec_.server_args.begin(), sec_.server_args.end());
-    server_ = std::make_unique<ChildProcess>(
-        argv, absl::StrCat(out, "-server-", ++server_starts_, ".log"));
+    std::vector<std::string> flags = sec_.server_args;
+    if (resume) flags.push_back("--resume");
+    server_ = StartServerChild(
+        config_, out, flags,
+        absl::StrCat(out, "-server-", ++server_starts_, ".log"), listen);
     const std::string address = WaitForListenAddress(*server_);
     EXPECT_FALSE(address.empty()) << server_->Log();
     return address;
@@ -97,19 +91,8 @@ class Resume : public ::testing::Test {
   // client ids (which key the tangents) and shards is the same in every run.
   void StartClients(const std::string& address, const std::string& out) {
     for (int i = 0; i < kClients; ++i) {
-      std::vector<std::string> argv = {BinPath("fedfwd-client"),
-                                       "--server",
-                                       address,
-                                       "--data",
-                                       MnistDir(),
-                                       "--shard",
-                                       std::to_string(i),
-                                       "--num-shards",
-                                       std::to_string(kClients),
-                                       "--threads",
-                                       "1"};
-      const auto& sec = sec_.client_args.at(static_cast<size_t>(i));
-      argv.insert(argv.end(), sec.begin(), sec.end());
+      const auto argv = ClientArgv(address, MnistDir(), i, kClients,
+                                   sec_.client_args.at(static_cast<size_t>(i)));
       clients_.push_back(std::make_unique<ChildProcess>(
           argv, absl::StrCat(out, "-client-", i, ".log")));
       const std::string joined = absl::StrCat("client ", i + 1, " joined");
@@ -209,37 +192,23 @@ TEST_F(Resume, KilledCoordinatorResumesWithNoLostRoundAndTheSameModel) {
   ASSERT_FALSE(summary.is_discarded());
   EXPECT_EQ(summary["rounds"].get<int64_t>(), kRounds);
   EXPECT_FALSE(summary["interrupted"].get<bool>());
-  std::vector<std::string> again = {BinPath("fedfwd-server"),
-                                    "--config",
-                                    config_,
-                                    "--listen",
-                                    "127.0.0.1:0",
-                                    "--out",
-                                    out,
-                                    "--resume"};
-  again.insert(again.end(), sec_.server_args.begin(), sec_.server_args.end());
-  ChildProcess refused(again, dir_ + "/again.log");
-  EXPECT_EQ(refused.Wait(absl::Seconds(60)), 2);
-  EXPECT_NE(refused.Log().find("nothing to resume"), std::string::npos)
-      << refused.Log();
+  std::vector<std::string> flags = sec_.server_args;
+  flags.push_back("--resume");
+  auto refused = StartServerChild(config_, out, flags, dir_ + "/again.log");
+  EXPECT_EQ(refused->Wait(absl::Seconds(60)), 2);
+  EXPECT_NE(refused->Log().find("nothing to resume"), std::string::npos)
+      << refused->Log();
 }
 
 TEST_F(Resume, DamagedOrMissingCheckpointIsRefusedClearly) {
   const std::string out = dir_ + "/empty";
   std::filesystem::create_directories(out);
-  std::vector<std::string> argv = {BinPath("fedfwd-server"),
-                                   "--config",
-                                   config_,
-                                   "--listen",
-                                   "127.0.0.1:0",
-                                   "--out",
-                                   out,
-                                   "--resume"};
-  argv.insert(argv.end(), sec_.server_args.begin(), sec_.server_args.end());
+  std::vector<std::string> flags = sec_.server_args;
+  flags.push_back("--resume");
   {
-    ChildProcess p(argv, dir_ + "/missing.log");
-    EXPECT_EQ(p.Wait(absl::Seconds(60)), 2);
-    EXPECT_NE(p.Log().find("no checkpoint in"), std::string::npos) << p.Log();
+    auto p = StartServerChild(config_, out, flags, dir_ + "/missing.log");
+    EXPECT_EQ(p->Wait(absl::Seconds(60)), 2);
+    EXPECT_NE(p->Log().find("no checkpoint in"), std::string::npos) << p->Log();
   }
   // A checkpoint cut short (a disk that filled up, a bad copy).
   ckpt::Checkpoint c;
@@ -249,9 +218,9 @@ TEST_F(Resume, DamagedOrMissingCheckpointIsRefusedClearly) {
   bytes.resize(bytes.size() - 100);
   std::ofstream(out + "/" + kCheckpointFileName, std::ios::binary) << bytes;
   {
-    ChildProcess p(argv, dir_ + "/truncated.log");
-    EXPECT_EQ(p.Wait(absl::Seconds(60)), 2);
-    EXPECT_NE(p.Log().find("truncated"), std::string::npos) << p.Log();
+    auto p = StartServerChild(config_, out, flags, dir_ + "/truncated.log");
+    EXPECT_EQ(p->Wait(absl::Seconds(60)), 2);
+    EXPECT_NE(p->Log().find("truncated"), std::string::npos) << p->Log();
   }
 }
 

@@ -80,15 +80,8 @@ class Federation : public ::testing::Test {
 
   // Starts the coordinator on a free port and returns HOST:PORT.
   std::string StartServer(const std::string& config) {
-    std::vector<std::string> argv = {BinPath("fedfwd-server"),
-                                     "--config",
-                                     config,
-                                     "--listen",
-                                     "127.0.0.1:0",
-                                     "--out",
-                                     dir_ + "/out"};
-    argv.insert(argv.end(), sec_.server_args.begin(), sec_.server_args.end());
-    server_ = std::make_unique<ChildProcess>(argv, dir_ + "/server.log");
+    server_ = StartServerChild(config, dir_ + "/out", sec_.server_args,
+                               dir_ + "/server.log");
     const std::string address = WaitForListenAddress(*server_);
     EXPECT_FALSE(address.empty()) << server_->Log();
     return address;
@@ -101,19 +94,8 @@ class Federation : public ::testing::Test {
 
   ChildProcess* StartClient(const std::string& address, int shard,
                             int num_shards) {
-    std::vector<std::string> argv = {BinPath("fedfwd-client"),
-                                     "--server",
-                                     address,
-                                     "--data",
-                                     MnistDir(),
-                                     "--shard",
-                                     std::to_string(shard),
-                                     "--num-shards",
-                                     std::to_string(num_shards),
-                                     "--threads",
-                                     "1"};
-    const auto sec = Security(shard % 4);
-    argv.insert(argv.end(), sec.begin(), sec.end());
+    const auto argv =
+        ClientArgv(address, MnistDir(), shard, num_shards, Security(shard % 4));
     clients_.push_back(std::make_unique<ChildProcess>(
         argv,
         absl::StrCat(dir_, "/client-", shard, "-", clients_.size(), ".log")));

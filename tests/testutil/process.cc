@@ -108,6 +108,40 @@ std::string WaitForListenAddress(ChildProcess& server, absl::Duration timeout) {
   return address;
 }
 
+std::unique_ptr<ChildProcess> StartServerChild(
+    const std::string& config, const std::string& out,
+    const std::vector<std::string>& flags, const std::string& log,
+    const std::string& listen) {
+  std::vector<std::string> argv = {BinPath("fedfwd-server"),
+                                   "--config",
+                                   config,
+                                   "--listen",
+                                   listen,
+                                   "--out",
+                                   out};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  return std::make_unique<ChildProcess>(argv, log);
+}
+
+std::vector<std::string> ClientArgv(const std::string& address,
+                                    const std::string& data_dir, int shard,
+                                    int num_shards,
+                                    const std::vector<std::string>& flags) {
+  std::vector<std::string> argv = {BinPath("fedfwd-client"),
+                                   "--server",
+                                   address,
+                                   "--data",
+                                   data_dir,
+                                   "--shard",
+                                   std::to_string(shard),
+                                   "--num-shards",
+                                   std::to_string(num_shards),
+                                   "--threads",
+                                   "1"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  return argv;
+}
+
 std::string RealMnistDir() { return SourcePath("data/mnist"); }
 
 bool HaveRealMnist() {

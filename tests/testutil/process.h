@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -67,6 +68,19 @@ std::vector<nlohmann::json> ReadJsonRows(const std::string& path);
 // passes.
 std::string WaitForListenAddress(ChildProcess& server,
                                  absl::Duration timeout = absl::Seconds(60));
+// Starts fedfwd-server on `config`, writing to `out`, listening on `listen`
+// (port 0: a free one), with `flags` (TLS, tokens, --resume...) appended;
+// its output goes to `log`.
+std::unique_ptr<ChildProcess> StartServerChild(
+    const std::string& config, const std::string& out,
+    const std::vector<std::string>& flags, const std::string& log,
+    const std::string& listen = "127.0.0.1:0");
+// The argv of a fedfwd-client for shard `shard` of `num_shards`, one
+// libtorch thread, with `flags` appended.
+std::vector<std::string> ClientArgv(const std::string& address,
+                                    const std::string& data_dir, int shard,
+                                    int num_shards,
+                                    const std::vector<std::string>& flags);
 // Real MNIST in the checkout (data/mnist, fetched by scripts/setup.sh).
 std::string RealMnistDir();
 bool HaveRealMnist();
