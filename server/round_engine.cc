@@ -562,17 +562,20 @@ absl::Status RoundEngine::RunRounds() {
         "registered clients keep their ids)",
         rounds_done_, snapshot_->version, clients_.size()));
   }
-  Log(absl::StrFormat("waiting for %d clients to join (up to %.0f s)",
-                      config_.clients, config_.timeouts.join_s));
-  if (!WaitForLiveClients(config_.clients,
-                          absl::Seconds(config_.timeouts.join_s))) {
+  // A fresh run starts with all its clients; a resumed one had started
+  // already and goes on as soon as its quorum is there (its registered
+  // clients count until timeouts.client_s passes without a word).
+  const int needed = resumed_ ? config_.min_clients : config_.clients;
+  Log(absl::StrFormat("waiting for %d clients to join (up to %.0f s)", needed,
+                      config_.timeouts.join_s));
+  if (!WaitForLiveClients(needed, absl::Seconds(config_.timeouts.join_s))) {
     std::lock_guard<std::mutex> lock(mu_);
     state_ = State::kFinished;
     cv_.notify_all();
     if (stop_requested_) return absl::CancelledError("stopped before start");
-    return absl::DeadlineExceededError(absl::StrFormat(
-        "only %d of %d clients joined within %.0f s", LiveCountLocked(),
-        config_.clients, config_.timeouts.join_s));
+    return absl::DeadlineExceededError(
+        absl::StrFormat("only %d of %d clients joined within %.0f s",
+                        LiveCountLocked(), needed, config_.timeouts.join_s));
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
