@@ -632,9 +632,12 @@ absl::Status Launcher::StartServer(const std::string& server_exe) {
     close(pipe_fds[1]);
     return log_fd.status();
   }
+  std::vector<std::string> server_args = security_.server_args;
+  server_args.insert(server_args.end(), options_.server_extra_args.begin(),
+                     options_.server_extra_args.end());
   absl::StatusOr<pid_t> pid =
       Spawn(ServerCommand(server_exe, out_dir_ + "/config.yaml", out_dir_,
-                          options_.server_threads, security_.server_args),
+                          options_.server_threads, server_args),
             pipe_fds[1], *log_fd);
   close(pipe_fds[1]);
   close(*log_fd);

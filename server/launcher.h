@@ -70,6 +70,9 @@ struct LauncherOptions {
   // Extra flags for single clients, "I=FLAG" (I 0-based), appended to that
   // client's command line in order; e.g. "0=--adversary-scale=100".
   std::vector<std::string> client_arg_specs;
+  // Extra flags for the coordinator, appended to its command line in order;
+  // e.g. "--checkpoint-every=10".
+  std::vector<std::string> server_extra_args;
   // Folder holding fedfwd-server and fedfwd-client. Empty: the folder of the
   // running executable.
   std::string bin_dir;

@@ -73,9 +73,11 @@ double RoundEngine::Epsilon() const {
                          config_.privacy.delta);
 }
 
-void RoundEngine::EnableCheckpoints(std::string path, int every) {
+void RoundEngine::EnableCheckpoints(std::string path, int every,
+                                    double min_interval_s) {
   checkpoint_path_ = std::move(path);
   checkpoint_every_ = every;
+  checkpoint_min_interval_ = absl::Seconds(min_interval_s);
 }
 
 std::vector<std::pair<uint32_t, std::string>> RoundEngine::ClientOwners() {
@@ -211,6 +213,7 @@ absl::Status RoundEngine::SaveCheckpoint(bool finished) {
     }
   }
   absl::Status s = WriteCheckpoint(checkpoint_path_, c);
+  if (s.ok()) last_checkpoint_ = absl::Now();
   if (!s.ok()) {
     return absl::Status(
         s.code(), absl::StrCat("checkpoint after round ", rounds_done_, ": ",
@@ -706,7 +709,8 @@ absl::Status RoundEngine::RunRounds() {
           FormatDuration((config_.rounds - round) / rate)));
     }
     if (checkpoint_every_ > 0 && round % checkpoint_every_ == 0 &&
-        round < config_.rounds && !target_done) {
+        round < config_.rounds && !target_done &&
+        now - last_checkpoint_ >= checkpoint_min_interval_) {
       RETURN_IF_ERROR(SaveCheckpoint(/*finished=*/false));
     }
     if (target_done) {

@@ -80,10 +80,12 @@ class RoundEngine {
               std::unique_ptr<MetricsWriter> metrics, int threads);
   ~RoundEngine();
 
-  // Checkpoints to `path` (checkpoint.h) after every `every`-th round and
-  // when the run stops, fails after training started, or finishes. Call
-  // before Run().
-  void EnableCheckpoints(std::string path, int every);
+  // Checkpoints to `path` (checkpoint.h) after every `every`-th round, but
+  // not sooner than `min_interval_s` after the previous checkpoint (0: every
+  // `every`-th round without exception), and when the run stops or
+  // finishes. Call before Run().
+  void EnableCheckpoints(std::string path, int every,
+                         double min_interval_s = 0);
   // Restores a checkpoint before Run(): model, optimizer state, counters,
   // targets and the client registry (its clients keep their ids and
   // sessions and have timeouts.client_s to come back); Run() then goes on
@@ -162,6 +164,8 @@ class RoundEngine {
   std::string run_id_;  // engine thread (and before Run)
   std::string checkpoint_path_;
   int checkpoint_every_ = 0;
+  absl::Duration checkpoint_min_interval_;
+  absl::Time last_checkpoint_ = absl::InfinitePast();
   bool resumed_ = false;
   double resumed_elapsed_s_ = 0;
   double initial_test_acc_ = -1;

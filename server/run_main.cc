@@ -42,6 +42,11 @@ int main(int argc, char** argv) {
                  "--client-arg 0=--adversary-scale=100 (repeatable)")
       ->allow_extra_args(false)
       ->type_name("I=FLAG");
+  app.add_option("--server-arg", options.server_extra_args,
+                 "Extra flag for the coordinator, e.g. "
+                 "--server-arg=--checkpoint-every=10 (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("FLAG");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

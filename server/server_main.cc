@@ -63,6 +63,13 @@ int main(int argc, char** argv) {
                  "when stopped; 0: never")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  double checkpoint_min_interval = 10;
+  app.add_option("--checkpoint-min-interval", checkpoint_min_interval,
+                 "seconds: skip a due checkpoint until this long after the "
+                 "previous one (a large model written every fast round "
+                 "costs more than the round); 0: strictly every N rounds")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--resume", resume,
                "continue the run whose checkpoint is in --out (same config): "
                "model, optimizer state, round counter, metrics and client "
@@ -128,7 +135,8 @@ int main(int argc, char** argv) {
   RoundEngine engine(*config, *spec, std::move(*strategy),
                      std::move(*evaluator), std::move(*metrics), threads);
   if (checkpoint_every > 0) {
-    engine.EnableCheckpoints(checkpoint_path, checkpoint_every);
+    engine.EnableCheckpoints(checkpoint_path, checkpoint_every,
+                             checkpoint_min_interval);
   }
   if (checkpoint) {
     absl::Status resumed = engine.Resume(*checkpoint);

@@ -78,6 +78,8 @@ class Resume : public ::testing::Test {
   std::string StartServer(const std::string& out, const std::string& listen,
                           bool resume) {
     std::vector<std::string> flags = sec_.server_args;
+    // Strictly every round, however fast rounds are.
+    flags.push_back("--checkpoint-min-interval=0");
     if (resume) flags.push_back("--resume");
     server_ = StartServerChild(
         config_, out, flags,
