@@ -87,8 +87,9 @@ std::vector<std::pair<uint32_t, std::string>> RoundEngine::ClientOwners() {
   return out;
 }
 
-absl::Status RoundEngine::Resume(const ckpt::Checkpoint& c) {
-  if (c.config_json() != ConfigToJson(config_)) {
+absl::Status CheckResumable(const ckpt::Checkpoint& c, const Config& config,
+                            const ModelSpec& spec) {
+  if (c.config_json() != ConfigToJson(config)) {
     return absl::FailedPreconditionError(
         "the checkpoint belongs to another config (its config.yaml is in the "
         "checkpoint's folder); resume with the same config or start afresh "
@@ -99,17 +100,23 @@ absl::Status RoundEngine::Resume(const ckpt::Checkpoint& c) {
         absl::StrCat("the run finished after ", c.rounds_done(),
                      " rounds; nothing to resume"));
   }
-  const int64_t n = spec_.NumParams();
+  const int64_t n = spec.NumParams();
   if (static_cast<int64_t>(c.params().size()) !=
       n * static_cast<int64_t>(sizeof(float))) {
     return absl::DataLossError(
         absl::StrCat("checkpoint holds ", c.params().size() / sizeof(float),
-                     " parameters, model ", spec_.name, " has ", n));
+                     " parameters, model ", spec.name, " has ", n));
   }
-  if (c.rounds_done() < 0 || c.rounds_done() > config_.rounds ||
-      c.targets_size() != static_cast<int>(targets_.size())) {
+  if (c.rounds_done() < 0 || c.rounds_done() > config.rounds ||
+      c.targets_size() != static_cast<int>(config.targets.size())) {
     return absl::DataLossError("checkpoint counters do not fit the config");
   }
+  return absl::OkStatus();
+}
+
+absl::Status RoundEngine::Resume(const ckpt::Checkpoint& c) {
+  RETURN_IF_ERROR(CheckResumable(c, config_, spec_));
+  const int64_t n = spec_.NumParams();
   StrategyState state;
   for (const auto& t : c.strategy_state()) {
     if (t.data().size() % sizeof(float) != 0) {

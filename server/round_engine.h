@@ -72,6 +72,13 @@ struct EngineStatus {
   std::vector<ClientView> clients;
 };
 
+// Whether `checkpoint` can continue a run of `config` on `spec`: the same
+// config, a run that did not finish, parameters and counters that fit.
+// RoundEngine::Resume checks it too; callers check it before touching the
+// run's outputs (metrics.jsonl is cut back to the checkpoint on resume).
+absl::Status CheckResumable(const ckpt::Checkpoint& checkpoint,
+                            const Config& config, const ModelSpec& spec);
+
 class RoundEngine {
  public:
   // `out_dir` receives metrics.jsonl, summary.json and the final model.

@@ -120,6 +120,9 @@ int main(int argc, char** argv) {
                   2);
     }
     if (!c.ok()) return Fail("cannot resume", c.status(), 2);
+    // Before metrics.jsonl is cut back: a refused resume changes nothing.
+    absl::Status fits = CheckResumable(*c, *config, *spec);
+    if (!fits.ok()) return Fail("cannot resume", fits, 2);
     checkpoint = std::move(*c);
   } else if (std::filesystem::exists(checkpoint_path)) {
     std::fprintf(stderr,

@@ -165,6 +165,22 @@ TEST_F(Resume, KilledCoordinatorResumesWithNoLostRoundAndTheSameModel) {
   EXPECT_GE(saved, rows_at_kill - 2);
   EXPECT_LT(saved, kRounds);
 
+  // A resume with another config is refused and touches nothing.
+  {
+    const std::string other = dir_ + "/other.yaml";
+    std::string text = Config();
+    text.replace(text.find("lr: 0.02"), 8, "lr: 0.03");
+    std::ofstream(other) << text;
+    const std::string rows_before = ReadFile(out + "/metrics.jsonl");
+    std::vector<std::string> flags = sec_.server_args;
+    flags.push_back("--resume");
+    auto refused = StartServerChild(other, out, flags, dir_ + "/other.log");
+    EXPECT_EQ(refused->Wait(absl::Seconds(60)), 2);
+    EXPECT_NE(refused->Log().find("another config"), std::string::npos)
+        << refused->Log();
+    EXPECT_EQ(ReadFile(out + "/metrics.jsonl"), rows_before);
+  }
+
   StartServer(out, address, true);
   ExpectCleanEnd();
   const std::string log = server_->Log();
@@ -196,10 +212,12 @@ TEST_F(Resume, KilledCoordinatorResumesWithNoLostRoundAndTheSameModel) {
   EXPECT_FALSE(summary["interrupted"].get<bool>());
   std::vector<std::string> flags = sec_.server_args;
   flags.push_back("--resume");
+  const std::string rows_before = ReadFile(out + "/metrics.jsonl");
   auto refused = StartServerChild(config_, out, flags, dir_ + "/again.log");
   EXPECT_EQ(refused->Wait(absl::Seconds(60)), 2);
   EXPECT_NE(refused->Log().find("nothing to resume"), std::string::npos)
       << refused->Log();
+  EXPECT_EQ(ReadFile(out + "/metrics.jsonl"), rows_before);
 }
 
 TEST_F(Resume, DamagedOrMissingCheckpointIsRefusedClearly) {
