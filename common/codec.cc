@@ -50,8 +50,12 @@ absl::Status SnapshotAssembler::Add(const v1::ModelChunk& chunk) {
     return absl::DataLossError("snapshot chunks exceed the model size");
   }
   // Straight into the float buffer: no intermediate copy of the model.
-  std::memcpy(reinterpret_cast<char*>(params_.data()) + filled_,
-              chunk.data().data(), chunk.data().size());
+  // (An empty chunk copies nothing: memcpy from or to null is undefined even
+  // for 0 bytes, and an empty model has no buffer; found by the fuzzer.)
+  if (!chunk.data().empty()) {
+    std::memcpy(reinterpret_cast<char*>(params_.data()) + filled_,
+                chunk.data().data(), chunk.data().size());
+  }
   filled_ += chunk.data().size();
   checksum_ = chunk.checksum();
   have_checksum_ = true;
