@@ -91,21 +91,10 @@ absl::Status CheckDense(const std::vector<DenseContribution>& updates) {
 
 absl::Status WeightedAverage(const std::vector<DenseContribution>& updates,
                              std::vector<float>* out) {
-  if (updates.empty()) return absl::InvalidArgumentError("no updates");
+  RETURN_IF_ERROR(CheckDense(updates));
   const size_t n = updates[0].update->size();
   int64_t total = 0;
-  for (size_t i = 0; i < updates.size(); ++i) {
-    if (updates[i].update->size() != n) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("update ", i, " has ", updates[i].update->size(),
-                       " values, update 0 has ", n));
-    }
-    if (updates[i].num_samples <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "update ", i, " has sample count ", updates[i].num_samples));
-    }
-    total += updates[i].num_samples;
-  }
+  for (const auto& u : updates) total += u.num_samples;
   std::vector<double> acc(n, 0.0);
   for (const auto& u : updates) {
     const double w = static_cast<double>(u.num_samples) / total;

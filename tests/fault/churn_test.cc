@@ -22,12 +22,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string MnistDir() { return RealMnistDir(); }
-
-std::vector<json> ReadRows(const std::string& path) {
-  return ReadJsonRows(path);
-}
-
 int CountOf(const std::string& text, const std::string& what) {
   int n = 0;
   for (size_t p = text.find(what); p != std::string::npos;
@@ -41,8 +35,8 @@ class Churn : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(
-        std::filesystem::exists(MnistDir() + "/train-images-idx3-ubyte"))
-        << "real MNIST is missing from " << MnistDir()
+        std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
+        << "real MNIST is missing from " << RealMnistDir()
         << "; run scripts/setup.sh";
     dir_ = MakeTempDir("fedfwd-churn");
     auto sec = MakeLocalSecurity(dir_ + "/secrets", 3);
@@ -57,7 +51,7 @@ class Churn : public ::testing::Test {
 dataset:
   name: mnist
   data_dir: )",
-                                          MnistDir(), R"(
+                                          RealMnistDir(), R"(
   train_limit: 3000
   test_limit: 500
 clients: 3
@@ -78,7 +72,7 @@ min_clients: 1
 
   ChildProcess* StartClient(const std::string& address, int shard) {
     const auto argv =
-        ClientArgv(address, MnistDir(), shard, 3,
+        ClientArgv(address, RealMnistDir(), shard, 3,
                    sec_.client_args.at(static_cast<size_t>(shard)));
     clients_.push_back(std::make_unique<ChildProcess>(
         argv,
@@ -86,7 +80,7 @@ min_clients: 1
     return clients_.back().get();
   }
 
-  size_t Rows() { return ReadRows(dir_ + "/out/metrics.jsonl").size(); }
+  size_t Rows() { return ReadJsonRows(dir_ + "/out/metrics.jsonl").size(); }
 
   std::string dir_;
   LocalSecurity sec_;
@@ -110,7 +104,7 @@ TEST_F(Churn, ClientSlowerThanTheDeadlineIsLeftOutAndCarriesOn) {
   const auto code = server_->Wait(absl::Seconds(240));
   ASSERT_TRUE(code.has_value()) << server_->Log();
   ASSERT_EQ(*code, 0) << server_->Log();
-  const auto rows = ReadRows(dir_ + "/out/metrics.jsonl");
+  const auto rows = ReadJsonRows(dir_ + "/out/metrics.jsonl");
   ASSERT_EQ(rows.size(), 61u);
   size_t first_partial = 0;
   bool back = false;
@@ -159,7 +153,7 @@ TEST_F(Churn, ClientKilledMidRoundAndRestartedTakesItsShardBack) {
   const auto code = server_->Wait(absl::Seconds(60));
   ASSERT_TRUE(code.has_value()) << server_->Log();
   EXPECT_EQ(*code, 130) << server_->Log();
-  const auto rows = ReadRows(dir_ + "/out/metrics.jsonl");
+  const auto rows = ReadJsonRows(dir_ + "/out/metrics.jsonl");
   ASSERT_GE(rows.size(), rejoined_at + 10);
   int partial = 0, full_after = 0;
   for (size_t r = 1; r < rows.size(); ++r) {

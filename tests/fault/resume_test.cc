@@ -24,12 +24,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string MnistDir() { return RealMnistDir(); }
-
-std::vector<json> ReadRows(const std::string& path) {
-  return ReadJsonRows(path);
-}
-
 constexpr int kClients = 3;
 constexpr int kRounds = 40;
 
@@ -40,7 +34,7 @@ std::string Config() {
 dataset:
   name: mnist
   data_dir: )",
-                      MnistDir(), R"(
+                      RealMnistDir(), R"(
   train_limit: 3000
   test_limit: 500
 partition: {type: dirichlet, alpha: 0.5}
@@ -62,8 +56,8 @@ class Resume : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(
-        std::filesystem::exists(MnistDir() + "/train-images-idx3-ubyte"))
-        << "real MNIST is missing from " << MnistDir()
+        std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
+        << "real MNIST is missing from " << RealMnistDir()
         << "; run scripts/setup.sh";
     dir_ = MakeTempDir("fedfwd-resume");
     auto sec = MakeLocalSecurity(dir_ + "/secrets", kClients);
@@ -93,7 +87,7 @@ class Resume : public ::testing::Test {
   // client ids (which key the tangents) and shards is the same in every run.
   void StartClients(const std::string& address, const std::string& out) {
     for (int i = 0; i < kClients; ++i) {
-      const auto argv = ClientArgv(address, MnistDir(), i, kClients,
+      const auto argv = ClientArgv(address, RealMnistDir(), i, kClients,
                                    sec_.client_args.at(static_cast<size_t>(i)));
       clients_.push_back(std::make_unique<ChildProcess>(
           argv, absl::StrCat(out, "-client-", i, ".log")));
@@ -149,9 +143,9 @@ TEST_F(Resume, KilledCoordinatorResumesWithNoLostRoundAndTheSameModel) {
   const std::string out = dir_ + "/out";
   const std::string address = StartServer(out, "127.0.0.1:0", false);
   StartClients(address, out);
-  ASSERT_TRUE(
-      WaitUntil([&] { return ReadRows(out + "/metrics.jsonl").size() >= 12; },
-                absl::Seconds(120)))
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadJsonRows(out + "/metrics.jsonl").size() >= 12; },
+      absl::Seconds(120)))
       << server_->Log();
   ASSERT_TRUE(server_->Running()) << "the run ended before the kill";
   server_->Signal(SIGKILL);
@@ -160,7 +154,7 @@ TEST_F(Resume, KilledCoordinatorResumesWithNoLostRoundAndTheSameModel) {
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   const int64_t saved = checkpoint->rounds_done();
   const int64_t rows_at_kill =
-      static_cast<int64_t>(ReadRows(out + "/metrics.jsonl").size());
+      static_cast<int64_t>(ReadJsonRows(out + "/metrics.jsonl").size());
   // Checkpoint every round: at most the round being written is lost.
   EXPECT_GE(saved, rows_at_kill - 2);
   EXPECT_LT(saved, kRounds);
@@ -191,12 +185,12 @@ TEST_F(Resume, KilledCoordinatorResumesWithNoLostRoundAndTheSameModel) {
   EXPECT_EQ(log.find("joined"), std::string::npos) << log;
 
   // Rounds 0..kRounds, each once, in order.
-  const auto rows = ReadRows(out + "/metrics.jsonl");
+  const auto rows = ReadJsonRows(out + "/metrics.jsonl");
   ASSERT_EQ(rows.size(), static_cast<size_t>(kRounds + 1));
   for (size_t r = 0; r < rows.size(); ++r) {
     EXPECT_EQ(rows[r]["round"].get<int64_t>(), static_cast<int64_t>(r));
   }
-  const auto ref_rows = ReadRows(ref + "/metrics.jsonl");
+  const auto ref_rows = ReadJsonRows(ref + "/metrics.jsonl");
   ASSERT_EQ(ref_rows.size(), rows.size());
   for (size_t r = 0; r < rows.size(); r += 5) {
     EXPECT_EQ(rows[r]["test_acc"], ref_rows[r]["test_acc"]) << "round " << r;

@@ -23,16 +23,11 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-std::string MnistDir() { return RealMnistDir(); }
-
 void RequireMnist() {
-  ASSERT_TRUE(std::filesystem::exists(MnistDir() + "/train-images-idx3-ubyte"))
-      << "real MNIST is missing from " << MnistDir()
+  ASSERT_TRUE(
+      std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
+      << "real MNIST is missing from " << RealMnistDir()
       << "; run scripts/setup.sh";
-}
-
-std::vector<json> ReadRows(const std::string& path) {
-  return ReadJsonRows(path);
 }
 
 // A small, fast federation config: logistic regression on pooled MNIST.
@@ -42,7 +37,7 @@ std::string SmallConfig(int clients, int rounds, const std::string& extra) {
 dataset:
   name: mnist
   data_dir: )",
-      MnistDir(), R"(
+      RealMnistDir(), R"(
   train_limit: 3000
   test_limit: 1000
 clients: )",
@@ -94,8 +89,8 @@ class Federation : public ::testing::Test {
 
   ChildProcess* StartClient(const std::string& address, int shard,
                             int num_shards) {
-    const auto argv =
-        ClientArgv(address, MnistDir(), shard, num_shards, Security(shard % 4));
+    const auto argv = ClientArgv(address, RealMnistDir(), shard, num_shards,
+                                 Security(shard % 4));
     clients_.push_back(std::make_unique<ChildProcess>(
         argv,
         absl::StrCat(dir_, "/client-", shard, "-", clients_.size(), ".log")));
@@ -134,7 +129,7 @@ TEST_F(Federation, ThreeClientsLearnInTwentyRounds) {
     ASSERT_TRUE(cc.has_value()) << c->Log();
     EXPECT_EQ(*cc, 0) << c->Log();
   }
-  const auto rows = ReadRows(dir_ + "/out/metrics.jsonl");
+  const auto rows = ReadJsonRows(dir_ + "/out/metrics.jsonl");
   ASSERT_EQ(rows.size(), 21u);
   const double acc0 = rows.front()["test_acc"].get<double>();
   const double acc20 = rows.back()["test_acc"].get<double>();
@@ -170,7 +165,7 @@ TEST_F(Federation, FedAvgWithInt8UpdatesOnDirichletShardsLearns) {
 dataset:
   name: mnist
   data_dir: )",
-                                          MnistDir(), R"(
+                                          RealMnistDir(), R"(
   train_limit: 3000
   test_limit: 1000
 partition: {type: dirichlet, alpha: 0.5}
@@ -189,7 +184,7 @@ eval_every: 1
   const auto code = server_->Wait(absl::Seconds(180));
   ASSERT_TRUE(code.has_value()) << "server did not finish\n" << server_->Log();
   ASSERT_EQ(*code, 0) << server_->Log();
-  const auto rows = ReadRows(dir_ + "/out/metrics.jsonl");
+  const auto rows = ReadJsonRows(dir_ + "/out/metrics.jsonl");
   ASSERT_EQ(rows.size(), 5u);
   EXPECT_GE(rows.back()["test_acc"].get<double>(), 0.5) << rows.back();
   // tiny has 500 parameters in 2 tensors: an int8 delta is 508 bytes, a
@@ -199,9 +194,10 @@ eval_every: 1
     EXPECT_GT(up, 3 * 508) << rows[r];
     EXPECT_LT(up, 3 * 2000) << rows[r];
   }
-  ChildProcess eval({BinPath("fedfwd-eval"), dir_ + "/out/best_model.bin",
-                     "--data-dir", MnistDir(), "--json", dir_ + "/eval.json"},
-                    dir_ + "/eval.log");
+  ChildProcess eval(
+      {BinPath("fedfwd-eval"), dir_ + "/out/best_model.bin", "--data-dir",
+       RealMnistDir(), "--json", dir_ + "/eval.json"},
+      dir_ + "/eval.log");
   const auto ecode = eval.Wait(absl::Seconds(120));
   ASSERT_TRUE(ecode.has_value());
   ASSERT_EQ(*ecode, 0) << eval.Log();
@@ -226,16 +222,16 @@ TEST_F(Federation, SurvivesAClientKilledMidRun) {
       3, 40, "eval_every: 10\ntimeouts:\n  client_s: 1.5\n  round_s: 30\n")));
   for (int i = 0; i < 3; ++i) StartClient(address, i, 3);
   const std::string metrics = dir_ + "/out/metrics.jsonl";
-  ASSERT_TRUE(WaitUntil([&] { return ReadRows(metrics).size() >= 6; },
+  ASSERT_TRUE(WaitUntil([&] { return ReadJsonRows(metrics).size() >= 6; },
                         absl::Seconds(120)))
       << server_->Log();
   clients_[1]->Signal(SIGKILL);
-  const size_t rows_at_kill = ReadRows(metrics).size();
+  const size_t rows_at_kill = ReadJsonRows(metrics).size();
   const auto code = server_->Wait(absl::Seconds(180));
   ASSERT_TRUE(code.has_value()) << server_->Log();
   ASSERT_EQ(*code, 0) << server_->Log();
   EXPECT_THAT(server_->Log(), HasSubstr("dropped"));
-  const auto rows = ReadRows(metrics);
+  const auto rows = ReadJsonRows(metrics);
   ASSERT_EQ(rows.size(), 41u);
   // Once the killed client is dropped, every later round merges the two
   // survivors.
@@ -275,7 +271,7 @@ TEST_F(Federation, TwoClientsClaimingOneShardAreRefused) {
   // The first client is unaffected; a client without --shard gets shard 1
   // and the run completes.
   std::vector<std::string> argv = {BinPath("fedfwd-client"), "--server",
-                                   address, "--data", MnistDir()};
+                                   address, "--data", RealMnistDir()};
   const auto sec = Security(3);
   argv.insert(argv.end(), sec.begin(), sec.end());
   clients_.push_back(std::make_unique<ChildProcess>(argv, dir_ + "/auto.log"));
@@ -289,7 +285,7 @@ TEST_F(Federation, ClientWithoutCoordinatorGivesUpWithAClearError) {
   RequireMnist();
   ChildProcess client(
       {BinPath("fedfwd-client"), "--server", "127.0.0.1:1", "--data",
-       MnistDir(), "--unreachable-timeout", "1", "--insecure"},
+       RealMnistDir(), "--unreachable-timeout", "1", "--insecure"},
       dir_ + "/lonely.log");
   const auto code = client.Wait(absl::Seconds(30));
   ASSERT_TRUE(code.has_value());
@@ -322,7 +318,7 @@ TEST_F(Federation, ClientsWithoutValidCredentialsAreRefused) {
   };
   for (const Case& c : cases) {
     std::vector<std::string> argv = {BinPath("fedfwd-client"), "--server",
-                                     address, "--data", MnistDir()};
+                                     address, "--data", RealMnistDir()};
     argv.insert(argv.end(), c.flags.begin(), c.flags.end());
     ChildProcess stranger(argv, dir_ + "/" + c.name + ".log");
     const auto code = stranger.Wait(absl::Seconds(60));
@@ -335,7 +331,7 @@ TEST_F(Federation, ClientsWithoutValidCredentialsAreRefused) {
   const auto code = server_->Wait(absl::Seconds(120));
   ASSERT_TRUE(code.has_value()) << server_->Log();
   EXPECT_EQ(*code, 0) << server_->Log();
-  EXPECT_EQ(ReadRows(dir_ + "/out/metrics.jsonl").back()["round"], 5);
+  EXPECT_EQ(ReadJsonRows(dir_ + "/out/metrics.jsonl").back()["round"], 5);
 }
 
 // The deployment path: certificates and tokens from scripts/make-certs.sh
@@ -433,9 +429,9 @@ TEST(FedfwdRun, InterruptStopsEveryChildAndKeepsTheSummary) {
   const std::string out = dir + "/out";
   ChildProcess run({BinPath("fedfwd-run"), config, "--out", out},
                    dir + "/run.log");
-  ASSERT_TRUE(
-      WaitUntil([&] { return ReadRows(out + "/metrics.jsonl").size() >= 10; },
-                absl::Seconds(120)))
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadJsonRows(out + "/metrics.jsonl").size() >= 10; },
+      absl::Seconds(120)))
       << run.Log();
   std::smatch m;
   const std::string log = run.Log();

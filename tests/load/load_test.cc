@@ -34,8 +34,6 @@ constexpr int kClients = 200;
 constexpr int kProcesses = 4;
 constexpr int kRounds = 50;
 
-std::string MnistDir() { return SourcePath("data/mnist"); }
-
 // 200 shards of 10 MNIST images each, minibatches of 8, a test split of 500
 // images evaluated at round 0 and after the last round only: the work per
 // client is small, so the test measures the coordinator and the protocol.
@@ -123,13 +121,10 @@ int EstablishedConnections(int port) {
   return n;
 }
 
-std::vector<json> ReadRows(const std::string& path) {
-  return ReadJsonRows(path);
-}
-
 TEST(Load, TwoHundredClientsFiftyRoundsNoFailedRound) {
-  ASSERT_TRUE(std::filesystem::exists(MnistDir() + "/train-images-idx3-ubyte"))
-      << "real MNIST is missing from " << MnistDir()
+  ASSERT_TRUE(
+      std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
+      << "real MNIST is missing from " << RealMnistDir()
       << "; run scripts/setup.sh";
   const std::string dir = MakeTempDir("fedfwd-load");
   const std::string data = dir + "/mnist";
@@ -140,7 +135,7 @@ TEST(Load, TwoHundredClientsFiftyRoundsNoFailedRound) {
            {"t10k-images-idx3-ubyte", 500},
            {"t10k-labels-idx1-ubyte", 500}}) {
     ASSERT_NO_FATAL_FAILURE(
-        TruncateIdx(MnistDir() + "/" + name, data + "/" + name, n));
+        TruncateIdx(RealMnistDir() + "/" + name, data + "/" + name, n));
   }
   auto sec = MakeLocalSecurity(dir + "/secrets", kClients);
   ASSERT_TRUE(sec.ok()) << sec.status();
@@ -234,7 +229,7 @@ TEST(Load, TwoHundredClientsFiftyRoundsNoFailedRound) {
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
 
-  const auto rows = ReadRows(dir + "/out/metrics.jsonl");
+  const auto rows = ReadJsonRows(dir + "/out/metrics.jsonl");
   ASSERT_EQ(rows.size(), static_cast<size_t>(kRounds + 1));
   EXPECT_EQ(rows[0]["round"].get<int>(), 0);  // the initial model's score
   for (int r = 1; r <= kRounds; ++r) {
