@@ -3,7 +3,10 @@
 # Idempotent: each step is skipped when its result is already there. Runs from
 # any working directory, as root or through sudo (for apt only).
 #
-# usage: scripts/setup.sh [--no-build] [--no-data]
+# usage: scripts/setup.sh [--no-build] [--no-data] [--test-tools]
+#   --test-tools  also install what only the tests use: chromium (renders
+#                 fedfwd-report's page) and docker-compose (validates
+#                 deploy/docker-compose.yml); scripts/test.sh passes it
 # env:   FEDFWD_BUILD_DIR  build folder (default: <repo>/build)
 #        FEDFWD_JOBS       parallel build jobs (default: nproc)
 set -euo pipefail
@@ -13,6 +16,7 @@ BUILD_DIR="${FEDFWD_BUILD_DIR:-$ROOT/build}"
 JOBS="${FEDFWD_JOBS:-$(nproc)}"
 DO_BUILD=1
 DO_DATA=1
+DO_TEST_TOOLS=0
 
 log() { echo "[setup] $*"; }
 die() { echo "[setup] error: $*" >&2; exit 1; }
@@ -21,6 +25,7 @@ for arg in "$@"; do
   case "$arg" in
     --no-build) DO_BUILD=0 ;;
     --no-data) DO_DATA=0 ;;
+    --test-tools) DO_TEST_TOOLS=1 ;;
     -h|--help)
       awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
       exit 0 ;;
@@ -37,6 +42,9 @@ PACKAGES=(
   zlib1g-dev dataset-fashion-mnist libssl-dev openssl clang libclang-rt-14-dev
   iproute2 python3
 )
+if ((DO_TEST_TOOLS)); then
+  PACKAGES+=(chromium docker-compose)
+fi
 # A node/npm from elsewhere (NodeSource's nodejs bundles npm and conflicts
 # with Debian's npm package) counts as present.
 declare -A COMMAND_OF=([npm]=npm [nodejs]=node)

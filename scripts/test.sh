@@ -7,6 +7,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${FEDFWD_BUILD_DIR:-$ROOT/build}"
 
-bash "$ROOT/scripts/setup.sh"
+bash "$ROOT/scripts/setup.sh" --test-tools
 echo "[test] ctest in $BUILD_DIR"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j"${FEDFWD_TEST_JOBS:-2}" "$@"

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -435,6 +436,59 @@ TEST(Config, JsonHasSameShape) {
   EXPECT_EQ(j["lr"].get<double>(), 1e-3);
   EXPECT_EQ(j["targets"].size(), 3u);
   EXPECT_EQ(j["timeouts"]["client_s"].get<double>(), 5.5);
+}
+
+// Dotted leaf keys of a config's JSON form (lists are leaves).
+void FlattenJson(const nlohmann::json& j, const std::string& prefix,
+                 std::map<std::string, nlohmann::json>* out) {
+  if (!j.is_object()) {
+    (*out)[prefix] = j;
+    return;
+  }
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    FlattenJson(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key(),
+                out);
+  }
+}
+
+// configs/README.md is the one place where keys are documented: its table
+// must list every key the parser knows, each with the parser's default.
+TEST(Config, ReferenceDocumentsEveryKeyWithItsDefault) {
+  std::ifstream in(std::string(FEDFWD_SOURCE_DIR) + "/configs/README.md");
+  ASSERT_TRUE(in.good()) << "configs/README.md is missing";
+  std::map<std::string, nlohmann::json> defaults;
+  FlattenJson(nlohmann::json::parse(ConfigToJson(Config())), "", &defaults);
+  std::map<std::string, std::string> documented;  // key -> default text
+  std::string line;
+  while (std::getline(in, line)) {
+    // | `key` | `default` | meaning |
+    if (line.rfind("| `", 0) != 0) continue;
+    const size_t key_end = line.find('`', 3);
+    ASSERT_NE(key_end, std::string::npos) << line;
+    const size_t d0 = line.find("| `", key_end);
+    ASSERT_NE(d0, std::string::npos) << "no default in: " << line;
+    const size_t d1 = line.find('`', d0 + 3);
+    ASSERT_NE(d1, std::string::npos) << line;
+    const std::string key = line.substr(3, key_end - 3);
+    std::string value = line.substr(d0 + 3, d1 - d0 - 3);
+    if (value == "\"\"") value.clear();
+    EXPECT_TRUE(documented.emplace(key, value).second)
+        << key << " is documented twice";
+  }
+  for (const auto& [key, value] : defaults) {
+    EXPECT_TRUE(documented.count(key)) << "undocumented config key " << key;
+  }
+  for (const auto& [key, text] : documented) {
+    ASSERT_TRUE(defaults.count(key))
+        << "documented key " << key << " is not a config key";
+    // The documented default, set explicitly, must give the default value.
+    absl::StatusOr<Config> c = Parse("", {key + "=" + text});
+    ASSERT_TRUE(c.ok()) << key << ": " << c.status();
+    std::map<std::string, nlohmann::json> got;
+    FlattenJson(nlohmann::json::parse(ConfigToJson(*c)), "", &got);
+    EXPECT_EQ(got[key], defaults[key])
+        << key << " is documented with default '" << text << "'";
+  }
 }
 
 class ConfigFileTest : public ::testing::Test {
