@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/backprop.h"
+#include "common/finite_diff.h"
 #include "common/forward_ad.h"
 #include "common/status_macros.h"
 #include "common/torch_model.h"
@@ -105,17 +106,15 @@ std::vector<float> Flatten(const std::vector<at::Tensor>& tensors,
   return out;
 }
 
-// Forward-gradient JVP: regenerates each tangent from its key (on the CPU,
-// the coordinator's exact bits), moves it to the device and runs one
-// dual-number forward pass per tangent.
-class JvpEstimator final : public Estimator {
+// Regenerates a task's tangents from their keys (on the CPU, the
+// coordinator's exact bits) into reused buffers and hands out per-parameter
+// tensors on the model's device.
+class TangentBuffers {
  public:
-  absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
-                                       const LocalTask& task) override {
-    const Batch batch = ctx.NextBatch(task.batch_size);
+  std::vector<std::vector<at::Tensor>> Make(const EstimatorContext& ctx,
+                                            const LocalTask& task) {
     const int64_t n = ctx.spec.NumParams();
-    if (static_cast<int64_t>(buffers_.size()) <
-        static_cast<int64_t>(task.tangents.size())) {
+    if (buffers_.size() < task.tangents.size()) {
       buffers_.resize(task.tangents.size());
     }
     std::vector<std::vector<at::Tensor>> tangents;
@@ -127,8 +126,22 @@ class JvpEstimator final : public Estimator {
       tangents.push_back(ctx.device.is_cpu() ? views
                                              : ParamsTo(views, ctx.device));
     }
-    ASSIGN_OR_RETURN(JvpResult r, ComputeJvp(ctx.spec, ctx.params, tangents,
-                                             batch.x, batch.y));
+    return tangents;
+  }
+
+ private:
+  std::vector<std::vector<float>> buffers_;  // reused across rounds
+};
+
+// Forward-gradient JVP: one dual-number forward pass per tangent.
+class JvpEstimator final : public Estimator {
+ public:
+  absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
+                                       const LocalTask& task) override {
+    const Batch batch = ctx.NextBatch(task.batch_size);
+    ASSIGN_OR_RETURN(JvpResult r,
+                     ComputeJvp(ctx.spec, ctx.params, tangents_.Make(ctx, task),
+                                batch.x, batch.y));
     LocalResult out;
     out.jvps = std::move(r.jvps);
     out.loss = r.loss;
@@ -137,7 +150,31 @@ class JvpEstimator final : public Estimator {
   }
 
  private:
-  std::vector<std::vector<float>> buffers_;  // reused across rounds
+  TangentBuffers tangents_;
+};
+
+// Forward gradients from finite differences: two forward passes per tangent
+// (finite_diff.h), in float32 or fixed point.
+class FiniteDifferenceEstimator final : public Estimator {
+ public:
+  absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
+                                       const LocalTask& task) override {
+    const Batch batch = ctx.NextBatch(task.batch_size);
+    const FixedPointSpec fixed;
+    ASSIGN_OR_RETURN(
+        JvpResult r,
+        ComputeFiniteDifference(ctx.spec, ctx.params, tangents_.Make(ctx, task),
+                                batch.x, batch.y, task.fd_epsilon,
+                                task.fd_fixed_point ? &fixed : nullptr));
+    LocalResult out;
+    out.jvps = std::move(r.jvps);
+    out.loss = r.loss;
+    out.num_samples = batch.x.size(0);
+    return out;
+  }
+
+ private:
+  TangentBuffers tangents_;
 };
 
 // FedSGD: the gradient of one minibatch.
@@ -201,6 +238,9 @@ class LocalSgdEstimator final : public Estimator {
 absl::StatusOr<std::unique_ptr<Estimator>> MakeEstimator(
     const std::string& name) {
   if (name == "jvp") return std::unique_ptr<Estimator>(new JvpEstimator());
+  if (name == "fd") {
+    return std::unique_ptr<Estimator>(new FiniteDifferenceEstimator());
+  }
   if (name == "fedsgd" || name == "backprop") {
     return std::unique_ptr<Estimator>(new GradientEstimator());
   }

@@ -23,13 +23,16 @@ namespace fedfwd {
 
 struct LocalTask {
   int64_t round = 0;
-  std::string estimator;  // jvp | fedsgd | fedavg
+  std::string estimator;  // jvp | fd | fedsgd | fedavg
   std::vector<TangentKey> tangents;
   int batch_size = 0;
   // fedavg: passes over the shard, client SGD learning rate and momentum.
   int local_epochs = 1;
   double lr = 0;
   double momentum = 0;
+  // fd: finite-difference step, and fixed-point (int16 / int8) passes.
+  double fd_epsilon = 1e-4;
+  bool fd_fixed_point = false;
 };
 
 struct LocalResult {

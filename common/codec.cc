@@ -84,6 +84,8 @@ v1::TangentKey ToProto(const TangentKey& key) {
   p.set_type(key.type == TangentDistribution::kRademacher
                  ? v1::TANGENT_RADEMACHER
                  : v1::TANGENT_NORMAL);
+  p.set_param_mask(key.param_mask);
+  p.set_normalized(key.normalized);
   return p;
 }
 
@@ -93,6 +95,8 @@ absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& p) {
   key.round = p.round();
   key.client = p.client();
   key.index = p.index();
+  key.param_mask = p.param_mask();
+  key.normalized = p.normalized();
   switch (p.type()) {
     case v1::TANGENT_NORMAL:
       key.type = TangentDistribution::kNormal;

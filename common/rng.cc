@@ -1,6 +1,7 @@
 #include "common/rng.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <thread>
 
@@ -235,19 +236,28 @@ std::vector<ChunkItem> ChunkItems(const std::vector<int64_t>& sizes) {
   return items;
 }
 
-// Calls fn(item, chunk) for every chunk of the tangent over the whole model,
-// split into `threads` contiguous ranges. Each chunk's values depend only on
-// (key, param, offset), so the result is the same for any thread count.
+// Calls fn(i, item, chunk) for every chunk i of the raw tangent over the
+// parameters the key perturbs, split into `threads` contiguous ranges. Each
+// chunk's values depend only on (key, param, offset), so the result is the same
+// for any thread count.
 template <typename Fn>
 void ForEachChunkFlat(const TangentKey& key, const std::vector<int64_t>& sizes,
-                      int threads, Fn&& fn) {
-  const std::vector<ChunkItem> items = ChunkItems(sizes);
+                      int threads, Fn&& fn, uint64_t restrict_mask = 0) {
+  std::vector<ChunkItem> items = ChunkItems(sizes);
+  items.erase(std::remove_if(items.begin(), items.end(),
+                             [&key, restrict_mask](const ChunkItem& it) {
+                               return !Perturbs(key, it.param) ||
+                                      (restrict_mask != 0 &&
+                                       (it.param >= 64 ||
+                                        !((restrict_mask >> it.param) & 1u)));
+                             }),
+              items.end());
   auto work = [&](size_t begin, size_t end) {
     alignas(64) float buf[kChunk];
     for (size_t i = begin; i < end; ++i) {
       const ChunkItem& it = items[i];
       FillChunk(MakeCounter(key, it.param), key.type, it.off, it.len, buf);
-      fn(it, buf);
+      fn(i, it, buf);
     }
   };
   const size_t n = items.size();
@@ -318,8 +328,27 @@ bool ValidTangentKey(const TangentKey& key) {
           key.type == TangentDistribution::kRademacher);
 }
 
+bool operator==(const TangentKey& a, const TangentKey& b) {
+  return a.run_seed == b.run_seed && a.round == b.round &&
+         a.client == b.client && a.index == b.index && a.type == b.type &&
+         a.param_mask == b.param_mask && a.normalized == b.normalized;
+}
+
+int64_t PerturbedEntries(const TangentKey& key,
+                         const std::vector<int64_t>& sizes) {
+  int64_t m = 0;
+  for (size_t p = 0; p < sizes.size(); ++p) {
+    if (Perturbs(key, static_cast<uint32_t>(p))) m += sizes[p];
+  }
+  return m;
+}
+
 void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
                      int64_t n) {
+  if (!Perturbs(key, param_index)) {
+    std::fill(out, out + n, 0.0f);
+    return;
+  }
   const TangentCounter t = MakeCounter(key, param_index);
   alignas(64) float buf[kChunk];
   for (int64_t off = 0; off < n; off += kChunk) {
@@ -329,24 +358,81 @@ void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
   }
 }
 
+float TangentScale(const TangentKey& key, const std::vector<int64_t>& sizes,
+                   int threads) {
+  if (!key.normalized) return 1.0f;
+  const int64_t m = PerturbedEntries(key, sizes);
+  if (m == 0) return 1.0f;
+  if (key.type == TangentDistribution::kRademacher) return 1.0f;  // |v|^2 = m
+  // One partial sum per chunk, added in chunk order: the same bits for any
+  // thread count.
+  std::vector<double> partial(ChunkItems(sizes).size(), 0.0);
+  ForEachChunkFlat(key, sizes, threads,
+                   [&partial](size_t i, const ChunkItem& it, const float* c) {
+                     double s = 0;
+                     for (int64_t j = 0; j < it.len; ++j) {
+                       s += static_cast<double>(c[j]) * c[j];
+                     }
+                     partial[i] = s;
+                   });
+  double sum = 0;
+  for (double s : partial) sum += s;
+  if (!(sum > 0)) return 1.0f;
+  return static_cast<float>(std::sqrt(static_cast<double>(m) / sum));
+}
+
 void GenerateTangentFlat(const TangentKey& key,
                          const std::vector<int64_t>& sizes, float* out,
                          int threads) {
-  ForEachChunkFlat(
-      key, sizes, threads, [out](const ChunkItem& it, const float* chunk) {
-        std::memcpy(out + it.base + it.off, chunk, sizeof(float) * it.len);
-      });
+  int64_t total = 0;
+  for (int64_t s : sizes) total += s;
+  if (key.param_mask != 0) std::fill(out, out + total, 0.0f);
+  const float scale = TangentScale(key, sizes, threads);
+  ForEachChunkFlat(key, sizes, threads,
+                   [out, scale](size_t, const ChunkItem& it, const float* c) {
+                     float* d = out + it.base + it.off;
+                     if (scale == 1.0f) {
+                       std::memcpy(d, c, sizeof(float) * it.len);
+                     } else {
+                       for (int64_t j = 0; j < it.len; ++j) d[j] = scale * c[j];
+                     }
+                   });
 }
 
 void AddScaledTangentFlat(const TangentKey& key,
                           const std::vector<int64_t>& sizes, float alpha,
-                          float* params, int threads) {
-  ForEachChunkFlat(key, sizes, threads,
-                   [params, alpha](const ChunkItem& it, const float* chunk) {
-                     float* d = params + it.base + it.off;
-                     for (int64_t i = 0; i < it.len; ++i)
-                       d[i] += alpha * chunk[i];
-                   });
+                          float* params, int threads, uint64_t restrict_mask) {
+  const float a = alpha * TangentScale(key, sizes, threads);
+  ForEachChunkFlat(
+      key, sizes, threads,
+      [params, a](size_t, const ChunkItem& it, const float* c) {
+        float* d = params + it.base + it.off;
+        for (int64_t i = 0; i < it.len; ++i) d[i] += a * c[i];
+      },
+      restrict_mask);
+}
+
+void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
+                          int64_t offset, float* out, int64_t n) {
+  if (!Perturbs(key, param_index)) {
+    std::fill(out, out + n, 0.0f);
+    return;
+  }
+  const TangentCounter t = MakeCounter(key, param_index);
+  alignas(64) float buf[kChunk];
+  // FillChunk wants chunk-aligned offsets; start at the chunk holding
+  // `offset` and copy the part asked for.
+  int64_t pos = offset;
+  const int64_t end = offset + n;
+  while (pos < end) {
+    const int64_t chunk_start = pos / kChunk * kChunk;
+    const int64_t len = std::min<int64_t>(kChunk, end - chunk_start);
+    FillChunk(t, key.type, chunk_start, len, buf);
+    const int64_t take = std::min<int64_t>(end, chunk_start + len) - pos;
+    std::memcpy(out + (pos - offset), buf + (pos - chunk_start),
+                sizeof(float) * take);
+    pos += take;
+  }
 }
 
 }  // namespace fedfwd

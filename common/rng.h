@@ -54,7 +54,28 @@ struct TangentKey {
   uint32_t client = 0;  // key slot; shared-seed mode uses 0
   uint32_t index = 0;   // tangent index within a task, < 2^16
   TangentDistribution type = TangentDistribution::kNormal;
+  // Weight splitting: bit p set = parameter tensor p is perturbed; the
+  // others' entries are 0. 0 means every parameter (no splitting). The
+  // values of a perturbed parameter do not depend on the mask.
+  uint64_t param_mask = 0;
+  // Normalized: the whole tangent (the perturbed parameters) is scaled to
+  // norm sqrt(m), m its number of perturbed entries, so |v|^2 = m exactly
+  // and still E[v v^T] = I on those entries (TangentScale gives the factor).
+  bool normalized = false;
 };
+
+bool operator==(const TangentKey& a, const TangentKey& b);
+inline bool operator!=(const TangentKey& a, const TangentKey& b) {
+  return !(a == b);
+}
+
+// Whether `key` perturbs parameter tensor p (the mask has room for 64).
+inline bool Perturbs(const TangentKey& key, uint32_t p) {
+  return key.param_mask == 0 || (p < 64 && ((key.param_mask >> p) & 1u));
+}
+// Entries the tangent perturbs (m above).
+int64_t PerturbedEntries(const TangentKey& key,
+                         const std::vector<int64_t>& sizes);
 
 // Limits of the counter layout; keys outside them are rejected by
 // ValidTangentKey (the counter would wrap and repeat another tangent).
@@ -62,8 +83,10 @@ inline constexpr uint32_t kMaxTangentIndex = 1u << 16;
 inline constexpr uint32_t kMaxParamIndex = 1u << 12;
 bool ValidTangentKey(const TangentKey& key);
 
-// Writes the entries of tangent `key` for parameter number `param_index`
-// (registration order) into out[0..n).
+// Writes the raw entries of tangent `key` for parameter number `param_index`
+// (registration order) into out[0..n): zeros when the mask leaves it out, and
+// without the normalization factor (which needs the whole model; the *Flat
+// functions below apply it).
 void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
                      int64_t n);
 
@@ -74,10 +97,24 @@ void GenerateTangentFlat(const TangentKey& key,
                          const std::vector<int64_t>& sizes, float* out,
                          int threads = 1);
 
+// The factor a normalized key's raw entries are multiplied by (1 for a key
+// that is not normalized): sqrt(m) / |raw|, with |raw|^2 summed in double in
+// a fixed chunk order, so every caller gets the same bits for any `threads`.
+float TangentScale(const TangentKey& key, const std::vector<int64_t>& sizes,
+                   int threads = 1);
+
 // params[i] += alpha * v[i] over the whole model without materializing v.
+// A nonzero `restrict_mask` adds only the parameter tensors whose bits it
+// has (the tangent's values, normalization included, stay those of `key`).
 void AddScaledTangentFlat(const TangentKey& key,
                           const std::vector<int64_t>& sizes, float alpha,
-                          float* params, int threads = 1);
+                          float* params, int threads = 1,
+                          uint64_t restrict_mask = 0);
+
+// Raw entries [offset, offset + n) of parameter `param_index`'s tangent,
+// equal to that range of what GenerateTangent writes.
+void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
+                          int64_t offset, float* out, int64_t n);
 
 }  // namespace fedfwd
 

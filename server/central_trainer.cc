@@ -113,6 +113,8 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
     task.estimator = tasks[0].estimator;
     task.tangents = tasks[0].tangents;
     task.batch_size = tasks[0].batch_size;
+    task.fd_epsilon = tasks[0].fd_epsilon;
+    task.fd_fixed_point = tasks[0].fd_fixed_point;
     ASSIGN_OR_RETURN(LocalResult local, trainer->Run(task));
     ClientResult r;
     r.client_id = 1;

@@ -52,9 +52,11 @@
 #define FEDFWD_SERVER_MERGE_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/config.h"
 #include "common/rng.h"
 
@@ -70,6 +72,9 @@ struct JvpContribution {
 struct GradientTerm {
   TangentKey key;
   double coef = 0;
+  // Nonzero: only these parameter tensors of the tangent (per-layer merge of
+  // weight splitting).
+  uint64_t restrict_mask = 0;
 };
 using GradientStep = std::vector<GradientTerm>;
 
@@ -85,19 +90,54 @@ absl::Status WeightedAverage(const std::vector<DenseContribution>& updates,
 
 // `results` may come in any order; they are merged in client-id order.
 // Within one result, several tangents are averaged (mean of d_k v_k).
-std::vector<GradientStep> PlanMerge(MergeRule rule,
-                                    std::vector<JvpContribution> results,
-                                    double clip);
+//
+// Weight splitting: with `layer_masks` (one parameter mask per layer, see
+// LayerMasks) the average and weighted rules merge each layer over the
+// results whose tangents perturb it: layer b gets sum_{i in S_b} (w_i / W_b)
+// d_i v_i|_b with W_b = sum_{i in S_b} w_i (w = 1 or n_i), so a layer that
+// two of ten clients perturbed is not shrunk five times. naive ignores them.
+std::vector<GradientStep> PlanMerge(
+    MergeRule rule, std::vector<JvpContribution> results, double clip,
+    const std::vector<uint64_t>& layer_masks = {});
+
+// One parameter mask per layer that has parameters (a layer's weight and
+// bias share it), in layer order.
+std::vector<uint64_t> LayerMasks(const std::vector<std::string>& param_names);
+
+// Multi-tangent projection (Flugel et al.). G_ij = v_i . v_j over the
+// tangents of `keys` (normalization and masks included), accumulated in
+// double, regenerating the tangents slice by slice (memory: keys.size()
+// slices of 64K floats). Cost: K(K+1)/2 dot products of the model's size.
+std::vector<double> TangentGram(const std::vector<TangentKey>& keys,
+                                const std::vector<int64_t>& sizes,
+                                int threads = 1);
+// Solves G c = d for a symmetric positive semi-definite K x K matrix
+// (row-major) by Cholesky; a singular G (repeated or dependent tangents)
+// gets a ridge of 1e-10 * mean(diag G) added. Errors: sizes differ, G not
+// finite.
+absl::StatusOr<std::vector<double>> SolveGram(std::vector<double> gram,
+                                              const std::vector<double>& d);
+// The coefficients c of the projection estimate sum_k c_k v_k =
+// (m / K) V (V^T V)^-1 d, where d_k = g . v_k and m is the number of entries
+// the tangents perturb (the largest over the keys): the orthogonal
+// projection of g onto span(V), scaled so that its expectation is g for
+// tangents with E[v v^T] = I on m entries (E[P_V] = (K / m) I there). With K
+// tangents that span g, the unscaled projection is g itself.
+absl::StatusOr<std::vector<double>> ProjectionCoefficients(
+    const std::vector<TangentKey>& keys, const std::vector<double>& d,
+    const std::vector<int64_t>& sizes, int threads = 1);
 
 // The robust rule of `robust` (see the top of this file), then PlanMerge.
 // `abs_window` is quantile_clip's window of past |d| (as float, so that a
 // checkpoint restores it exactly), oldest first; it is read and updated
 // only by quantile_clip and may be null for the other rules.
-std::vector<GradientStep> PlanRobustMerge(MergeRule rule,
-                                          std::vector<JvpContribution> results,
-                                          double clip,
-                                          const RobustConfig& robust,
-                                          std::vector<float>* abs_window);
+// quantile_skip: the bound of quantile_clip, but a result with any |d| beyond
+// it is dropped (FedKSeed's skip of outlier steps); its |d| still join the
+// window.
+std::vector<GradientStep> PlanRobustMerge(
+    MergeRule rule, std::vector<JvpContribution> results, double clip,
+    const RobustConfig& robust, std::vector<float>* abs_window,
+    const std::vector<uint64_t>& layer_masks = {});
 
 // FedAvg / FedSGD with `robust.dense` (none: WeightedAverage). Same errors
 // as WeightedAverage, and for an unknown rule name.

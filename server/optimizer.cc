@@ -29,7 +29,7 @@ void SgdOptimizer::Apply(const GradientStep& step, double lr, float* params) {
     for (const auto& term : step) {
       AddScaledTangentFlat(term.key, sizes_,
                            static_cast<float>(-lr * term.coef), params,
-                           threads_);
+                           threads_, term.restrict_mask);
     }
     return;
   }
@@ -40,7 +40,7 @@ void SgdOptimizer::Apply(const GradientStep& step, double lr, float* params) {
   for (auto& b : buffer_) b *= mu;
   for (const auto& term : step) {
     AddScaledTangentFlat(term.key, sizes_, static_cast<float>(term.coef),
-                         buffer_.data(), threads_);
+                         buffer_.data(), threads_, term.restrict_mask);
   }
   const float a = static_cast<float>(-lr);
   for (int64_t i = 0; i < n; ++i) params[i] += a * buffer_[i];

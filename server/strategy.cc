@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -68,8 +69,10 @@ MergeReport ReportOf(const std::vector<ClientResult>& results) {
   return report;
 }
 
-// Forward gradients: each client returns d = grad f . v for tangents the
-// coordinator regenerates from their keys; merge by the config's rule; SGD.
+// Forward gradients: each client returns d = grad f . v (jvp: forward-mode
+// AD; fd: finite differences) for tangents the coordinator regenerates from
+// their keys; combine a client's tangents (mean or projection), merge by the
+// config's rule (per layer under weight splitting), then SGD or Adam.
 class ForwardGradientStrategy final : public Strategy {
  public:
   ForwardGradientStrategy(const Config& config, const ModelSpec& spec,
@@ -77,26 +80,47 @@ class ForwardGradientStrategy final : public Strategy {
       : config_(config),
         dist_(dist),
         num_params_(spec.NumParams()),
-        optimizer_(spec.ParamSizes(), config.momentum, threads) {}
+        sizes_(spec.ParamSizes()),
+        threads_(threads),
+        optimizer_(spec.ParamSizes(), config.momentum, threads),
+        adam_(config.server_optimizer.beta1, config.server_optimizer.beta2,
+              config.server_optimizer.eps) {
+    if (config.tangent.split == "layers") {
+      std::vector<std::string> names;
+      for (const auto& p : spec.params) names.push_back(p.name);
+      layer_masks_ = LayerMasks(names);
+    }
+  }
 
   std::vector<TaskSpec> ConfigureRound(
       int64_t round, const std::vector<uint32_t>& live) override {
     std::vector<TaskSpec> tasks;
-    for (uint32_t id : SampleClients(config_, round, live)) {
+    const std::vector<uint32_t> sampled = SampleClients(config_, round, live);
+    for (size_t j = 0; j < sampled.size(); ++j) {
+      const uint32_t id = sampled[j];
       TaskSpec t;
       t.client_id = id;
       t.round = round;
-      t.estimator = "jvp";
+      t.estimator = config_.estimator;
       t.batch_size = config_.batch_size;
       t.dp_clip = config_.privacy.clip;
       t.dp_noise_multiplier = config_.privacy.noise_multiplier;
-      TangentKey key;
-      key.run_seed = config_.seed;
-      key.round = round;
-      key.client = config_.tangent.shared_seed ? 0 : id;
-      key.index = 0;
-      key.type = dist_;
-      t.tangents.push_back(key);
+      if (config_.estimator == "fd") {
+        t.fd_epsilon = config_.fd.epsilon;
+        t.fd_fixed_point = config_.fd.precision == "fixed";
+      }
+      const uint64_t mask = SplitMask(round, j);
+      for (int k = 0; k < config_.tangent.count; ++k) {
+        TangentKey key;
+        key.run_seed = config_.seed;
+        key.round = round;
+        key.client = config_.tangent.shared_seed ? 0 : id;
+        key.index = static_cast<uint32_t>(k);
+        key.type = dist_;
+        key.param_mask = mask;
+        key.normalized = config_.tangent.normalize;
+        t.tangents.push_back(key);
+      }
       tasks.push_back(std::move(t));
     }
     return tasks;
@@ -106,7 +130,7 @@ class ForwardGradientStrategy final : public Strategy {
                               const ClientResult& r) const override {
     if (!r.update.empty()) {
       return absl::InvalidArgumentError(
-          "a jvp task takes JVP scalars, not a model update");
+          "a forward-gradient task takes JVP scalars, not a model update");
     }
     if (r.jvps.size() != task.tangents.size()) {
       return absl::InvalidArgumentError(
@@ -146,11 +170,49 @@ class ForwardGradientStrategy final : public Strategy {
     }
     MergeReport report = ReportOf(results);
     report.lr = LearningRate(config_, round);
-    for (const auto& step :
-         PlanRobustMerge(config_.merge, std::move(contributions),
-                         config_.clip_jvp, config_.robust, &abs_window_)) {
-      optimizer_.Apply(step, report.lr, params->data());
+    std::vector<GradientStep> steps;
+    const std::string& combine = config_.tangent.combine;
+    if (combine == "mean") {
+      steps = PlanRobustMerge(config_.merge, std::move(contributions),
+                              config_.clip_jvp, config_.robust, &abs_window_,
+                              layer_masks_);
+    } else {
+      // Clip the measured d, then turn each client's values into projection
+      // coefficients (times K, as the merge averages a result's K terms).
+      for (auto& c : contributions) {
+        for (double& d : c.jvps) d = ClipValue(d, config_.clip_jvp);
+      }
+      if (combine == "projection") {
+        for (auto& c : contributions) {
+          ASSIGN_OR_RETURN(
+              std::vector<double> coef,
+              ProjectionCoefficients(c.keys, c.jvps, sizes_, threads_));
+          for (size_t k = 0; k < coef.size(); ++k) {
+            c.jvps[k] = coef[k] * static_cast<double>(coef.size());
+          }
+        }
+        steps = PlanRobustMerge(config_.merge, std::move(contributions),
+                                /*clip=*/0, config_.robust, &abs_window_,
+                                layer_masks_);
+      } else {  // projection_round: one system over every tangent
+        std::vector<TangentKey> keys;
+        std::vector<double> d;
+        for (const auto& c : contributions) {
+          keys.insert(keys.end(), c.keys.begin(), c.keys.end());
+          d.insert(d.end(), c.jvps.begin(), c.jvps.end());
+        }
+        if (!keys.empty()) {
+          ASSIGN_OR_RETURN(std::vector<double> coef,
+                           ProjectionCoefficients(keys, d, sizes_, threads_));
+          GradientStep step;
+          for (size_t k = 0; k < keys.size(); ++k) {
+            step.push_back({keys[k], coef[k]});
+          }
+          steps.push_back(std::move(step));
+        }
+      }
     }
+    ApplySteps(steps, report.lr, params);
     return report;
   }
 
@@ -158,6 +220,10 @@ class ForwardGradientStrategy final : public Strategy {
     StrategyState state;
     if (!optimizer_.buffer().empty()) {
       state.emplace_back("sgd.momentum", optimizer_.buffer());
+    }
+    if (!adam_.m().empty()) {
+      state.emplace_back("adam.m", adam_.m());
+      state.emplace_back("adam.v", adam_.v());
     }
     if (!abs_window_.empty()) {
       state.emplace_back(kWindowName, abs_window_);
@@ -174,11 +240,13 @@ class ForwardGradientStrategy final : public Strategy {
         rest.push_back(entry);
         continue;
       }
-      if (config_.robust.rule != "quantile_clip") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("strategy state '", kWindowName,
-                         "' needs robust.rule quantile_clip, the config has ",
-                         config_.robust.rule));
+      if (config_.robust.rule != "quantile_clip" &&
+          config_.robust.rule != "quantile_skip") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "strategy state '", kWindowName,
+            "' needs robust.rule quantile_clip or quantile_skip, the config "
+            "has ",
+            config_.robust.rule));
       }
       if (entry.second.size() >
           static_cast<size_t>(std::max(1, config_.robust.window))) {
@@ -188,22 +256,90 @@ class ForwardGradientStrategy final : public Strategy {
       }
       window = entry.second;
     }
-    std::vector<float> buffer;
-    RETURN_IF_ERROR(
-        TakeState(rest, {{"sgd.momentum", num_params_}}, {&buffer}));
+    std::vector<float> buffer, m, v;
+    RETURN_IF_ERROR(TakeState(rest,
+                              {{"sgd.momentum", num_params_},
+                               {"adam.m", num_params_},
+                               {"adam.v", num_params_}},
+                              {&buffer, &m, &v}));
+    if (m.empty() != v.empty()) {
+      return absl::InvalidArgumentError(
+          "optimizer state has one Adam moment without the other");
+    }
     optimizer_.set_buffer(std::move(buffer));
+    adam_.set_moments(std::move(m), std::move(v));
     abs_window_ = std::move(window);
     return absl::OkStatus();
   }
 
  private:
+  static double ClipValue(double d, double clip) {
+    return clip > 0 ? std::clamp(d, -clip, clip) : d;
+  }
+
+  // Weight splitting: the parameter mask of the j-th sampled client of
+  // `round` (0: every parameter). Client j perturbs blocks_per_client
+  // consecutive layers starting at layer (j * blocks_per_client + round)
+  // mod L, so a round's clients cover the layers evenly and each client
+  // moves on to other layers every round.
+  uint64_t SplitMask(int64_t round, size_t j) const {
+    const size_t layers = layer_masks_.size();
+    if (layers == 0) return 0;
+    const size_t per = std::min<size_t>(
+        static_cast<size_t>(config_.tangent.blocks_per_client), layers);
+    if (per >= layers) return 0;
+    uint64_t mask = 0;
+    for (size_t q = 0; q < per; ++q) {
+      mask |= layer_masks_[(j * per + q + static_cast<size_t>(round)) % layers];
+    }
+    return mask;
+  }
+
+  // SGD straight from the seed terms; or, with Adam or a step clip, the
+  // step materialized first (naive's sequential steps summed into one).
+  void ApplySteps(const std::vector<GradientStep>& steps, double lr,
+                  std::vector<float>* params) {
+    const bool adam = config_.server_optimizer.type == "adam";
+    if (!adam && !(config_.clip_step > 0)) {
+      for (const auto& step : steps) optimizer_.Apply(step, lr, params->data());
+      return;
+    }
+    if (steps.empty()) return;
+    grad_.assign(static_cast<size_t>(num_params_), 0.0f);
+    for (const auto& step : steps) {
+      for (const auto& term : step) {
+        AddScaledTangentFlat(term.key, sizes_, static_cast<float>(term.coef),
+                             grad_.data(), threads_, term.restrict_mask);
+      }
+    }
+    if (config_.clip_step > 0) {
+      double sq = 0;
+      for (float g : grad_) sq += static_cast<double>(g) * g;
+      const double norm = std::sqrt(sq);
+      if (norm > config_.clip_step) {
+        const float f = static_cast<float>(config_.clip_step / norm);
+        for (float& g : grad_) g *= f;
+      }
+    }
+    if (adam) {
+      adam_.ApplyDense(grad_, lr, params->data());
+    } else {
+      optimizer_.ApplyDense(grad_, lr, params->data());
+    }
+  }
+
   Config config_;
   static constexpr const char* kWindowName = "robust.abs_jvp_window";
 
   TangentDistribution dist_;
   int64_t num_params_;
+  std::vector<int64_t> sizes_;
+  int threads_;
   SgdOptimizer optimizer_;
-  // robust quantile_clip: past |d|, oldest first (see PlanRobustMerge).
+  AdamOptimizer adam_;
+  std::vector<uint64_t> layer_masks_;  // split: layers; empty: no split
+  std::vector<float> grad_;            // materialized step (Adam, clip_step)
+  // robust quantile_clip/skip: past |d|, oldest first (PlanRobustMerge).
   std::vector<float> abs_window_;
 };
 
@@ -351,9 +487,14 @@ absl::StatusOr<TangentDistribution> ParseTangentDistribution(
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
                                                        const ModelSpec& spec,
                                                        int threads) {
-  if (config.estimator == "jvp") {
+  if (config.estimator == "jvp" || config.estimator == "fd") {
     auto dist = ParseTangentDistribution(config.tangent.distribution);
     if (!dist.ok()) return dist.status();
+    if (config.tangent.split != "none" && spec.params.size() > 64) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tangent.split: model ", spec.name, " has ", spec.params.size(),
+          " parameter tensors; weight splitting handles at most 64"));
+    }
     return std::unique_ptr<Strategy>(
         new ForwardGradientStrategy(config, spec, *dist, threads));
   }
@@ -363,7 +504,7 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown estimator '", config.estimator,
-                   "' (jvp | fedsgd | backprop | fedavg)"));
+                   "' (jvp | fd | fedsgd | backprop | fedavg)"));
 }
 
 }  // namespace fedfwd

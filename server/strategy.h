@@ -36,6 +36,9 @@ struct TaskSpec {
   // jvp with privacy: the client clips and noises its values (privacy.h).
   double dp_clip = 0;
   double dp_noise_multiplier = 0;
+  // fd: finite-difference step and fixed-point forward passes.
+  double fd_epsilon = 0;
+  bool fd_fixed_point = false;
 };
 
 struct ClientResult {

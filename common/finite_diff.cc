@@ -1,0 +1,130 @@
+#include "common/finite_diff.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/torch_model.h"
+
+namespace fedfwd {
+namespace {
+
+// The forward pass of torch_model.cc with every parameter and every conv /
+// dense input fake-quantized. Throws c10::Error.
+at::Tensor QuantizedForward(const ModelSpec& spec,
+                            const std::vector<at::Tensor>& params,
+                            const at::Tensor& x, const FixedPointSpec& fixed) {
+  TORCH_CHECK(params.size() == spec.params.size(), "model ", spec.name, " has ",
+              spec.params.size(), " parameter tensors, got ", params.size());
+  std::vector<at::Tensor> q;
+  q.reserve(params.size());
+  for (const auto& p : params) q.push_back(FakeQuantize(p, fixed.weight_bits));
+  at::Tensor h = x;
+  size_t p = 0;
+  for (const LayerSpec& layer : spec.layers) {
+    switch (layer.kind) {
+      case LayerSpec::Kind::kConv:
+        h = at::conv2d(FakeQuantize(h, fixed.activation_bits), q[p], q[p + 1],
+                       {1, 1}, {layer.pad, layer.pad});
+        p += 2;
+        break;
+      case LayerSpec::Kind::kDense:
+        h = at::linear(FakeQuantize(h, fixed.activation_bits), q[p], q[p + 1]);
+        p += 2;
+        break;
+      case LayerSpec::Kind::kBatchNorm:
+        h = at::batch_norm(h, q[p], q[p + 1], {}, {}, /*training=*/true, 0.1,
+                           1e-5, /*cudnn_enabled=*/true);
+        p += 2;
+        break;
+      case LayerSpec::Kind::kRelu:
+        h = at::relu(h);
+        break;
+      case LayerSpec::Kind::kMaxPool:
+        h = at::max_pool2d(h, {layer.size, layer.size});
+        break;
+      case LayerSpec::Kind::kAvgPool:
+        h = at::avg_pool2d(h, {layer.size, layer.size});
+        break;
+      case LayerSpec::Kind::kFlatten:
+        h = h.reshape({h.size(0), -1});
+        break;
+    }
+  }
+  return h;
+}
+
+double Loss(const ModelSpec& spec, const std::vector<at::Tensor>& params,
+            const at::Tensor& x, const at::Tensor& y,
+            const FixedPointSpec* fixed) {
+  const at::Tensor logits = fixed == nullptr
+                                ? Forward(spec, params, x)
+                                : QuantizedForward(spec, params, x, *fixed);
+  return at::cross_entropy_loss(logits, y).item<double>();
+}
+
+}  // namespace
+
+at::Tensor FakeQuantize(const at::Tensor& x, int bits) {
+  const double levels = std::ldexp(1.0, bits - 1) - 1;
+  const double max_abs = x.abs().max().item<double>();
+  if (!(max_abs > 0)) return x;
+  const double scale = max_abs / levels;
+  return at::clamp(at::round(x / scale), -levels, levels) * scale;
+}
+
+absl::StatusOr<at::Tensor> ForwardFixedPoint(
+    const ModelSpec& spec, const std::vector<at::Tensor>& params,
+    const at::Tensor& x, const FixedPointSpec& fixed) {
+  try {
+    at::NoGradGuard no_grad;
+    return QuantizedForward(spec, params, x, fixed);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("fixed-point forward failed: ",
+                                            e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<JvpResult> ComputeFiniteDifference(
+    const ModelSpec& spec, const std::vector<at::Tensor>& params,
+    const std::vector<std::vector<at::Tensor>>& tangents, const at::Tensor& x,
+    const at::Tensor& y, double epsilon, const FixedPointSpec* fixed) {
+  if (tangents.empty()) {
+    return absl::InvalidArgumentError(
+        "finite differences need at least one tangent");
+  }
+  if (!(epsilon > 0) || !std::isfinite(epsilon)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("finite-difference epsilon must be > 0, got ", epsilon));
+  }
+  try {
+    at::NoGradGuard no_grad;
+    JvpResult result;
+    result.loss = Loss(spec, params, x, y, fixed);
+    std::vector<at::Tensor> shifted(params.size());
+    for (size_t k = 0; k < tangents.size(); ++k) {
+      if (tangents[k].size() != params.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tangent ", k, " has ", tangents[k].size(),
+                         " tensors, model has ", params.size()));
+      }
+      for (size_t p = 0; p < params.size(); ++p) {
+        shifted[p] = params[p] + epsilon * tangents[k][p];
+      }
+      const double plus = Loss(spec, shifted, x, y, fixed);
+      for (size_t p = 0; p < params.size(); ++p) {
+        shifted[p] = params[p] - epsilon * tangents[k][p];
+      }
+      const double minus = Loss(spec, shifted, x, y, fixed);
+      result.jvps.push_back((plus - minus) / (2 * epsilon));
+    }
+    return result;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("finite differences failed: ",
+                                            e.what_without_backtrace()));
+  }
+}
+
+}  // namespace fedfwd
