@@ -1,5 +1,6 @@
 // fedfwd-client: a client daemon. Joins the coordinator, trains on its own
-// shard until the coordinator ends the run, then exits 0.
+// shard until the coordinator ends the run, then exits 0 (with --stay it
+// waits for the next run instead, until SIGINT/SIGTERM).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -7,10 +8,32 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "client/daemon.h"
+#include "client/tls_flags.h"
+#include "common/log.h"
+#include "common/log_flags.h"
 #include "common/metrics.h"
 #include "common/signals.h"
 #include "common/torch_model.h"
+
+namespace {
+
+// A line of the program itself: stderr, "fedfwd-client: " in front in the
+// human format.
+void Say(fedfwd::LogLevel level, const std::string& human_tag,
+         const std::string& msg, fedfwd::LogFields fields = {}) {
+  fedfwd::LogRecord r;
+  r.level = level;
+  r.component = "client";
+  r.msg = msg;
+  r.fields = std::move(fields);
+  r.human_prefix = "fedfwd-client: " + human_tag;
+  r.stream = fedfwd::LogStream::kStderr;
+  fedfwd::Logger::Global().Write(r);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -38,54 +61,60 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--name", o.name, "name shown in the coordinator's logs");
   app.add_option("--unreachable-timeout", o.unreachable_s,
-                 "give up after the coordinator is unreachable this long (s)")
+                 "give up after the coordinator is unreachable this long (s; "
+                 "ignored with --stay)")
       ->capture_default_str();
+  app.add_flag("--stay", o.stay,
+               "keep running across runs: when a run ends (or the "
+               "coordinator goes away), wait for the coordinator's next run "
+               "and join it, retrying with backoff for as long as it takes "
+               "(--unreachable-timeout does not apply); SIGINT/SIGTERM end "
+               "it with exit 0");
+  app.add_option("--health-file", o.health_file,
+                 "after every successful exchange with the coordinator, "
+                 "replace this file atomically with the unix time (s), for "
+                 "health checks: test $(( $(date +%s) - $(cat FILE) )) -lt 60");
   std::string token_file;
-  app.add_option("--tls-ca", o.tls.ca_file,
-                 "PEM CA that signed the coordinator's certificate (default: "
-                 "the system's roots)");
-  app.add_option("--tls-cert", o.tls.cert_file,
-                 "PEM client certificate, for a coordinator that requires "
-                 "mutual TLS");
-  app.add_option("--tls-key", o.tls.key_file, "PEM key of --tls-cert");
-  app.add_option("--tls-server-name", o.tls.server_name,
-                 "name to expect in the coordinator's certificate when it "
-                 "differs from the --server host");
-  app.add_option("--token-file", token_file,
-                 "file whose first line is this client's token, sent on "
-                 "every call");
-  app.add_flag("--insecure", o.tls.insecure,
-               "plaintext instead of TLS (trusted networks only)");
+  fedfwd::AddClientTlsFlags(&app, &o.tls, &token_file);
   app.add_option("--adversary-scale", o.adversary_scale,
                  "FOR ROBUSTNESS EXPERIMENTS ONLY: multiply every JVP value "
                  "and model update sent by this factor (an adversarial "
                  "client; see bench/robust.py)")
       ->capture_default_str();
+  fedfwd::LogFlags log_flags;
+  fedfwd::AddLogFlags(&app, &log_flags);
   CLI11_PARSE(app, argc, argv);
+  using fedfwd::LogLevel;
+  if (absl::Status s = fedfwd::ApplyLogFlags(log_flags); !s.ok()) {
+    Say(LogLevel::kError, "", std::string(s.message()));
+    return 2;
+  }
   if (!std::isfinite(o.adversary_scale)) {
-    std::fprintf(stderr, "fedfwd-client: --adversary-scale must be finite\n");
+    Say(LogLevel::kError, "", "--adversary-scale must be finite");
     return 2;
   }
   if (o.adversary_scale != 1.0) {
-    std::fprintf(stderr,
-                 "fedfwd-client: warning: --adversary-scale %g: this client "
-                 "sends manipulated results (experiments only)\n",
-                 o.adversary_scale);
+    Say(LogLevel::kWarn, "warning: ",
+        absl::StrFormat("--adversary-scale %g: this client sends manipulated "
+                        "results (experiments only)",
+                        o.adversary_scale),
+        {{"event", "adversary"}, {"adversary_scale", o.adversary_scale}});
   }
   if (!token_file.empty()) {
     auto token = fedfwd::ReadTokenFile(token_file);
     if (!token.ok()) {
-      std::fprintf(stderr, "fedfwd-client: --token-file: %s\n",
-                   std::string(token.status().message()).c_str());
+      Say(LogLevel::kError, "",
+          absl::StrCat("--token-file: ", token.status().message()));
       return 2;
     }
     o.token = *token;
   }
   if (o.tls.insecure) {
-    std::fprintf(stderr,
-                 "fedfwd-client: warning: --insecure: plaintext; anyone on "
-                 "the path can read and alter this client's traffic%s\n",
-                 o.token.empty() ? "" : ", token included");
+    Say(LogLevel::kWarn, "warning: ",
+        absl::StrCat("--insecure: plaintext; anyone on the path can read and "
+                     "alter this client's traffic",
+                     o.token.empty() ? "" : ", token included"),
+        {{"event", "insecure"}});
   }
   if (o.name.empty()) {
     o.name = absl::StrCat(fedfwd::HostName(), ":", getpid());
@@ -97,16 +126,15 @@ int main(int argc, char** argv) {
   fedfwd::InstallStopHandler([&daemon](int) { daemon.RequestStop(); });
 
   absl::Status s = daemon.Run();
-  if (absl::IsCancelled(s)) return 130;
-  if (absl::IsInvalidArgument(s)) {
-    std::fprintf(stderr, "fedfwd-client: %s\n",
-                 std::string(s.message()).c_str());
-    return 2;
-  }
+  // A --stay daemon has no last run: a signal is its ordinary end.
+  if (absl::IsCancelled(s) && daemon.stop_requested()) return o.stay ? 0 : 130;
   if (!s.ok()) {
-    std::fprintf(stderr, "fedfwd-client: %s\n",
-                 std::string(s.message()).c_str());
-    return 1;
+    const int code = absl::IsInvalidArgument(s) ? 2 : 1;
+    Say(LogLevel::kError, "", std::string(s.message()),
+        {{"event", "fatal"},
+         {"error", std::string(s.message())},
+         {"exit_code", code}});
+    return code;
   }
   return 0;
 }

@@ -156,9 +156,10 @@ absl::Status CoordinatorClient::Leave(uint32_t client_id,
   return FromGrpc(stub_->Leave(&ctx, req, &reply));
 }
 
-absl::StatusOr<v1::StatusReply> CoordinatorClient::GetStatus() {
+absl::StatusOr<v1::StatusReply> CoordinatorClient::GetStatus(
+    absl::Duration deadline) {
   grpc::ClientContext ctx;
-  Prepare(&ctx, kUnaryDeadline);
+  Prepare(&ctx, deadline);
   v1::StatusRequest req;
   v1::StatusReply reply;
   RETURN_IF_ERROR(FromGrpc(stub_->GetStatus(&ctx, req, &reply)));

@@ -48,7 +48,10 @@ class CoordinatorClient {
   absl::Status Heartbeat(uint32_t client_id, const std::string& session);
   absl::Status Leave(uint32_t client_id, const std::string& session,
                      const std::string& reason);
-  absl::StatusOr<v1::StatusReply> GetStatus();
+  // The coordinator's progress (any credential role may ask), waiting at
+  // most `deadline`.
+  absl::StatusOr<v1::StatusReply> GetStatus(
+      absl::Duration deadline = absl::Seconds(10));
 
  private:
   // A context with the token attached and a deadline `d` from now.

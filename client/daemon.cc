@@ -1,8 +1,10 @@
 #include "client/daemon.h"
 
+#include <cerrno>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -18,9 +20,18 @@
 namespace fedfwd {
 namespace {
 
+// CANCELLED comes from a coordinator that shuts down while our call is in
+// flight (we never cancel our own calls).
 bool Retryable(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
-         absl::IsResourceExhausted(s) || absl::IsAborted(s);
+         absl::IsResourceExhausted(s) || absl::IsAborted(s) ||
+         absl::IsCancelled(s);
+}
+
+// The coordinator's run is over (it answers Join so until it exits).
+bool RunIsOver(const absl::Status& s) {
+  return absl::IsFailedPrecondition(s) &&
+         s.message().find("run is over") != absl::string_view::npos;
 }
 
 // The coordinator forgot us (restart, or we were dropped): join again.
@@ -62,31 +73,128 @@ ClientDaemon::ClientDaemon(DaemonOptions options)
 
 ClientDaemon::~ClientDaemon() = default;
 
-void ClientDaemon::Log(const std::string& line) {
-  std::printf("[client %u] %s\n", client_id_.load(), line.c_str());
-  std::fflush(stdout);
+void ClientDaemon::Log(const std::string& line, LogFields fields,
+                       LogLevel level) {
+  Logger& logger = Logger::Global();
+  if (!logger.Enabled(level)) return;
+  const uint32_t id = client_id_.load();
+  LogRecord r;
+  r.level = level;
+  r.component = "client";
+  r.msg = line;
+  r.human_prefix = absl::StrCat("[client ", id, "] ");
+  r.fields.reserve(fields.size() + 2);
+  r.fields.push_back({"client_id", id});
+  if (!options_.name.empty()) r.fields.push_back({"name", options_.name});
+  for (LogField& f : fields) r.fields.push_back(std::move(f));
+  r.stream = LogStream::kStdout;
+  logger.Write(r);
+}
+
+void ClientDaemon::SleepUnlessStopped(absl::Duration d) {
+  const absl::Time end = absl::Now() + d;
+  while (!stop_) {
+    const absl::Duration left = end - absl::Now();
+    if (left <= absl::ZeroDuration()) return;
+    absl::SleepFor(std::min(left, absl::Milliseconds(100)));
+  }
+}
+
+void ClientDaemon::TouchHealthFile() {
+  if (options_.health_file.empty()) return;
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  std::lock_guard<std::mutex> lock(health_mu_);
+  if (now == health_written_s_) return;
+  // Written beside the file and renamed over it, so a reader never sees a
+  // half-written number.
+  const std::string tmp = options_.health_file + ".tmp";
+  bool ok = false;
+  if (FILE* f = std::fopen(tmp.c_str(), "w")) {
+    ok = std::fprintf(f, "%lld\n", static_cast<long long>(now)) > 0;
+    ok = (std::fclose(f) == 0) && ok;
+    ok = ok && std::rename(tmp.c_str(), options_.health_file.c_str()) == 0;
+  }
+  if (ok) {
+    health_written_s_ = now;
+    health_error_reported_ = false;
+  } else if (!health_error_reported_) {
+    health_error_reported_ = true;
+    Log(absl::StrCat("cannot write --health-file ", options_.health_file, ": ",
+                     std::strerror(errno)),
+        {{"event", "health_file_error"}, {"path", options_.health_file}},
+        LogLevel::kWarn);
+  }
+}
+
+void ClientDaemon::ForgetMembership() {
+  client_id_ = 0;
+  {
+    std::lock_guard<std::mutex> lock(session_mu_);
+    session_.clear();
+  }
+  shard_ = -1;
+}
+
+absl::Status ClientDaemon::PrepareTrainer(const v1::JoinReply& reply) {
+  const v1::RunSpec& run = reply.run();
+  // A new run (another id) gets a fresh trainer even on the same data: its
+  // model versions start again at 1 and its minibatch order at the start.
+  const std::string key =
+      absl::StrCat(run.run_id(), "|", run.model(), "|", run.dataset(), "|",
+                   run.seed(), "|", reply.shard(), "/", run.num_shards(), "|",
+                   run.train_limit(), "|", run.partition(), "|",
+                   run.shards_per_client(), "|", run.partition_alpha());
+  if (trainer_ && key == trainer_key_) return absl::OkStatus();
+  trainer_.reset();
+  trainer_key_.clear();
+  TrainerOptions t;
+  t.model = run.model();
+  t.dataset = run.dataset();
+  t.data_dir = options_.data_dir;
+  t.seed = run.seed();
+  t.shard = reply.shard();
+  t.num_shards = run.num_shards();
+  t.train_limit = run.train_limit();
+  t.partition.type = run.partition().empty() ? "iid" : run.partition();
+  t.partition.shards_per_client = run.shards_per_client();
+  t.partition.alpha = run.partition_alpha();
+  t.device = options_.device;
+  ASSIGN_OR_RETURN(trainer_, Trainer::Create(t));
+  trainer_key_ = key;
+  return absl::OkStatus();
 }
 
 absl::Status ClientDaemon::JoinWithRetry() {
   v1::JoinRequest req;
   req.set_protocol_version(kProtocolVersion);
   req.set_client_name(options_.name);
-  // After a first join keep the shard we were given.
-  const int shard = shard_ >= 0 ? shard_ : options_.shard;
-  req.set_shard(shard);
-  req.set_num_shards(shard >= 0 ? options_.num_shards : 0);
-  for (const char* e : {"jvp", "fedsgd", "fedavg"}) {
+  // After a first join keep the shard we were given, unless the coordinator
+  // (a new run of another size, or another client holding it now) refuses
+  // it: then take what it assigns.
+  bool remembered = shard_ >= 0 && options_.shard < 0;
+  if (remembered) {
+    req.set_shard(shard_);
+    req.set_num_shards(run_num_shards_);
+  } else {
+    req.set_shard(options_.shard);
+    req.set_num_shards(options_.shard >= 0 ? options_.num_shards : 0);
+  }
+  for (const char* e : {"jvp", "fd", "fedsgd", "fedavg"}) {
     req.mutable_capabilities()->add_estimators(e);
   }
   req.mutable_capabilities()->set_device(options_.device);
   req.mutable_capabilities()->set_threads(options_.threads);
   const absl::Time give_up =
-      absl::Now() + absl::Seconds(options_.unreachable_s);
+      options_.stay ? absl::InfiniteFuture()
+                    : absl::Now() + absl::Seconds(options_.unreachable_s);
   Backoff backoff;
   absl::Time held_since = absl::InfinitePast();
+  bool reported_over = false;
+  bool reported_unreachable = false;
   while (true) {
     if (stop_) return absl::CancelledError("stopped");
     auto reply = coordinator_->Join(req);
+    if (reply.ok()) TouchHealthFile();
     if (reply.ok()) {
       if (reply->protocol_version() != kProtocolVersion) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -102,29 +210,51 @@ absl::Status ClientDaemon::JoinWithRetry() {
       }
       heartbeat_ms_ = std::max<uint32_t>(50, reply->heartbeat_ms());
       client_id_ = reply->client_id();
-      if (!trainer_) {
-        TrainerOptions t;
-        t.model = run.model();
-        t.dataset = run.dataset();
-        t.data_dir = options_.data_dir;
-        t.seed = run.seed();
-        t.shard = reply->shard();
-        t.num_shards = run.num_shards();
-        t.train_limit = run.train_limit();
-        t.partition.type = run.partition().empty() ? "iid" : run.partition();
-        t.partition.shards_per_client = run.shards_per_client();
-        t.partition.alpha = run.partition_alpha();
-        t.device = options_.device;
-        ASSIGN_OR_RETURN(trainer_, Trainer::Create(t));
+      if (!run_id_.empty() && run.run_id() != run_id_) {
+        Log(absl::StrCat("the coordinator runs a new run ", run.run_id(),
+                         " (the last one was ", run_id_, ")"),
+            {{"event", "new_run"},
+             {"run_id", run.run_id()},
+             {"previous_run_id", run_id_}});
       }
+      run_id_ = run.run_id();
+      RETURN_IF_ERROR(PrepareTrainer(*reply));
       shard_ = reply->shard();
-      options_.num_shards = run.num_shards();
-      Log(absl::StrFormat(
-          "joined %s: shard %d of %d (%d examples), model %s, "
-          "device %s",
-          options_.server, shard_, run.num_shards(), trainer_->shard_size(),
-          run.model(), trainer_->device_name()));
+      run_num_shards_ = run.num_shards();
+      Log(absl::StrFormat("joined %s: shard %d of %d (%d examples), model %s, "
+                          "device %s",
+                          options_.server, shard_, run.num_shards(),
+                          trainer_->shard_size(), run.model(),
+                          trainer_->device_name()),
+          {{"event", "join"},
+           {"run_id", run_id_},
+           {"shard", shard_},
+           {"num_shards", run.num_shards()},
+           {"examples", trainer_->shard_size()},
+           {"model", run.model()},
+           {"device", trainer_->device_name()}});
       return absl::OkStatus();
+    }
+    if (remembered && (absl::IsInvalidArgument(reply.status()) ||
+                       absl::IsAlreadyExists(reply.status()))) {
+      Log(absl::StrCat("shard ", shard_, " refused (", reply.status().message(),
+                       "); asking for a free one"));
+      remembered = false;
+      req.set_shard(-1);
+      req.set_num_shards(0);
+      continue;
+    }
+    // --stay: a finished run's coordinator answers until it exits; the
+    // next one will take us.
+    if (options_.stay && RunIsOver(reply.status())) {
+      TouchHealthFile();  // it answered: we are connected and waiting
+      if (!reported_over) {
+        reported_over = true;
+        Log("the coordinator's run is over; waiting for the next run",
+            {{"event", "waiting_for_run"}});
+      }
+      SleepUnlessStopped(backoff.Next());
+      continue;
     }
     // A shard still held by a live registration is most likely this
     // daemon's previous run (killed and restarted): the coordinator drops
@@ -133,9 +263,11 @@ absl::Status ClientDaemon::JoinWithRetry() {
     if (held) {
       if (held_since == absl::InfinitePast()) {
         held_since = absl::Now();
-        Log(absl::StrFormat(
-            "%s; waiting up to %.0f s for an earlier registration to expire",
-            reply.status().message(), absl::ToDoubleSeconds(kHeldShardWait)));
+        Log(absl::StrFormat("%s; waiting up to %.0f s for an earlier "
+                            "registration to expire",
+                            reply.status().message(),
+                            absl::ToDoubleSeconds(kHeldShardWait)),
+            {{"event", "shard_held"}, {"shard", options_.shard}});
       }
       held = absl::Now() - held_since < kHeldShardWait;
     }
@@ -144,8 +276,17 @@ absl::Status ClientDaemon::JoinWithRetry() {
                           absl::StrCat("cannot join ", options_.server, ": ",
                                        reply.status().message()));
     }
-    absl::SleepFor(std::min(backoff.Next(),
-                            give_up - absl::Now() + absl::Milliseconds(10)));
+    if (!held && !reported_unreachable) {
+      reported_unreachable = true;
+      Log(absl::StrCat("cannot join ", options_.server, " yet (",
+                       reply.status().message(), "); retrying with backoff",
+                       options_.stay ? " until it is back (--stay)" : ""),
+          {{"event", "join_retry"},
+           {"error", std::string(reply.status().message())}},
+          options_.stay ? LogLevel::kInfo : LogLevel::kDebug);
+    }
+    SleepUnlessStopped(std::min(
+        backoff.Next(), give_up - absl::Now() + absl::Milliseconds(10)));
   }
 }
 
@@ -171,12 +312,20 @@ absl::Status ClientDaemon::Run() {
         session = session_;
       }
       lock.unlock();
-      coordinator_->Heartbeat(id, session).IgnoreError();
+      if (coordinator_->Heartbeat(id, session).ok()) TouchHealthFile();
       lock.lock();
     }
   });
-  absl::Status status = JoinWithRetry();
-  if (status.ok()) status = WorkLoop();
+  absl::Status status;
+  while (true) {
+    status = JoinWithRetry();
+    if (status.ok()) status = WorkLoop();
+    if (!status.ok() || stop_ || !options_.stay) break;
+    Log(absl::StrCat("run ", run_id_.empty() ? "?" : run_id_,
+                     " finished; waiting for the next run"),
+        {{"event", "run_finished"}, {"run_id", run_id_}});
+    ForgetMembership();
+  }
   {
     std::lock_guard<std::mutex> lock(hb_mu);
     hb_done = true;
@@ -204,21 +353,31 @@ absl::Status ClientDaemon::WorkLoop() {
     auto task = coordinator_->GetTask(client_id_, session_, absl::Seconds(2));
     if (!task.ok()) {
       if (NeedsRejoin(task.status())) {
-        Log(absl::StrCat("coordinator says: ", task.status().message()));
+        Log(absl::StrCat("coordinator says: ", task.status().message()),
+            {{"event", "rejoin"},
+             {"error", std::string(task.status().message())}});
         RETURN_IF_ERROR(JoinWithRetry());
         last_contact = absl::Now();
         continue;
       }
       if (Retryable(task.status()) &&
-          absl::Now() - last_contact < absl::Seconds(options_.unreachable_s)) {
+          (options_.stay || absl::Now() - last_contact <
+                                absl::Seconds(options_.unreachable_s))) {
         if (!reported_outage) {
           reported_outage = true;
-          Log(absl::StrFormat(
-              "coordinator unreachable (%s); retrying with backoff for up to "
-              "%.0f s",
-              task.status().message(), options_.unreachable_s));
+          Log(options_.stay
+                  ? absl::StrFormat("coordinator unreachable (%s); retrying "
+                                    "with backoff until it is back (--stay)",
+                                    task.status().message())
+                  : absl::StrFormat("coordinator unreachable (%s); retrying "
+                                    "with backoff for up to %.0f s",
+                                    task.status().message(),
+                                    options_.unreachable_s),
+              {{"event", "unreachable"},
+               {"error", std::string(task.status().message())}},
+              LogLevel::kWarn);
         }
-        absl::SleepFor(backoff.Next());
+        SleepUnlessStopped(backoff.Next());
         continue;
       }
       return absl::Status(
@@ -226,14 +385,19 @@ absl::Status ClientDaemon::WorkLoop() {
           absl::StrCat("lost the coordinator: ", task.status().message()));
     }
     last_contact = absl::Now();
+    TouchHealthFile();
     backoff.Reset();
     if (reported_outage) {
       reported_outage = false;
-      Log("coordinator reachable again");
+      Log("coordinator reachable again", {{"event", "reachable"}});
     }
     if (task->kind() == v1::Task::STOP) {
       Log(absl::StrFormat("run over (%s) after %d tasks", task->message(),
-                          rounds_done));
+                          rounds_done),
+          {{"event", "run_over"},
+           {"run_id", run_id_},
+           {"reason", task->message()},
+           {"tasks", rounds_done}});
       coordinator_->Leave(client_id_, session_, "run over").IgnoreError();
       return absl::OkStatus();
     }
@@ -250,9 +414,13 @@ absl::Status ClientDaemon::WorkLoop() {
       }
       if (!fetched.ok()) {
         // The round moved on, or the transfer broke: ask again.
-        Log(absl::StrCat("model fetch failed: ", fetched.message()));
+        Log(absl::StrCat("model fetch failed: ", fetched.message()),
+            {{"event", "fetch_failed"},
+             {"error", std::string(fetched.message())}},
+            LogLevel::kWarn);
         continue;
       }
+      TouchHealthFile();
       RETURN_IF_ERROR(
           trainer_->SetModel(std::move(params), task->model_version()));
     }
@@ -263,6 +431,10 @@ absl::Status ClientDaemon::WorkLoop() {
     local.local_epochs = task->local_epochs();
     local.lr = task->lr();
     local.momentum = task->momentum();
+    if (task->estimator() == "fd") {
+      local.fd_epsilon = task->fd_epsilon();
+      local.fd_fixed_point = task->fd_fixed_point();
+    }
     for (const auto& k : task->tangents()) {
       ASSIGN_OR_RETURN(TangentKey key, FromProto(k));
       local.tangents.push_back(key);
@@ -311,17 +483,27 @@ absl::Status ClientDaemon::WorkLoop() {
     }
     if (!submitted.ok()) {
       Log(absl::StrCat("result for round ", task->round(),
-                       " refused: ", submitted.message()));
+                       " refused: ", submitted.message()),
+          {{"event", "result_refused"},
+           {"round", task->round()},
+           {"error", std::string(submitted.message())}},
+          LogLevel::kWarn);
       if (NeedsRejoin(submitted)) RETURN_IF_ERROR(JoinWithRetry());
       continue;
     }
+    TouchHealthFile();
     ++rounds_done;
     compute_ms += r.compute_ms;
-    if (absl::Now() - last_log > absl::Seconds(30)) {
-      last_log = absl::Now();
-      Log(absl::StrFormat("round %d: loss %.4f, %.2f ms per task on average",
-                          task->round(), r.loss, compute_ms / rounds_done));
-    }
+    const bool progress_due = absl::Now() - last_log > absl::Seconds(30);
+    if (progress_due) last_log = absl::Now();
+    Log(absl::StrFormat("round %d: loss %.4f, %.2f ms per task on average",
+                        task->round(), r.loss, compute_ms / rounds_done),
+        {{"event", "task_done"},
+         {"round", task->round()},
+         {"loss", r.loss},
+         {"compute_ms", r.compute_ms},
+         {"mean_compute_ms", compute_ms / rounds_done}},
+        progress_due ? LogLevel::kInfo : LogLevel::kDebug);
   }
   return absl::OkStatus();
 }

@@ -4,8 +4,17 @@
 // computes and submits, and leaves when told the run is over.
 //
 // Every wait is bounded: a coordinator unreachable for longer than
-// `unreachable_s` ends the daemon with an error. Thread-safe: RequestStop may
-// be called from any thread (e.g. a signal handler thread).
+// `unreachable_s` ends the daemon with an error. With `stay` the daemon
+// outlives runs instead: when a run ends (STOP, or the coordinator goes away
+// and comes back with another run) it waits, reconnecting with the same
+// capped backoff for as long as it takes, joins the next run and works; only
+// RequestStop (or an error that retrying cannot fix, such as a refused
+// credential) ends it. A new run id gets a fresh trainer (data, model
+// version, minibatch order); a resumed run (same id) keeps it.
+//
+// All state lives in the object (many daemons may share a process).
+// Thread-safe: RequestStop may be called from any thread (e.g. a signal
+// handler thread).
 #ifndef FEDFWD_CLIENT_DAEMON_H_
 #define FEDFWD_CLIENT_DAEMON_H_
 
@@ -18,6 +27,7 @@
 #include "absl/status/status.h"
 #include "client/coordinator_client.h"
 #include "client/trainer.h"
+#include "common/log.h"
 
 namespace fedfwd {
 
@@ -35,21 +45,42 @@ struct DaemonOptions {
   // Robustness experiments only: multiplies every JVP value and every
   // update this daemon sends by this factor (1: honest).
   double adversary_scale = 1.0;
+  // Keep running across runs (see above); unreachable_s does not apply.
+  bool stay = false;
+  // When set: after every successful exchange with the coordinator (join,
+  // task poll, heartbeat, submit, model fetch, or its answer that the run
+  // is over) this file is replaced atomically with the current unix time in
+  // seconds and a newline (at most once a second), for container health
+  // checks.
+  std::string health_file;
 };
 
 class ClientDaemon {
  public:
   explicit ClientDaemon(DaemonOptions options);
   ~ClientDaemon();
-  // Returns OK when the coordinator ends the run; Cancelled after
-  // RequestStop; another error when the daemon cannot go on.
+  // Returns OK when the coordinator ends the run (never with `stay`);
+  // Cancelled after RequestStop; another error when the daemon cannot go
+  // on.
   absl::Status Run();
   void RequestStop() { stop_ = true; }
+  bool stop_requested() const { return stop_; }
 
  private:
   absl::Status JoinWithRetry();
+  // Until the run ends (OK), RequestStop (OK, stop_ set) or an error.
   absl::Status WorkLoop();
-  void Log(const std::string& line);
+  // Creates the trainer for the joined run and shard unless the current one
+  // is for exactly those.
+  absl::Status PrepareTrainer(const v1::JoinReply& reply);
+  // Between runs (`stay`): no client id (heartbeats pause), no session, and
+  // the next join asks for --shard again (or a fresh assignment).
+  void ForgetMembership();
+  // Sleeps `d`, or less once RequestStop was called.
+  void SleepUnlessStopped(absl::Duration d);
+  void TouchHealthFile();
+  void Log(const std::string& line, LogFields fields = {},
+           LogLevel level = LogLevel::kInfo);
 
   DaemonOptions options_;
   std::unique_ptr<CoordinatorClient> coordinator_;  // made by Run()
@@ -62,7 +93,14 @@ class ClientDaemon {
   std::mutex session_mu_;
   std::string session_;
   std::atomic<uint32_t> heartbeat_ms_{1000};
-  int shard_ = -1;
+  int shard_ = -1;           // held in the current run; -1: none
+  int run_num_shards_ = 0;   // the current run's shard count
+  std::string run_id_;       // the run joined last ("" before the first)
+  std::string trainer_key_;  // run and shard the trainer was made for
+  // Health file (heartbeat thread and work loop).
+  std::mutex health_mu_;
+  int64_t health_written_s_ = 0;
+  bool health_error_reported_ = false;
   // Noise for local differential privacy: seeded from the OS, never from
   // anything the coordinator knows.
   std::mt19937_64 dp_rng_{std::random_device{}()};

@@ -48,6 +48,14 @@ const std::vector<std::string>& KnownKeys() {
       "tangent",
       "tangent.distribution",
       "tangent.shared_seed",
+      "tangent.count",
+      "tangent.combine",
+      "tangent.normalize",
+      "tangent.split",
+      "tangent.blocks_per_client",
+      "fd",
+      "fd.epsilon",
+      "fd.precision",
       "lr",
       "lr_schedule",
       "lr_schedule.type",
@@ -55,6 +63,7 @@ const std::vector<std::string>& KnownKeys() {
       "lr_schedule.min_lr",
       "momentum",
       "clip_jvp",
+      "clip_step",
       "batch_size",
       "local_epochs",
       "sampling",
@@ -177,6 +186,12 @@ class Reader {
       }
       const std::string dotted = Join(prefix, it->first.Scalar());
       if (!IsKnownKey(dotted)) {
+        if (dotted == "sweep") {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "'sweep' in ", origin_, Where(it->first),
+              " is read by fedfwd-run only (one federation per cell); to run "
+              "one cell here, drop the sweep section and --set its values"));
+        }
         return absl::InvalidArgumentError(absl::StrCat(
             "unknown config key '", dotted, "' in ", origin_, Where(it->first),
             "; known keys", prefix.empty() ? "" : " under '" + prefix + "'",
@@ -469,7 +484,7 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   RETURN_IF_ERROR(r.Int(root, "", "rounds", 1, int64_t{1} << 32, &c->rounds));
   RETURN_IF_ERROR(r.Uint64(root, "", "seed", &c->seed));
   RETURN_IF_ERROR(r.Choice(root, "", "estimator",
-                           {"jvp", "fedsgd", "fedavg", "backprop"},
+                           {"jvp", "fd", "fedsgd", "fedavg", "backprop"},
                            &c->estimator));
 
   std::string merge = MergeRuleName(c->merge);
@@ -487,6 +502,15 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                              &c->tangent.distribution));
     RETURN_IF_ERROR(
         r.Bool(t, "tangent", "shared_seed", &c->tangent.shared_seed));
+    RETURN_IF_ERROR(r.Int(t, "tangent", "count", 1, 1024, &c->tangent.count));
+    RETURN_IF_ERROR(r.Choice(t, "tangent", "combine",
+                             {"mean", "projection", "projection_round"},
+                             &c->tangent.combine));
+    RETURN_IF_ERROR(r.Bool(t, "tangent", "normalize", &c->tangent.normalize));
+    RETURN_IF_ERROR(
+        r.Choice(t, "tangent", "split", {"none", "layers"}, &c->tangent.split));
+    RETURN_IF_ERROR(r.Int(t, "tangent", "blocks_per_client", 1, 64,
+                          &c->tangent.blocks_per_client));
   }
 
   RETURN_IF_ERROR(r.Double(root, "", "lr", 0, true, kInf, false, &c->lr));
@@ -507,6 +531,16 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
       r.Double(root, "", "momentum", 0, false, 1, true, &c->momentum));
   RETURN_IF_ERROR(
       r.Double(root, "", "clip_jvp", 0, false, kInf, false, &c->clip_jvp));
+  RETURN_IF_ERROR(
+      r.Double(root, "", "clip_step", 0, false, kInf, false, &c->clip_step));
+  if (root.IsMap() && root["fd"].IsDefined()) {
+    const YAML::Node f = root["fd"];
+    RETURN_IF_ERROR(r.CheckMap(f, "fd"));
+    RETURN_IF_ERROR(
+        r.Double(f, "fd", "epsilon", 0, true, kInf, false, &c->fd.epsilon));
+    RETURN_IF_ERROR(
+        r.Choice(f, "fd", "precision", {"fp32", "fixed"}, &c->fd.precision));
+  }
   RETURN_IF_ERROR(r.Int(root, "", "batch_size", 1, 65536, &c->batch_size));
   RETURN_IF_ERROR(r.Int(root, "", "local_epochs", 1, 10000, &c->local_epochs));
   if (root.IsMap() && root["sampling"].IsDefined()) {
@@ -556,9 +590,10 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
     const YAML::Node b = root["robust"];
     RobustConfig& o = c->robust;
     RETURN_IF_ERROR(r.CheckMap(b, "robust"));
-    RETURN_IF_ERROR(
-        r.Choice(b, "robust", "rule",
-                 {"none", "median", "trimmed_mean", "quantile_clip"}, &o.rule));
+    RETURN_IF_ERROR(r.Choice(
+        b, "robust", "rule",
+        {"none", "median", "trimmed_mean", "quantile_clip", "quantile_skip"},
+        &o.rule));
     RETURN_IF_ERROR(
         r.Double(b, "robust", "trim", 0, false, 0.5, true, &o.trim));
     RETURN_IF_ERROR(
@@ -588,11 +623,29 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
           "'privacy.noise_multiplier' needs 'privacy.clip' > 0 (the noise is "
           "relative to the clip)");
     }
-    if (o.clip > 0 && c->estimator != "jvp") {
+    if (o.clip > 0 && c->estimator != "jvp" && c->estimator != "fd") {
       return absl::InvalidArgumentError(absl::StrCat(
-          "'privacy' applies to forward gradients (estimator: jvp), not to ",
+          "'privacy' applies to forward gradients (estimator: jvp or fd), "
+          "not to ",
           c->estimator));
     }
+  }
+  const bool forward = c->estimator == "jvp" || c->estimator == "fd";
+  if (!forward && (c->tangent.count != 1 || c->tangent.combine != "mean" ||
+                   c->tangent.split != "none" || c->tangent.normalize)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'tangent.count', 'tangent.combine', 'tangent.split' and "
+        "'tangent.normalize' apply to forward gradients (estimator: jvp or "
+        "fd), not to ",
+        c->estimator));
+  }
+  if (c->tangent.shared_seed && c->tangent.combine == "projection_round") {
+    // Shared tangents are one set for the whole round: the round projection
+    // is then the per-client projection of the averaged values.
+    return absl::InvalidArgumentError(
+        "'tangent.combine: projection_round' needs one tangent set per client "
+        "('tangent.shared_seed: false'); with shared tangents use "
+        "'projection'");
   }
   return absl::OkStatus();
 }
@@ -648,13 +701,20 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
   j["estimator"] = c.estimator;
   j["merge"] = MergeRuleName(c.merge);
   j["tangent"] = {{"distribution", c.tangent.distribution},
-                  {"shared_seed", c.tangent.shared_seed}};
+                  {"shared_seed", c.tangent.shared_seed},
+                  {"count", c.tangent.count},
+                  {"combine", c.tangent.combine},
+                  {"normalize", c.tangent.normalize},
+                  {"split", c.tangent.split},
+                  {"blocks_per_client", c.tangent.blocks_per_client}};
+  j["fd"] = {{"epsilon", c.fd.epsilon}, {"precision", c.fd.precision}};
   j["lr"] = c.lr;
   j["lr_schedule"] = {{"type", c.lr_schedule.type},
                       {"decay_rounds", c.lr_schedule.decay_rounds},
                       {"min_lr", c.lr_schedule.min_lr}};
   j["momentum"] = c.momentum;
   j["clip_jvp"] = c.clip_jvp;
+  j["clip_step"] = c.clip_step;
   j["batch_size"] = c.batch_size;
   j["local_epochs"] = c.local_epochs;
   j["sampling"] = {{"fraction", c.sampling.fraction},

@@ -34,6 +34,34 @@ struct TangentConfig {
   // false: each client gets its own tangent seed per round (default);
   // true: all clients of a round share one tangent.
   bool shared_seed = false;
+  // Multi-tangent forward gradients: K tangents per client per round, all on
+  // the same minibatch.
+  int count = 1;
+  // How a client's K estimates d_k v_k become one gradient estimate:
+  //   mean:       (1/K) sum_k d_k v_k;
+  //   projection: (m/K) V (V^T V)^-1 d, the true gradient's orthogonal
+  //               projection onto span(v_1..v_K) (V^T g = d), scaled by m/K
+  //               (m: perturbed entries) so that it is unbiased like the mean;
+  //   projection_round: the same over every tangent of the round (all
+  //               clients' tangents in one Gram matrix; the merge rule is
+  //               then not used).
+  std::string combine = "mean";
+  // Scale each tangent to norm sqrt(m) (TangentKey::normalized).
+  bool normalize = false;
+  // Weight splitting (Spry): none, or layers: each client perturbs only
+  // blocks_per_client layers, assigned round-robin (rotating each round);
+  // the coordinator merges each layer over the clients that perturbed it.
+  std::string split = "none";
+  int blocks_per_client = 1;
+};
+
+// estimator fd: central finite differences from two forward passes,
+// d = (f(θ+εv) - f(θ-εv)) / 2ε.
+struct FdConfig {
+  double epsilon = 1e-4;
+  // fp32, or fixed: forward passes with int16 weights and int8 activations
+  // (symmetric per-tensor scales), as an integer NPU would run them.
+  std::string precision = "fp32";
 };
 
 struct LrScheduleConfig {
@@ -55,7 +83,9 @@ struct SamplingConfig {
 // The coordinator's optimizer over FedAvg's averaged client delta (the
 // "pseudo-gradient" -delta): sgd with lr 1 and no momentum is plain FedAvg;
 // momentum > 0 is FedAvgM; adam is FedAdam (Reddi et al. 2021), where eps is
-// their tau.
+// their tau. Forward gradients (jvp, fd): type adam runs Adam on the
+// estimated gradient with the scheduled `lr` (this `lr` and `momentum` are
+// FedAvg's only).
 struct ServerOptimizerConfig {
   std::string type = "sgd";  // sgd | adam
   double lr = 1.0;
@@ -71,7 +101,9 @@ struct ServerOptimizerConfig {
 // Dense updates (fedsgd, fedavg): coordinate-wise over the clients' vectors,
 // or a clip of each vector's L2 norm.
 struct RobustConfig {
-  // none | median | trimmed_mean | quantile_clip
+  // none | median | trimmed_mean | quantile_clip | quantile_skip
+  // (quantile_skip: like quantile_clip, but a result beyond the bound is
+  // dropped, as FedKSeed skips outlier steps).
   std::string rule = "none";
   double trim = 0.1;        // trimmed_mean: fraction cut at each end, [0, 0.5)
   double quantile = 0.5;    // quantile_clip: q of the running |d| window
@@ -116,13 +148,19 @@ struct Config {
   //   coordinator averages the deltas weighted by samples and applies them
   //   through server_optimizer.
   // backprop: fedsgd under its plain name (centralized SGD in fedfwd-train).
+  // fd: forward gradients from finite differences (two forward passes per
+  //   tangent, no forward-mode AD); merged like jvp.
   std::string estimator = "jvp";
+  FdConfig fd;
   MergeRule merge = MergeRule::kWeighted;
   TangentConfig tangent;
   double lr = 1e-4;
   LrScheduleConfig lr_schedule;
   double momentum = 0;
   double clip_jvp = 0;  // clip each client's JVP scalar to [-c, c]; 0: off
+  // Forward gradients: scale the merged step down to this L2 norm when it is
+  // longer; 0: off.
+  double clip_step = 0;
   int batch_size = 64;
   int local_epochs = 1;  // fedavg: E
   SamplingConfig sampling;

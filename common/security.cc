@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 
 namespace fedfwd {
 namespace {
@@ -251,14 +252,22 @@ void CredentialStore::MaybeReload() {
     if (mtime == mtime_ns_ && static_cast<int64_t>(st.st_size) == size_) return;
   }
   absl::Status s = ReloadNow();
+  LogRecord r;
+  r.component = "auth";
+  r.human_prefix = "fedfwd-server: ";
+  r.fields = {{"event", "credentials_reload"}, {"path", path_}};
   if (s.ok()) {
-    std::fprintf(stderr, "fedfwd-server: reloaded %s (%zu credentials)\n",
-                 path_.c_str(), entries_.size());
+    r.msg = absl::StrCat("reloaded ", path_, " (", entries_.size(),
+                         " credentials)");
+    r.fields.push_back({"credentials", entries_.size()});
+    r.stream = LogStream::kStderr;
+    Logger::Global().Write(r);
     reported_bad_ = false;
   } else if (!reported_bad_) {
-    std::fprintf(stderr,
-                 "fedfwd-server: keeping the previous credentials: %s\n",
-                 std::string(s.message()).c_str());
+    r.level = LogLevel::kWarn;
+    r.msg = absl::StrCat("keeping the previous credentials: ", s.message());
+    r.fields.push_back({"error", std::string(s.message())});
+    Logger::Global().Write(r);
     reported_bad_ = true;
   }
 }

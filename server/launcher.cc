@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -44,12 +47,106 @@ constexpr absl::Duration kMaxPollWait = absl::Milliseconds(250);
 constexpr size_t kMaxLineBytes = 1 << 20;
 constexpr size_t kLogTailLines = 20;
 
-// Writes one whole line to stdout or stderr and flushes, so progress shows
-// live even when stdout is a pipe. Write errors (a closed pipe) are ignored.
+constexpr char kClearLine[] = "\r\033[K";
+
+// Where the launcher's lines go. On a terminal it keeps the coordinator's
+// progress on one line at the bottom of stdout, rewritten in place; every
+// other line first clears it and then draws it again below itself. Elsewhere
+// it only writes whole lines. Single-threaded, like the launcher.
+class Console {
+ public:
+  static Console& Get() {
+    static Console* console = new Console();
+    return *console;
+  }
+
+  bool terminal() const { return terminal_; }
+
+  int Columns() const {
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+      return ws.ws_col;
+    }
+    return 80;
+  }
+
+  // Writes one whole line and flushes, so progress shows live even when
+  // stdout is a pipe. Write errors (a closed pipe) are ignored.
+  void Line(FILE* stream, absl::string_view text) {
+    Erase();
+    std::fwrite(text.data(), 1, text.size(), stream);
+    std::fputc('\n', stream);
+    std::fflush(stream);
+    Draw();
+  }
+
+  void Progress(absl::string_view text) {
+    progress_ = std::string(text);
+    Draw();
+  }
+
+  // Removes the progress line (at the end of a run).
+  void EndProgress() {
+    Erase();
+    progress_.clear();
+  }
+
+ private:
+  Console() {
+    const char* term = std::getenv("TERM");
+    terminal_ = isatty(STDOUT_FILENO) == 1 &&
+                (term == nullptr || std::strcmp(term, "dumb") != 0);
+  }
+
+  void Erase() {
+    if (!shown_) return;
+    std::fputs(kClearLine, stdout);
+    std::fflush(stdout);
+    shown_ = false;
+  }
+  void Draw() {
+    if (!terminal_ || progress_.empty()) return;
+    std::fputs(kClearLine, stdout);
+    std::fwrite(progress_.data(), 1, progress_.size(), stdout);
+    std::fflush(stdout);
+    shown_ = true;
+  }
+
+  bool terminal_ = false;
+  std::string progress_;
+  bool shown_ = false;
+};
+
 void WriteLine(FILE* stream, absl::string_view text) {
-  std::fwrite(text.data(), 1, text.size(), stream);
-  std::fputc('\n', stream);
-  std::fflush(stream);
+  Console::Get().Line(stream, text);
+}
+
+// UTF-8 characters (not continuation bytes) in `text`.
+size_t CountChars(absl::string_view text) {
+  size_t n = 0;
+  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// The first `max_chars` UTF-8 characters of `text`.
+std::string CutChars(absl::string_view text, size_t max_chars) {
+  size_t chars = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) continue;
+    if (chars == max_chars) return std::string(text.substr(0, i));
+    ++chars;
+  }
+  return std::string(text);
+}
+
+// Runs of spaces as one space.
+std::string CollapseSpaces(absl::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == ' ' && !out.empty() && out.back() == ' ') continue;
+    out.push_back(c);
+  }
+  return out;
 }
 void Info(absl::string_view text) {
   WriteLine(stdout, absl::StrCat(kPrefix, text));
@@ -329,6 +426,41 @@ std::optional<double> FinalTestAccuracy(const std::string& summary_json) {
   return it->get<double>();
 }
 
+bool IsProgressLine(absl::string_view line) {
+  if (!absl::ConsumePrefix(&line, "round ")) return false;
+  auto consume_digits = [&line]() {
+    size_t n = 0;
+    while (n < line.size() && absl::ascii_isdigit(line[n])) ++n;
+    line.remove_prefix(n);
+    return n > 0;
+  };
+  return consume_digits() && absl::ConsumePrefix(&line, "/") &&
+         consume_digits() && (line.empty() || line.front() == ' ');
+}
+
+ConsoleLine ShowServerLine(absl::string_view line, absl::string_view label,
+                           bool terminal, int columns) {
+  if (!terminal || !IsProgressLine(line)) return {false, std::string(line)};
+  const size_t width = static_cast<size_t>(std::max(columns, 20) - 1);
+  std::string body(line);
+  auto compose = [&](absl::string_view shown_label) {
+    return shown_label.empty() ? body
+                               : absl::StrCat("[", shown_label, "] ", body);
+  };
+  std::string text = compose(label);
+  if (CountChars(text) > width) {
+    body = CollapseSpaces(body);
+    text = compose(label);
+  }
+  // A long label (a sweep cell's values) gives way to the progress itself,
+  // down to a third of the width.
+  const size_t label_room = std::max<size_t>(width / 3, 12);
+  if (CountChars(text) > width && CountChars(label) > label_room) {
+    text = compose(absl::StrCat(CutChars(label, label_room - 1), "…"));
+  }
+  return {true, CutChars(text, width)};
+}
+
 std::vector<std::string> LastLines(absl::string_view text, size_t n) {
   if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
   std::vector<std::string> lines;
@@ -374,13 +506,17 @@ int Launcher::Run() {
   }
   ran_ = true;
 
-  absl::StatusOr<Config> config =
-      LoadConfigFile(options_.config_path, options_.overrides);
-  if (!config.ok()) {
-    Error(config.status().message());
-    return kExitUsage;
+  if (options_.config.has_value()) {
+    config_ = *options_.config;
+  } else {
+    absl::StatusOr<Config> config =
+        LoadConfigFile(options_.config_path, options_.overrides);
+    if (!config.ok()) {
+      Error(config.status().message());
+      return kExitUsage;
+    }
+    config_ = *std::move(config);
   }
-  config_ = *std::move(config);
   if (config_.clients < 1) {
     Error(absl::StrCat("clients must be at least 1, got ", config_.clients));
     return kExitUsage;
@@ -435,10 +571,14 @@ int Launcher::Run() {
     Error(s.message());
     return kExitFailure;
   }
-  // From here on, every return goes through StopSignalHandling.
+  // From here on, every return goes through StopSignalHandling and leaves
+  // no progress line behind.
   struct Restore {
     Launcher* self;
-    ~Restore() { self->StopSignalHandling(); }
+    ~Restore() {
+      Console::Get().EndProgress();
+      self->StopSignalHandling();
+    }
   } restore{this};
 
   Info(absl::StrCat("output folder ", out_dir_));
@@ -725,7 +865,15 @@ void Launcher::ReadServerOutput() {
 
 void Launcher::EmitServerLine(absl::string_view line) {
   if (!port_.has_value()) port_ = ParseListeningPort(line);
-  WriteLine(stdout, line);
+  Console& console = Console::Get();
+  ConsoleLine shown =
+      ShowServerLine(line, options_.progress_label, console.terminal(),
+                     console.terminal() ? console.Columns() : 80);
+  if (shown.in_place) {
+    console.Progress(shown.text);
+  } else {
+    console.Line(stdout, shown.text);
+  }
 }
 
 void Launcher::ReapChildren() {

@@ -3,7 +3,8 @@
 // lines, and stops every child it started, on every path.
 //
 // What Launcher::Run does:
-//   1. Loads the config with the --set overrides (error: exit kExitUsage).
+//   1. Loads the config with the --set overrides (error: exit kExitUsage),
+//      or takes LauncherOptions::config as it is (a sweep cell's).
 //   2. Creates the output folder (--out, or runs/<stem>-<YYYYmmdd-HHMMSS>) and
 //      writes the effective config to <out>/config.yaml.
 //   3. Makes throwaway TLS certificates and tokens in <out>/secrets (unless
@@ -20,7 +21,10 @@
 //   5. Copies every server stdout line to its own stdout as it arrives. Its
 //      own messages are lines starting with "[fedfwd-run] " (stdout for
 //      progress, stderr for errors). A client that exits non-zero on its own
-//      is reported in one line naming its log; the run goes on.
+//      is reported in one line naming its log; the run goes on. When stdout
+//      is a terminal (and TERM is not "dumb"), the coordinator's per-round
+//      lines ("round N/M ...") instead replace each other on one line
+//      rewritten in place (see ShowServerLine); other lines print above it.
 //   6. When the server exits, waits for the clients (bounded), then SIGTERM,
 //      then SIGKILL. On SIGINT/SIGTERM/SIGHUP it stops all children the same
 //      way (a second signal skips the grace period).
@@ -76,6 +80,11 @@ struct LauncherOptions {
   // Folder holding fedfwd-server and fedfwd-client. Empty: the folder of the
   // running executable.
   std::string bin_dir;
+  // Set: run this config (a sweep cell's) instead of loading config_path
+  // with `overrides`; config_path then only names the default out folder.
+  std::optional<Config> config;
+  // Shown before the progress line on a terminal, e.g. "cell 3/8 lr=1e-4".
+  std::string progress_label;
 
   // Bounds on every wait.
   absl::Duration listen_timeout = absl::Seconds(60);   // server's port line
@@ -233,6 +242,26 @@ std::optional<double> FinalTestAccuracy(const std::string& summary_json);
 
 // The last `n` lines of `text` (without their newlines).
 std::vector<std::string> LastLines(absl::string_view text, size_t n);
+
+// True for the coordinator's per-round progress lines: "round N/M" (N, M
+// digits) then a space or the end. Only this beginning is relied on; the
+// rest of the line passes through as it is.
+bool IsProgressLine(absl::string_view line);
+
+// How fedfwd-run shows one line of the coordinator's stdout.
+struct ConsoleLine {
+  // true: rewrite the live progress line with `text` ("\r\033[K" + text, no
+  // newline); false: print `text` as a line of its own.
+  bool in_place = false;
+  std::string text;
+};
+// On a terminal (`terminal`), a progress line becomes "[label] line" (or the
+// line alone without a label), cut to `columns` - 1 characters (UTF-8 aware;
+// at least 20 columns assumed) so that it never wraps, since a wrapped line
+// cannot be rewritten in place. Other lines, and every line when not on a
+// terminal, are printed unchanged.
+ConsoleLine ShowServerLine(absl::string_view line, absl::string_view label,
+                           bool terminal, int columns);
 
 }  // namespace fedfwd
 

@@ -21,10 +21,14 @@ std::string NewSession() {
   return absl::StrFormat("%08x%08x%08x%08x", rd(), rd(), rd(), rd());
 }
 
-std::string FormatDuration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const int64_t t = static_cast<int64_t>(s);
-  return absl::StrFormat("%d:%02d:%02d", t / 3600, (t / 60) % 60, t % 60);
+// A run id that differs between two coordinators started in the same
+// second: a client that stays across runs (fedfwd-client --stay) tells a new
+// run from the old one by it.
+std::string NewRunId(const Config& config) {
+  std::random_device rd;
+  return absl::StrFormat("%s-%s-s%d-%d-%04x", config.model, config.dataset.name,
+                         config.seed, absl::ToUnixSeconds(absl::Now()),
+                         rd() & 0xffff);
 }
 
 // A round whose quorum was not met is retried this many times before the
@@ -43,9 +47,7 @@ RoundEngine::RoundEngine(Config config, ModelSpec spec,
       evaluator_(std::move(evaluator)),
       metrics_(std::move(metrics)),
       threads_(threads),
-      run_id_(absl::StrCat(config_.model, "-", config_.dataset.name, "-s",
-                           config_.seed, "-",
-                           absl::ToUnixSeconds(absl::Now()))) {
+      run_id_(NewRunId(config_)) {
   params_ = InitialParams(spec_, config_.seed);
   for (double t : config_.targets) targets_.push_back({t});
   PublishSnapshot();
@@ -53,9 +55,63 @@ RoundEngine::RoundEngine(Config config, ModelSpec spec,
 
 RoundEngine::~RoundEngine() = default;
 
-void RoundEngine::Log(const std::string& line) {
-  std::printf("%s\n", line.c_str());
-  std::fflush(stdout);
+void RoundEngine::Log(const std::string& line, LogFields fields,
+                      LogLevel level) {
+  Logger& logger = Logger::Global();
+  if (!logger.Enabled(level)) return;
+  LogRecord r;
+  r.level = level;
+  r.component = "coordinator";
+  r.msg = line;
+  r.fields = std::move(fields);
+  r.stream = LogStream::kStdout;
+  logger.Write(r);
+}
+
+void RoundEngine::NoteEvaluation(int64_t round, double test_acc) {
+  std::lock_guard<std::mutex> lock(mu_);
+  last_test_acc_ = test_acc;
+  last_test_round_ = round;
+  accuracy_history_.emplace_back(round, test_acc);
+  while (accuracy_history_.size() > kAccuracyHistory) {
+    accuracy_history_.pop_front();
+  }
+}
+
+void RoundEngine::ReportProgress(const RoundProgress& p, bool evaluated,
+                                 absl::Time now) {
+  Logger& logger = Logger::Global();
+  const bool live = logger.LiveStatusAvailable();
+  // On a terminal the line rewritten in place carries the progress and
+  // only evaluations leave a line behind; elsewhere (fedfwd-run, files,
+  // docker logs) a plain line every evaluation and at most every 10 s.
+  const bool plain =
+      evaluated || (!live && now - last_plain_log_ > absl::Seconds(10));
+  if (plain) last_plain_log_ = now;
+  // The status line first, so a plain line below redraws the new one.
+  if (live && (evaluated || p.round == p.rounds ||
+               now - last_live_update_ >= absl::Milliseconds(250))) {
+    last_live_update_ = now;
+    logger.SetStatusLine(FormatLiveProgress(p));
+  }
+  const LogLevel level = plain ? LogLevel::kInfo : LogLevel::kDebug;
+  if (logger.Enabled(level)) {
+    std::optional<double> eta;
+    if (std::isfinite(p.eta_s) && p.eta_s >= 0) eta = p.eta_s;
+    Log(FormatProgressLine(p),
+        {{"event", "round"},
+         {"round", p.round},
+         {"rounds", p.rounds},
+         {"loss", p.loss},
+         {"test_acc", p.test_acc},
+         {"clients", p.clients},
+         {"bytes_up", p.bytes_up},
+         {"bytes_down", p.bytes_down},
+         {"wall_s", p.wall_s},
+         {"rounds_per_s", p.rounds_per_s},
+         {"eta_s", eta}},
+        level);
+  }
 }
 
 void RoundEngine::RequestStop() {
@@ -92,8 +148,8 @@ absl::Status CheckResumable(const ckpt::Checkpoint& c, const Config& config,
   if (c.config_json() != ConfigToJson(config)) {
     return absl::FailedPreconditionError(
         "the checkpoint belongs to another config (its config.yaml is in the "
-        "checkpoint's folder); resume with the same config or start afresh "
-        "in another --out");
+        "checkpoint's folder); resume with the same config and --set "
+        "overrides, or start afresh in another --out");
   }
   if (c.finished()) {
     return absl::FailedPreconditionError(
@@ -286,8 +342,15 @@ absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
   e.alive = true;
   e.last_seen = absl::Now();
   clients_[id] = e;
+  const int live = LiveCountLocked();
   Log(absl::StrFormat("client %u joined (%s), shard %d; %d/%d live", id, p.name,
-                      shard, LiveCountLocked(), config_.clients));
+                      shard, live, config_.clients),
+      {{"event", "join"},
+       {"client_id", id},
+       {"name", p.name},
+       {"shard", shard},
+       {"live", live},
+       {"clients", config_.clients}});
   cv_.notify_all();
   return JoinOutcome{id, e.session, shard};
 }
@@ -315,9 +378,15 @@ void RoundEngine::ExpireClientsLocked(absl::Time now) {
   for (auto& [id, c] : clients_) {
     if (c.alive && now - c.last_seen > limit) {
       c.alive = false;
+      const double silent_s = absl::ToDoubleSeconds(now - c.last_seen);
       Log(absl::StrFormat(
-          "client %u (shard %d) dropped: not heard from for %.1f s", id,
-          c.shard, absl::ToDoubleSeconds(now - c.last_seen)));
+              "client %u (shard %d) dropped: not heard from for %.1f s", id,
+              c.shard, silent_s),
+          {{"event", "drop"},
+           {"client_id", id},
+           {"shard", c.shard},
+           {"silent_s", silent_s}},
+          LogLevel::kWarn);
     }
   }
 }
@@ -428,7 +497,11 @@ absl::Status RoundEngine::Leave(uint32_t client_id, const std::string& session,
   entry->alive = false;
   if (state_ != State::kFinished) {
     Log(absl::StrFormat("client %u (shard %d) left: %s", client_id,
-                        entry->shard, reason));
+                        entry->shard, reason),
+        {{"event", "leave"},
+         {"client_id", client_id},
+         {"shard", entry->shard},
+         {"reason", reason}});
   }
   cv_.notify_all();
   return absl::OkStatus();
@@ -437,10 +510,26 @@ absl::Status RoundEngine::Leave(uint32_t client_id, const std::string& session,
 EngineStatus RoundEngine::GetStatus() {
   std::lock_guard<std::mutex> lock(mu_);
   EngineStatus s;
+  s.run_id = run_id_;
   s.round = round_;
   s.rounds = config_.rounds;
   s.model_version = snapshot_->version;
   s.last_test_acc = last_test_acc_;
+  s.last_test_round = last_test_round_;
+  s.accuracy_history.assign(accuracy_history_.begin(), accuracy_history_.end());
+  if (status_final_wall_s_ >= 0) {
+    s.wall_s = status_final_wall_s_;
+  } else if (status_start_ != absl::InfinitePast()) {
+    s.wall_s = absl::ToDoubleSeconds(absl::Now() - status_start_);
+  }
+  s.eta_s = status_eta_s_;
+  s.bytes_up = status_bytes_up_ + bytes_up_.load();
+  s.bytes_down = status_bytes_down_ + bytes_down_.load();
+  s.clients_expected = config_.clients;
+  s.min_clients = config_.min_clients;
+  s.model = spec_.name;
+  s.dataset = config_.dataset.name;
+  s.estimator = config_.estimator;
   s.state = state_ == State::kWaiting    ? "waiting"
             : state_ == State::kTraining ? "training"
                                          : "finished";
@@ -486,10 +575,15 @@ absl::StatusOr<std::vector<ClientResult>> RoundEngine::RunRound(
       }
       if (!pending || stop_requested_) break;
       if (absl::Now() >= deadline) {
-        Log(absl::StrFormat(
-            "round %d: deadline of %.1f s passed with %d/%d "
-            "results",
-            round, config_.timeouts.round_s, results_.size(), tasks_.size()));
+        Log(absl::StrFormat("round %d: deadline of %.1f s passed with %d/%d "
+                            "results",
+                            round, config_.timeouts.round_s, results_.size(),
+                            tasks_.size()),
+            {{"event", "deadline"},
+             {"round", round},
+             {"results", results_.size()},
+             {"tasks", tasks_.size()}},
+            LogLevel::kWarn);
         break;
       }
       cv_.wait_for(lock, std::chrono::milliseconds(100));
@@ -519,12 +613,18 @@ absl::Status RoundEngine::Run() {
       state_ = State::kFinished;
       stop_message_ = absl::StrCat("the run failed: ", status.message());
     }
+    if (status_final_wall_s_ < 0 && status_start_ != absl::InfinitePast()) {
+      status_final_wall_s_ = absl::ToDoubleSeconds(absl::Now() - status_start_);
+    }
     cv_.notify_all();
   }
   if (!already_finished) {
     // Failure after training started: keep what was learned and tell the
     // clients (they hear STOP on their next poll).
-    Log(absl::StrCat("run failed: ", status.message()));
+    Logger::Global().ClearStatusLine();
+    Log(absl::StrCat("run failed: ", status.message()),
+        {{"event", "run_failed"}, {"error", std::string(status.message())}},
+        LogLevel::kError);
     WriteModel("final", rounds_done_, -1).IgnoreError();
     // The last periodic checkpoint stays as it was: --resume goes on from
     // there (the state now may be the failure's, e.g. a diverged model).
@@ -551,11 +651,21 @@ void RoundEngine::WaitForClientsToLeave(absl::Duration timeout) {
 
 absl::Status RoundEngine::RunRounds() {
   Log(absl::StrFormat(
-      "run %s: model %s (%d parameters), %s, %d clients, %d rounds, "
-      "merge %s, lr %g",
-      run_id_, spec_.name, spec_.NumParams(), config_.dataset.name,
-      config_.clients, config_.rounds, MergeRuleName(config_.merge),
-      config_.lr));
+          "run %s: model %s (%d parameters), %s, %d clients, %d rounds, "
+          "merge %s, lr %g",
+          run_id_, spec_.name, spec_.NumParams(), config_.dataset.name,
+          config_.clients, config_.rounds, MergeRuleName(config_.merge),
+          config_.lr),
+      {{"event", "run_start"},
+       {"run_id", run_id_},
+       {"model", spec_.name},
+       {"params", spec_.NumParams()},
+       {"dataset", config_.dataset.name},
+       {"estimator", config_.estimator},
+       {"clients", config_.clients},
+       {"rounds", config_.rounds},
+       {"merge", MergeRuleName(config_.merge)},
+       {"lr", config_.lr}});
   if (config_.privacy.clip > 0) {
     Log(absl::StrFormat(
         "privacy: clients clip JVPs to %g and add noise sigma %g x clip; "
@@ -568,16 +678,23 @@ absl::Status RoundEngine::RunRounds() {
   if (resumed_) {
     std::lock_guard<std::mutex> lock(mu_);
     Log(absl::StrFormat(
-        "resuming after round %d from the checkpoint (model version %d, %d "
-        "registered clients keep their ids)",
-        rounds_done_, snapshot_->version, clients_.size()));
+            "resuming after round %d from the checkpoint (model version %d, "
+            "%d registered clients keep their ids)",
+            rounds_done_, snapshot_->version, clients_.size()),
+        {{"event", "resume"},
+         {"round", rounds_done_},
+         {"model_version", snapshot_->version},
+         {"registered", clients_.size()}});
   }
   // A fresh run starts with all its clients; a resumed one had started
   // already and goes on as soon as its quorum is there (its registered
   // clients count until timeouts.client_s passes without a word).
   const int needed = resumed_ ? config_.min_clients : config_.clients;
   Log(absl::StrFormat("waiting for %d clients to join (up to %.0f s)", needed,
-                      config_.timeouts.join_s));
+                      config_.timeouts.join_s),
+      {{"event", "waiting"},
+       {"clients", needed},
+       {"timeout_s", config_.timeouts.join_s}});
   if (!WaitForLiveClients(needed, absl::Seconds(config_.timeouts.join_s))) {
     std::lock_guard<std::mutex> lock(mu_);
     state_ = State::kFinished;
@@ -594,10 +711,7 @@ absl::Status RoundEngine::RunRounds() {
   if (!resumed_) {
     // Round 0: the initial model.
     ASSIGN_OR_RETURN(EvalResult initial, evaluator_->Evaluate(params_));
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      last_test_acc_ = initial.accuracy;
-    }
+    NoteEvaluation(0, initial.accuracy);
     initial_test_acc_ = initial.accuracy;
     RoundRow row0;
     row0.round = 0;
@@ -608,14 +722,27 @@ absl::Status RoundEngine::RunRounds() {
     bytes_down_total_ += row0.bytes_down;
     RETURN_IF_ERROR(metrics_->Append(row0));
     Log(absl::StrFormat(
-        "round 0: test_acc %.4f (initial model, %d test images)",
-        initial.accuracy, initial.count));
+            "round 0: test_acc %.4f (initial model, %d test images)",
+            initial.accuracy, initial.count),
+        {{"event", "round"},
+         {"round", 0},
+         {"rounds", config_.rounds},
+         {"test_acc", initial.accuracy},
+         {"test_images", initial.count},
+         {"bytes_up", bytes_up_total_},
+         {"bytes_down", bytes_down_total_}});
   }
 
   // A resumed run's clock goes on from the checkpoint's.
   start_ = absl::Now() - absl::Seconds(resumed_elapsed_s_);
   const absl::Time start = start_;
-  absl::Time last_log = absl::Now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_start_ = start_;
+    status_bytes_up_ = bytes_up_total_;
+    status_bytes_down_ = bytes_down_total_;
+  }
+  last_plain_log_ = absl::Now();
   bool interrupted = false;
   for (int64_t round = rounds_done_ + 1; round <= config_.rounds; ++round) {
     if (stop_requested_) {
@@ -648,7 +775,12 @@ absl::Status RoundEngine::RunRounds() {
             config_.min_clients, kMaxRoundAttempts));
       }
       Log(absl::StrFormat("round %d: %d results < min_clients %d; retrying",
-                          round, results.size(), config_.min_clients));
+                          round, results.size(), config_.min_clients),
+          {{"event", "retry"},
+           {"round", round},
+           {"results", results.size()},
+           {"min_clients", config_.min_clients}},
+          LogLevel::kWarn);
     }
     if (stop_requested_ &&
         static_cast<int>(results.size()) < config_.min_clients) {
@@ -681,8 +813,7 @@ absl::Status RoundEngine::RunRounds() {
         best_test_acc_ = score.accuracy;
         RETURN_IF_ERROR(WriteModel("best", round, score.accuracy));
       }
-      std::lock_guard<std::mutex> lock(mu_);
-      last_test_acc_ = score.accuracy;
+      NoteEvaluation(round, score.accuracy);
     }
     const absl::Time now = absl::Now();
     row.wall_s = absl::ToDoubleSeconds(now - start);
@@ -704,16 +835,27 @@ absl::Status RoundEngine::RunRounds() {
     }
     const bool target_done = config_.stop_at_target && !targets_.empty() &&
                              targets_.back().round >= 0;
-    if (eval || now - last_log > absl::Seconds(10)) {
-      last_log = now;
-      const double rate = round / std::max(1e-9, row.wall_s);
-      Log(absl::StrFormat(
-          "round %d/%d  loss %.4f  test_acc %s  clients %d  %.1f rounds/s  "
-          "elapsed %s  eta %s",
-          round, config_.rounds, report.mean_loss,
-          row.test_acc ? absl::StrFormat("%.4f", *row.test_acc) : "-",
-          report.merged, rate, FormatDuration(row.wall_s),
-          FormatDuration((config_.rounds - round) / rate)));
+    {
+      RoundProgress p;
+      p.round = round;
+      p.rounds = config_.rounds;
+      p.loss = report.mean_loss;
+      p.test_acc = row.test_acc;
+      p.clients = report.merged;
+      p.wall_s = row.wall_s;
+      p.rounds_per_s = round / std::max(1e-9, row.wall_s);
+      p.eta_s = (config_.rounds - round) / p.rounds_per_s;
+      p.bytes_up = bytes_up_total_;
+      p.bytes_down = bytes_down_total_;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        p.last_test_acc = last_test_acc_;
+        p.last_test_round = last_test_round_;
+        status_bytes_up_ = bytes_up_total_;
+        status_bytes_down_ = bytes_down_total_;
+        status_eta_s_ = p.eta_s;
+      }
+      ReportProgress(p, eval, now);
     }
     if (checkpoint_every_ > 0 && round % checkpoint_every_ == 0 &&
         round < config_.rounds && !target_done &&
@@ -723,7 +865,10 @@ absl::Status RoundEngine::RunRounds() {
     if (target_done) {
       stopped_at_target_ = true;
       Log(absl::StrFormat("round %d: target %.4f reached; stopping", round,
-                          targets_.back().target));
+                          targets_.back().target),
+          {{"event", "target"},
+           {"round", round},
+           {"target", targets_.back().target}});
       break;
     }
   }
@@ -750,11 +895,25 @@ absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
   RETURN_IF_ERROR(SaveCheckpoint(/*finished=*/!interrupted));
   RETURN_IF_ERROR(metrics_->WriteSummary(
       SummaryJson(rounds_done, wall_s, interrupted, absl::OkStatus())));
-  Log(absl::StrFormat(
-      "%s after %d rounds: final_test_acc %.4f  wall %.1f s  "
-      "bytes up %d down %d",
-      interrupted ? "stopped" : "finished", rounds_done, final_test_acc_,
-      wall_s, bytes_up_total_, bytes_down_total_));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_bytes_up_ = bytes_up_total_;
+    status_bytes_down_ = bytes_down_total_;
+    status_eta_s_ = 0;
+    status_final_wall_s_ = wall_s;
+  }
+  Logger::Global().ClearStatusLine();
+  Log(absl::StrFormat("%s after %d rounds: final_test_acc %.4f  wall %.1f s  "
+                      "bytes up %d down %d",
+                      interrupted ? "stopped" : "finished", rounds_done,
+                      final_test_acc_, wall_s, bytes_up_total_,
+                      bytes_down_total_),
+      {{"event", interrupted ? "stopped" : "finished"},
+       {"rounds", rounds_done},
+       {"final_test_acc", final_test_acc_},
+       {"wall_s", wall_s},
+       {"bytes_up", bytes_up_total_},
+       {"bytes_down", bytes_down_total_}});
   // Give polling clients a bounded moment to hear STOP and leave.
   WaitForClientsToLeave(absl::Seconds(5));
   return interrupted ? absl::CancelledError("run stopped before the last round")

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,10 +26,12 @@
 #include "absl/time/time.h"
 #include "common/codec.h"
 #include "common/config.h"
+#include "common/log.h"
 #include "common/metrics.h"
 #include "common/model.h"
 #include "server/checkpoint.h"
 #include "server/evaluator.h"
+#include "server/progress.h"
 #include "server/strategy.h"
 
 namespace fedfwd {
@@ -64,12 +67,22 @@ struct ClientView {
 };
 
 struct EngineStatus {
+  std::string run_id;
   int64_t round = 0;
   int64_t rounds = 0;
   uint64_t model_version = 0;
   double last_test_acc = -1;
+  int64_t last_test_round = -1;  // -1: none yet, or unknown after a resume
   std::string state;
   std::vector<ClientView> clients;
+  // The latest evaluations, oldest first (at most kAccuracyHistory).
+  std::vector<std::pair<int64_t, double>> accuracy_history;
+  double wall_s = 0;  // training time so far (0 before the first round)
+  double eta_s = -1;  // -1: unknown
+  int64_t bytes_up = 0, bytes_down = 0;  // so far, this round's included
+  int clients_expected = 0;              // the config's `clients`
+  int min_clients = 0;
+  std::string model, dataset, estimator;
 };
 
 // Whether `checkpoint` can continue a run of `config` on `spec`: the same
@@ -123,6 +136,11 @@ class RoundEngine {
   absl::Status Leave(uint32_t client_id, const std::string& session,
                      const std::string& reason);
   EngineStatus GetStatus();
+  // How many evaluations GetStatus keeps in accuracy_history.
+  static constexpr size_t kAccuracyHistory = 10;
+  // The run's id ("MODEL-DATASET-sSEED-UNIXTIME-XXXX"; a resumed run keeps
+  // its checkpoint's). Fixed once Run() starts.
+  const std::string& run_id() const { return run_id_; }
   // Serialized protobuf bytes seen by the service, per direction.
   void CountBytes(int64_t up, int64_t down);
 
@@ -158,7 +176,17 @@ class RoundEngine {
                           double test_acc);
   std::string SummaryJson(int64_t rounds_done, double wall_s, bool interrupted,
                           const absl::Status& error) const;
-  void Log(const std::string& line);
+  // One coordinator event: `line` is the human text (unchanged from before
+  // structured logs; tests and fedfwd-run parse some of it), `fields` its
+  // structured form. Always on stdout.
+  void Log(const std::string& line, LogFields fields = {},
+           LogLevel level = LogLevel::kInfo);
+  // Progress after round p.round: the plain line (every evaluation and at
+  // most every 10 s, or every round at debug level), the live status line
+  // on a terminal (at most 4 times a second).
+  void ReportProgress(const RoundProgress& p, bool evaluated, absl::Time now);
+  // Records an evaluation for GetStatus (any thread but mu_ not held).
+  void NoteEvaluation(int64_t round, double test_acc);
   // Writes the checkpoint now (engine thread, between rounds).
   absl::Status SaveCheckpoint(bool finished);
 
@@ -212,6 +240,17 @@ class RoundEngine {
   std::map<uint32_t, ClientResult> results_;
   std::shared_ptr<const Snapshot> snapshot_;
   double last_test_acc_ = -1;
+  int64_t last_test_round_ = -1;
+  std::deque<std::pair<int64_t, double>> accuracy_history_;
+  // Copies of engine-thread figures for GetStatus (under mu_).
+  absl::Time status_start_ = absl::InfinitePast();
+  int64_t status_bytes_up_ = 0, status_bytes_down_ = 0;
+  double status_eta_s_ = -1;
+  double status_final_wall_s_ = -1;  // set when the run ends
+
+  // Progress reporting (engine thread only).
+  absl::Time last_plain_log_ = absl::InfinitePast();
+  absl::Time last_live_update_ = absl::InfinitePast();
 };
 
 }  // namespace fedfwd

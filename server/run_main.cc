@@ -1,11 +1,14 @@
 // fedfwd-run: runs a whole federation (one coordinator, `clients` client
-// daemons) on this machine from one config file. See server/launcher.h.
+// daemons) on this machine from one config file, or one federation per cell
+// of the config's `sweep:` section. See server/launcher.h and server/sweep.h.
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_join.h"
 #include "server/launcher.h"
+#include "server/sweep.h"
 
 int main(int argc, char** argv) {
   fedfwd::LauncherOptions options;
@@ -14,14 +17,20 @@ int main(int argc, char** argv) {
       "config's `clients` fedfwd-client processes on loopback, shows the "
       "server's progress, and writes metrics.jsonl, summary.json, config.yaml "
       "and one log per process to the output folder.\n"
-      "Exit code: the server's, or 1 (could not run), 2 (bad flags or "
-      "config), 130 (interrupted).",
+      "A config with a `sweep:` section (lists of values for config keys, "
+      "and `seeds: N` or a list) runs every combination as its own "
+      "federation in <out>/<key>=<value>,...,seed=<S>/ and writes "
+      "results.csv and results.md (mean ± std over seeds) to --out; the "
+      "same command with the same --out again skips finished runs.\n"
+      "Exit code: the server's (a sweep: 0, or 1 when a run failed), or 1 "
+      "(could not run), 2 (bad flags or config), 130 (interrupted).",
       "fedfwd-run"};
   app.add_option("config", options.config_path, "Experiment config (YAML)")
       ->required();
   app.add_option("--out", options.out_dir,
                  "Output folder (default: runs/<config stem>-<YYYYmmdd-"
-                 "HHMMSS>)");
+                 "HHMMSS>); a sweep puts one subfolder per run in it, and "
+                 "the same --out again goes on with the sweep");
   app.add_option("--set", options.overrides,
                  "Override a config key, e.g. --set rounds=200 (repeatable)")
       ->allow_extra_args(false)
@@ -53,6 +62,8 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : fedfwd::kExitUsage;
   }
-  fedfwd::Launcher launcher(std::move(options));
-  return launcher.Run();
+  std::vector<std::string> words;
+  for (int i = 0; i < argc; ++i) words.push_back(fedfwd::ShellQuote(argv[i]));
+  const std::string command_line = absl::StrJoin(words, " ");
+  return fedfwd::RunFedfwdRun(std::move(options), command_line);
 }

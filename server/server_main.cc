@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/dataset.h"
+#include "common/log.h"
+#include "common/log_flags.h"
 #include "common/security.h"
 #include "common/signals.h"
 #include "common/torch_model.h"
@@ -19,9 +21,27 @@
 
 namespace {
 
+// A line of the program itself (not of the round engine): on stderr, unless
+// `stream` says otherwise, with "fedfwd-server: " in front in the human
+// format.
+void Say(fedfwd::LogLevel level, const std::string& human_tag,
+         const std::string& msg, fedfwd::LogFields fields = {},
+         fedfwd::LogStream stream = fedfwd::LogStream::kStderr) {
+  fedfwd::LogRecord r;
+  r.level = level;
+  r.component = "server";
+  r.msg = msg;
+  r.fields = std::move(fields);
+  r.human_prefix = "fedfwd-server: " + human_tag;
+  r.stream = stream;
+  fedfwd::Logger::Global().Write(r);
+}
+
 int Fail(const std::string& what, const absl::Status& s, int code = 1) {
-  std::fprintf(stderr, "fedfwd-server: %s: %s\n", what.c_str(),
-               std::string(s.message()).c_str());
+  Say(fedfwd::LogLevel::kError, "", absl::StrCat(what, ": ", s.message()),
+      {{"event", "fatal"},
+       {"error", std::string(s.message())},
+       {"exit_code", code}});
   return code;
 }
 
@@ -70,6 +90,14 @@ int main(int argc, char** argv) {
                  "costs more than the round); 0: strictly every N rounds")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  std::vector<std::string> overrides;
+  app.add_option("--set", overrides,
+                 "override a config key after loading --config, e.g. --set "
+                 "clients=4 (repeatable; --resume needs the same ones)")
+      ->allow_extra_args(false)
+      ->type_name("KEY=VALUE");
+  fedfwd::LogFlags log_flags;
+  fedfwd::AddLogFlags(&app, &log_flags);
   app.add_flag("--resume", resume,
                "continue the run whose checkpoint is in --out (same config): "
                "model, optimizer state, round counter, metrics and client "
@@ -77,6 +105,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   using namespace fedfwd;
+  if (absl::Status s = ApplyLogFlags(log_flags); !s.ok()) {
+    return Fail("bad flags", s, 2);
+  }
   auto server_creds = MakeServerCredentials(tls);
   if (!server_creds.ok()) return Fail("bad flags", server_creds.status(), 2);
   std::unique_ptr<CredentialStore> auth;
@@ -86,16 +117,18 @@ int main(int argc, char** argv) {
     auth = std::move(*store);
   }
   if (tls.insecure) {
-    std::fprintf(stderr,
-                 "fedfwd-server: warning: --insecure: plaintext; anyone on "
-                 "the path can read and alter the traffic\n");
+    Say(LogLevel::kWarn, "warning: ",
+        "--insecure: plaintext; anyone on the path can read and alter the "
+        "traffic",
+        {{"event", "insecure"}});
   }
   if (!auth) {
-    std::fprintf(stderr,
-                 "fedfwd-server: warning: no --credentials: any client that "
-                 "reaches the port may join and submit\n");
+    Say(LogLevel::kWarn, "warning: ",
+        "no --credentials: any client that reaches the port may join and "
+        "submit",
+        {{"event", "no_credentials"}});
   }
-  auto config = LoadConfigFile(config_path);
+  auto config = LoadConfigFile(config_path, overrides);
   if (!config.ok()) return Fail("bad config", config.status(), 2);
   SetTorchThreads(threads);
   auto info = GetDatasetInfo(config->dataset.name);
@@ -125,10 +158,11 @@ int main(int argc, char** argv) {
     if (!fits.ok()) return Fail("cannot resume", fits, 2);
     checkpoint = std::move(*c);
   } else if (std::filesystem::exists(checkpoint_path)) {
-    std::fprintf(stderr,
-                 "fedfwd-server: note: %s holds the checkpoint of an earlier "
-                 "run; this fresh run replaces it (--resume continues it)\n",
-                 checkpoint_path.c_str());
+    Say(LogLevel::kInfo, "note: ",
+        absl::StrCat(checkpoint_path,
+                     " holds the checkpoint of an earlier run; this fresh run "
+                     "replaces it (--resume continues it)"),
+        {{"event", "checkpoint_replaced"}, {"path", checkpoint_path}});
   }
   auto metrics = checkpoint ? MetricsWriter::OpenForResume(
                                   out_dir, checkpoint->rounds_done())
@@ -153,19 +187,29 @@ int main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(4 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    std::fprintf(stderr, "fedfwd-server: cannot listen on %s\n",
-                 listen.c_str());
+    Say(LogLevel::kError, "", absl::StrCat("cannot listen on ", listen),
+        {{"event", "fatal"}, {"listen", listen}, {"exit_code", 1}});
     return 1;
   }
-  const std::string host = listen.substr(0, listen.rfind(':'));
-  std::printf("fedfwd-server listening on %s:%d\n", host.c_str(), port);
-  std::fflush(stdout);
+  // fedfwd-run, the tests and deploy scripts read this line (human: its
+  // exact text; json: the "listen" field of the "listening" event).
+  const std::string address =
+      absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  {
+    LogRecord r;
+    r.component = "server";
+    r.msg = absl::StrCat("fedfwd-server listening on ", address);
+    r.fields = {{"event", "listening"}, {"listen", address}};
+    r.stream = LogStream::kStdout;
+    r.always = true;
+    Logger::Global().Write(r);
+  }
 
   InstallStopHandler([&engine](int sig) {
-    std::fprintf(stderr,
-                 "fedfwd-server: signal %d: stopping after this round (again "
-                 "to quit now)\n",
-                 sig);
+    Say(LogLevel::kWarn, "",
+        absl::StrCat("signal ", sig,
+                     ": stopping after this round (again to quit now)"),
+        {{"event", "signal"}, {"signal", sig}});
     engine.RequestStop();
   });
 

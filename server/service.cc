@@ -78,6 +78,8 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
     reply->set_heartbeat_ms(
         static_cast<uint32_t>(std::max(100.0, c.timeouts.client_s * 1000 / 4)));
     v1::RunSpec* run = reply->mutable_run();
+    // Clients that stay across runs tell a new run from a resumed one by it.
+    run->set_run_id(engine_->run_id());
     run->set_seed(c.seed);
     run->set_model(c.model);
     run->set_dataset(c.dataset.name);
@@ -132,6 +134,8 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_compression(out->task.compression);
         reply->set_dp_clip(out->task.dp_clip);
         reply->set_dp_noise_multiplier(out->task.dp_noise_multiplier);
+        reply->set_fd_epsilon(out->task.fd_epsilon);
+        reply->set_fd_fixed_point(out->task.fd_fixed_point);
         break;
     }
   }
@@ -302,6 +306,7 @@ grpc::Status CoordinatorService::GetStatus(grpc::ServerContext* ctx,
   auto who = Authorize(ctx, Role::kStatus, std::nullopt);
   if (!who.ok()) return ToGrpc(who.status());
   EngineStatus s = engine_->GetStatus();
+  reply->set_run_id(s.run_id);
   reply->set_round(s.round);
   reply->set_rounds(s.rounds);
   reply->set_model_version(s.model_version);
@@ -315,6 +320,21 @@ grpc::Status CoordinatorService::GetStatus(grpc::ServerContext* ctx,
     cs->set_alive(c.alive);
     cs->set_last_seen_s(c.last_seen_s);
   }
+  reply->set_last_test_round(s.last_test_round);
+  for (const auto& [round, acc] : s.accuracy_history) {
+    v1::StatusReply::Accuracy* a = reply->add_accuracy_history();
+    a->set_round(round);
+    a->set_test_acc(acc);
+  }
+  reply->set_wall_s(s.wall_s);
+  reply->set_eta_s(s.eta_s);
+  reply->set_bytes_up(s.bytes_up);
+  reply->set_bytes_down(s.bytes_down);
+  reply->set_clients_expected(s.clients_expected);
+  reply->set_min_clients(s.min_clients);
+  reply->set_model(s.model);
+  reply->set_dataset(s.dataset);
+  reply->set_estimator(s.estimator);
   return grpc::Status::OK;
 }
 

@@ -240,7 +240,7 @@ TEST(Config, RangeErrorsNameKeyAndValue) {
               {"'server_optimizer.beta2'"});
   ExpectError(Parse("compression: zip"), {"'compression'", "'zip'"});
   ExpectError(Parse("local_epochs: 0"), {"'local_epochs'"});
-  ExpectError(Parse("estimator: fd"), {"'estimator'", "'fd'"});
+  ExpectError(Parse("estimator: spsa"), {"'estimator'", "'spsa'"});
   ExpectError(Parse("tangent: {distribution: uniform}"),
               {"'tangent.distribution'", "'uniform'"});
   ExpectError(Parse("lr_schedule: {type: step}"),

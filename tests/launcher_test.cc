@@ -205,6 +205,61 @@ TEST(LastLines, KeepsTheTail) {
   EXPECT_TRUE(LastLines("a\n", 0).empty());
 }
 
+TEST(IsProgressLine, OnlyTheRoundCounterLine) {
+  EXPECT_TRUE(IsProgressLine("round 20/50  loss 0.4123  test_acc 0.8512"));
+  EXPECT_TRUE(IsProgressLine("round 1/1"));
+  EXPECT_TRUE(IsProgressLine("round 7/9000 anything the server adds later"));
+  EXPECT_FALSE(IsProgressLine("round 0: test_acc 0.1088 (initial model)"));
+  EXPECT_FALSE(IsProgressLine("round 3: 1 results < min_clients 2; retrying"));
+  EXPECT_FALSE(IsProgressLine("round 20/50: target 0.5 reached"));
+  EXPECT_FALSE(IsProgressLine("round /50 loss"));
+  EXPECT_FALSE(IsProgressLine("round 20/ loss"));
+  EXPECT_FALSE(IsProgressLine(" round 20/50 loss"));
+  EXPECT_FALSE(IsProgressLine("finished after 50 rounds: final_test_acc 0.5"));
+  EXPECT_FALSE(IsProgressLine(R"({"msg":"round 20/50"})"));
+}
+
+TEST(ShowServerLine, PlainLinesWhenNotATerminal) {
+  const std::string line =
+      "round 20/50  loss 0.4123  test_acc 0.8512  clients 3  12.3 rounds/s";
+  ConsoleLine shown = ShowServerLine(line, "cell 1/4 lr=1", false, 20);
+  EXPECT_FALSE(shown.in_place);
+  EXPECT_EQ(shown.text, line);
+  shown = ShowServerLine("client 3 joined", "cell 1/4", true, 80);
+  EXPECT_FALSE(shown.in_place);
+  EXPECT_EQ(shown.text, "client 3 joined");
+}
+
+TEST(ShowServerLine, ProgressInPlaceWithTheLabel) {
+  ConsoleLine shown =
+      ShowServerLine("round 20/50  loss 0.4123", "cell 3/8 lr=1e-4", true, 80);
+  EXPECT_TRUE(shown.in_place);
+  EXPECT_EQ(shown.text, "[cell 3/8 lr=1e-4] round 20/50  loss 0.4123");
+  shown = ShowServerLine("round 20/50  loss 0.4123", "", true, 80);
+  EXPECT_EQ(shown.text, "round 20/50  loss 0.4123");
+}
+
+TEST(ShowServerLine, NeverWiderThanTheTerminal) {
+  const std::string line =
+      "round 20/50  loss 0.4123  test_acc 0.8512  clients 3  12.3 rounds/s  "
+      "elapsed 0:00:01  eta 0:00:02  up 1.55 kB  down 40.2 kB";
+  // Spaces collapse first.
+  ConsoleLine shown = ShowServerLine(line, "", true, 120);
+  EXPECT_EQ(shown.text,
+            "round 20/50 loss 0.4123 test_acc 0.8512 clients 3 12.3 rounds/s "
+            "elapsed 0:00:01 eta 0:00:02 up 1.55 kB down 40.2 kB");
+  // A long label is shortened before the progress is cut.
+  shown = ShowServerLine(
+      line, "cell 3/8 lr=1e-4,tangent.distribution=rademacher,seed=1", true,
+      60);
+  EXPECT_EQ(shown.text.rfind("[cell 3/8 lr=1e-4,t…] round 20/50 loss", 0), 0u)
+      << shown.text;
+  EXPECT_EQ(shown.text.size() - 2, 59u);  // "…" is 3 bytes, 1 column
+  // Tiny or unknown widths still show something sane.
+  shown = ShowServerLine(line, "", true, 0);
+  EXPECT_EQ(shown.text, "round 20/50 loss 0.");  // 20 columns assumed
+}
+
 TEST(Launcher, BadConfigIsAUsageError) {
   const std::string dir = MakeTempDir("badcfg");
   LauncherOptions options;

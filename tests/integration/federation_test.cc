@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/launcher.h"
+#include "server/sweep.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
 
@@ -373,18 +374,37 @@ TEST(Configs, EveryConfigRunsOneRound) {
     if (entry.path().extension() != ".yaml") continue;
     ++count;
     const std::string out = dir + "/" + entry.path().stem().string();
+    // A config with a sweep section runs every cell, one round each.
+    const auto split =
+        SplitSweep(ReadFile(entry.path().string()), entry.path().string());
+    ASSERT_TRUE(split.ok()) << split.status();
+    const bool sweep = split->sweep.has_value();
     ChildProcess run(
         {BinPath("fedfwd-run"), entry.path().string(), "--out", out, "--set",
          "rounds=1", "--set", "eval_every=1", "--set",
          "dataset.train_limit=2000", "--set", "dataset.test_limit=300"},
         out + ".log");
-    const auto code = run.Wait(absl::Seconds(300));
+    const auto code = run.Wait(absl::Seconds(sweep ? 900 : 300));
     ASSERT_TRUE(code.has_value()) << entry.path();
     EXPECT_EQ(*code, 0) << entry.path() << "\n" << run.Log();
-    const json summary =
-        json::parse(ReadFile(out + "/summary.json"), nullptr, false);
-    ASSERT_FALSE(summary.is_discarded()) << entry.path();
-    EXPECT_EQ(summary["rounds"].get<int>(), 1) << entry.path();
+    std::vector<std::string> runs = {out};
+    if (sweep) {
+      const json cells =
+          json::parse(ReadFile(out + "/sweep.json"), nullptr, false);
+      ASSERT_FALSE(cells.is_discarded()) << entry.path();
+      runs.clear();
+      for (const json& cell : cells["cells"]) {
+        runs.push_back(out + "/" + cell["folder"].get<std::string>());
+      }
+      EXPECT_GE(runs.size(), 2u) << entry.path();
+      EXPECT_TRUE(std::filesystem::exists(out + "/results.csv"));
+    }
+    for (const std::string& run_dir : runs) {
+      const json summary =
+          json::parse(ReadFile(run_dir + "/summary.json"), nullptr, false);
+      ASSERT_FALSE(summary.is_discarded()) << run_dir;
+      EXPECT_EQ(summary["rounds"].get<int>(), 1) << run_dir;
+    }
     if (entry.path().stem().string().find("central") == std::string::npos) {
       continue;
     }

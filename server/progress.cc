@@ -1,0 +1,41 @@
+#include "server/progress.h"
+
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+#include "common/log.h"
+
+namespace fedfwd {
+
+std::string FormatDuration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = static_cast<int64_t>(s);
+  return absl::StrFormat("%d:%02d:%02d", t / 3600, (t / 60) % 60, t % 60);
+}
+
+std::string FormatProgressLine(const RoundProgress& p) {
+  return absl::StrFormat(
+      "round %d/%d  loss %.4f  test_acc %s  clients %d  %.1f rounds/s  "
+      "elapsed %s  eta %s  up %s  down %s",
+      p.round, p.rounds, p.loss,
+      p.test_acc ? absl::StrFormat("%.4f", *p.test_acc) : "-", p.clients,
+      p.rounds_per_s, FormatDuration(p.wall_s), FormatDuration(p.eta_s),
+      HumanBytes(p.bytes_up), HumanBytes(p.bytes_down));
+}
+
+std::string FormatLiveProgress(const RoundProgress& p) {
+  std::string acc = "acc -";
+  if (p.last_test_acc >= 0) {
+    acc = p.last_test_round >= 0
+              ? absl::StrFormat("acc %.4f @%d", p.last_test_acc,
+                                p.last_test_round)
+              : absl::StrFormat("acc %.4f", p.last_test_acc);
+  }
+  // The most wanted first: a narrow terminal cuts the end off.
+  return absl::StrFormat(
+      "round %d/%d  loss %.4f  %s  eta %s  %.1f rounds/s  up %s  down %s",
+      p.round, p.rounds, p.loss, acc, FormatDuration(p.eta_s), p.rounds_per_s,
+      HumanBytes(p.bytes_up), HumanBytes(p.bytes_down));
+}
+
+}  // namespace fedfwd
