@@ -133,39 +133,27 @@ class TangentBuffers {
   std::vector<std::vector<float>> buffers_;  // reused across rounds
 };
 
-// Forward-gradient JVP: one dual-number forward pass per tangent.
-class JvpEstimator final : public Estimator {
+// Forward gradients: d_k = grad f . v_k for the task's tangents, from one
+// dual-number forward pass per tangent (jvp), or from two plain forward
+// passes per tangent (fd: finite differences, finite_diff.h, in float32 or
+// fixed point).
+class ForwardGradientEstimator final : public Estimator {
  public:
+  explicit ForwardGradientEstimator(bool finite_differences)
+      : finite_differences_(finite_differences) {}
+
   absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
                                        const LocalTask& task) override {
     const Batch batch = ctx.NextBatch(task.batch_size);
-    ASSIGN_OR_RETURN(JvpResult r,
-                     ComputeJvp(ctx.spec, ctx.params, tangents_.Make(ctx, task),
-                                batch.x, batch.y));
-    LocalResult out;
-    out.jvps = std::move(r.jvps);
-    out.loss = r.loss;
-    out.num_samples = batch.x.size(0);
-    return out;
-  }
-
- private:
-  TangentBuffers tangents_;
-};
-
-// Forward gradients from finite differences: two forward passes per tangent
-// (finite_diff.h), in float32 or fixed point.
-class FiniteDifferenceEstimator final : public Estimator {
- public:
-  absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
-                                       const LocalTask& task) override {
-    const Batch batch = ctx.NextBatch(task.batch_size);
+    const auto tangents = tangents_.Make(ctx, task);
     const FixedPointSpec fixed;
     ASSIGN_OR_RETURN(
         JvpResult r,
-        ComputeFiniteDifference(ctx.spec, ctx.params, tangents_.Make(ctx, task),
-                                batch.x, batch.y, task.fd_epsilon,
-                                task.fd_fixed_point ? &fixed : nullptr));
+        finite_differences_
+            ? ComputeFiniteDifference(ctx.spec, ctx.params, tangents, batch.x,
+                                      batch.y, task.fd_epsilon,
+                                      task.fd_fixed_point ? &fixed : nullptr)
+            : ComputeJvp(ctx.spec, ctx.params, tangents, batch.x, batch.y));
     LocalResult out;
     out.jvps = std::move(r.jvps);
     out.loss = r.loss;
@@ -174,6 +162,7 @@ class FiniteDifferenceEstimator final : public Estimator {
   }
 
  private:
+  bool finite_differences_;
   TangentBuffers tangents_;
 };
 
@@ -237,9 +226,9 @@ class LocalSgdEstimator final : public Estimator {
 
 absl::StatusOr<std::unique_ptr<Estimator>> MakeEstimator(
     const std::string& name) {
-  if (name == "jvp") return std::unique_ptr<Estimator>(new JvpEstimator());
-  if (name == "fd") {
-    return std::unique_ptr<Estimator>(new FiniteDifferenceEstimator());
+  if (name == "jvp" || name == "fd") {
+    return std::unique_ptr<Estimator>(
+        new ForwardGradientEstimator(name == "fd"));
   }
   if (name == "fedsgd" || name == "backprop") {
     return std::unique_ptr<Estimator>(new GradientEstimator());

@@ -11,49 +11,17 @@
 namespace fedfwd {
 namespace {
 
-// The forward pass of torch_model.cc with every parameter and every conv /
-// dense input fake-quantized. Throws c10::Error.
+// The forward pass with every parameter and every conv / dense input
+// fake-quantized. Throws c10::Error.
 at::Tensor QuantizedForward(const ModelSpec& spec,
                             const std::vector<at::Tensor>& params,
                             const at::Tensor& x, const FixedPointSpec& fixed) {
-  TORCH_CHECK(params.size() == spec.params.size(), "model ", spec.name, " has ",
-              spec.params.size(), " parameter tensors, got ", params.size());
   std::vector<at::Tensor> q;
   q.reserve(params.size());
   for (const auto& p : params) q.push_back(FakeQuantize(p, fixed.weight_bits));
-  at::Tensor h = x;
-  size_t p = 0;
-  for (const LayerSpec& layer : spec.layers) {
-    switch (layer.kind) {
-      case LayerSpec::Kind::kConv:
-        h = at::conv2d(FakeQuantize(h, fixed.activation_bits), q[p], q[p + 1],
-                       {1, 1}, {layer.pad, layer.pad});
-        p += 2;
-        break;
-      case LayerSpec::Kind::kDense:
-        h = at::linear(FakeQuantize(h, fixed.activation_bits), q[p], q[p + 1]);
-        p += 2;
-        break;
-      case LayerSpec::Kind::kBatchNorm:
-        h = at::batch_norm(h, q[p], q[p + 1], {}, {}, /*training=*/true, 0.1,
-                           1e-5, /*cudnn_enabled=*/true);
-        p += 2;
-        break;
-      case LayerSpec::Kind::kRelu:
-        h = at::relu(h);
-        break;
-      case LayerSpec::Kind::kMaxPool:
-        h = at::max_pool2d(h, {layer.size, layer.size});
-        break;
-      case LayerSpec::Kind::kAvgPool:
-        h = at::avg_pool2d(h, {layer.size, layer.size});
-        break;
-      case LayerSpec::Kind::kFlatten:
-        h = h.reshape({h.size(0), -1});
-        break;
-    }
-  }
-  return h;
+  return Forward(spec, q, x, [&fixed](const at::Tensor& h) {
+    return FakeQuantize(h, fixed.activation_bits);
+  });
 }
 
 double Loss(const ModelSpec& spec, const std::vector<at::Tensor>& params,

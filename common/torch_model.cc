@@ -9,7 +9,7 @@
 namespace fedfwd {
 
 at::Tensor Forward(const ModelSpec& spec, const std::vector<at::Tensor>& params,
-                   const at::Tensor& x) {
+                   const at::Tensor& x, const LayerInputFn& layer_input) {
   TORCH_CHECK(params.size() == spec.params.size(), "model ", spec.name, " has ",
               spec.params.size(), " parameter tensors, got ", params.size());
   at::Tensor h = x;
@@ -17,11 +17,13 @@ at::Tensor Forward(const ModelSpec& spec, const std::vector<at::Tensor>& params,
   for (const LayerSpec& layer : spec.layers) {
     switch (layer.kind) {
       case LayerSpec::Kind::kConv:
+        if (layer_input) h = layer_input(h);
         h = at::conv2d(h, params[p], params[p + 1], /*stride=*/{1, 1},
                        /*padding=*/{layer.pad, layer.pad});
         p += 2;
         break;
       case LayerSpec::Kind::kDense:
+        if (layer_input) h = layer_input(h);
         h = at::linear(h, params[p], params[p + 1]);
         p += 2;
         break;

@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -20,9 +21,13 @@
 namespace fedfwd {
 
 // Logits [B, classes] for inputs x [B, C, H, W]. Throws c10::Error on shape
-// mismatch: callers inside this module catch it.
+// mismatch: callers inside this module catch it. `layer_input`, when set, is
+// applied to the input of every conv and dense layer (the fixed-point
+// simulation of finite_diff.h quantizes activations there).
+using LayerInputFn = std::function<at::Tensor(const at::Tensor&)>;
 at::Tensor Forward(const ModelSpec& spec, const std::vector<at::Tensor>& params,
-                   const at::Tensor& x);
+                   const at::Tensor& x,
+                   const LayerInputFn& layer_input = nullptr);
 
 // Tensors that view `flat` (CPU float32, at least spec.NumParams() floats),
 // shaped per spec. The caller keeps `flat` alive while the views are used.

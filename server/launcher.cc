@@ -660,12 +660,12 @@ int Launcher::Run() {
   return code;
 }
 
-absl::Status Launcher::PrepareOutDir() {
-  std::string out = options_.out_dir;
+absl::StatusOr<std::string> CreateOutDir(const std::string& requested,
+                                         const std::string& config_path) {
+  std::string out = requested;
   if (out.empty()) {
-    ASSIGN_OR_RETURN(
-        out, FirstFreePath(DefaultOutDir(options_.config_path, absl::Now(),
-                                         absl::LocalTimeZone())));
+    ASSIGN_OR_RETURN(out, FirstFreePath(DefaultOutDir(config_path, absl::Now(),
+                                                      absl::LocalTimeZone())));
   }
   std::error_code ec;
   fs::create_directories(out, ec);
@@ -674,8 +674,14 @@ absl::Status Launcher::PrepareOutDir() {
         absl::StrCat("cannot create output folder ", out, ": ", ec.message()));
   }
   fs::path absolute = fs::absolute(out, ec);
-  out_dir_ = ec ? out : absolute.lexically_normal().string();
-  if (out_dir_.size() > 1 && out_dir_.back() == '/') out_dir_.pop_back();
+  std::string result = ec ? out : absolute.lexically_normal().string();
+  if (result.size() > 1 && result.back() == '/') result.pop_back();
+  return result;
+}
+
+absl::Status Launcher::PrepareOutDir() {
+  ASSIGN_OR_RETURN(out_dir_,
+                   CreateOutDir(options_.out_dir, options_.config_path));
 
   const std::string config_path = out_dir_ + "/config.yaml";
   std::ofstream file(config_path, std::ios::trunc);

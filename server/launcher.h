@@ -193,6 +193,12 @@ std::string DefaultOutDir(const std::string& config_path, absl::Time now,
 // ... (error after 1000 tries).
 absl::StatusOr<std::string> FirstFreePath(const std::string& base);
 
+// Creates the output folder `requested` (empty: a fresh DefaultOutDir of
+// `config_path`, made unique by FirstFreePath) and returns it absolute,
+// normalized, without a trailing slash.
+absl::StatusOr<std::string> CreateOutDir(const std::string& requested,
+                                         const std::string& config_path);
+
 // The data folder the clients get: config.dataset.data_dir, or
 // DefaultDataDir(config.dataset.name) when that is empty.
 std::string ResolveDataDir(const Config& config);

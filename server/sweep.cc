@@ -898,21 +898,7 @@ absl::Status SweepRunner::CheckCells() {
 }
 
 absl::Status SweepRunner::PrepareOut() {
-  std::string out = options_.out_dir;
-  if (out.empty()) {
-    ASSIGN_OR_RETURN(
-        out, FirstFreePath(DefaultOutDir(options_.config_path, absl::Now(),
-                                         absl::LocalTimeZone())));
-  }
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot create output folder ", out, ": ", ec.message()));
-  }
-  fs::path absolute = fs::absolute(out, ec);
-  out_ = ec ? out : absolute.lexically_normal().string();
-  if (out_.size() > 1 && out_.back() == '/') out_.pop_back();
+  ASSIGN_OR_RETURN(out_, CreateOutDir(options_.out_dir, options_.config_path));
 
   // Every folder is checked before anything runs, so a changed sweep is
   // refused without touching a cell.
