@@ -246,11 +246,12 @@ class ReportRender : public ::testing::Test {
   }
 
   std::string ChromiumFlags(const std::string& profile) {
-    return absl::StrCat("'", chromium_,
-                        "' --headless --no-sandbox --disable-gpu "
-                        "--no-first-run --hide-scrollbars "
-                        "--user-data-dir='",
-                        dir_, "/", profile, "'");
+    return absl::StrCat(
+        "'", chromium_,
+        "' --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
+        "--no-first-run --hide-scrollbars "
+        "--user-data-dir='",
+        dir_, "/", profile, "'");
   }
 
   std::string chromium_;
