@@ -43,8 +43,8 @@ struct TangentConfig {
   //               projection onto span(v_1..v_K) (V^T g = d), scaled by m/K
   //               (m: perturbed entries) so that it is unbiased like the mean;
   //   projection_round: the same over every tangent of the round (all
-  //               clients' tangents in one Gram matrix; the merge rule is
-  //               then not used).
+  //               clients' tangents in one Gram matrix; the merge rule and
+  //               `robust` are then not used).
   std::string combine = "mean";
   // Scale each tangent to norm sqrt(m) (TangentKey::normalized).
   bool normalize = false;
