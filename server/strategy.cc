@@ -42,6 +42,35 @@ absl::Status TakeState(
   return absl::OkStatus();
 }
 
+// The SGD momentum buffer and Adam moments a strategy carries, as a
+// checkpoint holds them ("sgd.momentum", "adam.m", "adam.v"); absent means
+// not started yet.
+void SaveOptimizers(const SgdOptimizer& sgd, const AdamOptimizer& adam,
+                    StrategyState* state) {
+  if (!sgd.buffer().empty()) state->emplace_back("sgd.momentum", sgd.buffer());
+  if (!adam.m().empty()) {
+    state->emplace_back("adam.m", adam.m());
+    state->emplace_back("adam.v", adam.v());
+  }
+}
+
+absl::Status RestoreOptimizers(const StrategyState& state, int64_t num_params,
+                               SgdOptimizer* sgd, AdamOptimizer* adam) {
+  std::vector<float> buffer, m, v;
+  RETURN_IF_ERROR(TakeState(state,
+                            {{"sgd.momentum", num_params},
+                             {"adam.m", num_params},
+                             {"adam.v", num_params}},
+                            {&buffer, &m, &v}));
+  if (m.empty() != v.empty()) {
+    return absl::InvalidArgumentError(
+        "optimizer state has one Adam moment without the other");
+  }
+  sgd->set_buffer(std::move(buffer));
+  adam->set_moments(std::move(m), std::move(v));
+  return absl::OkStatus();
+}
+
 // Checks every strategy makes: the sample count and the training loss.
 absl::Status CheckSamplesAndLoss(const ClientResult& r, int64_t max_samples) {
   if (r.num_samples <= 0 || r.num_samples > max_samples) {
@@ -218,13 +247,7 @@ class ForwardGradientStrategy final : public Strategy {
 
   StrategyState SaveState() const override {
     StrategyState state;
-    if (!optimizer_.buffer().empty()) {
-      state.emplace_back("sgd.momentum", optimizer_.buffer());
-    }
-    if (!adam_.m().empty()) {
-      state.emplace_back("adam.m", adam_.m());
-      state.emplace_back("adam.v", adam_.v());
-    }
+    SaveOptimizers(optimizer_, adam_, &state);
     if (!abs_window_.empty()) {
       state.emplace_back(kWindowName, abs_window_);
     }
@@ -256,18 +279,7 @@ class ForwardGradientStrategy final : public Strategy {
       }
       window = entry.second;
     }
-    std::vector<float> buffer, m, v;
-    RETURN_IF_ERROR(TakeState(rest,
-                              {{"sgd.momentum", num_params_},
-                               {"adam.m", num_params_},
-                               {"adam.v", num_params_}},
-                              {&buffer, &m, &v}));
-    if (m.empty() != v.empty()) {
-      return absl::InvalidArgumentError(
-          "optimizer state has one Adam moment without the other");
-    }
-    optimizer_.set_buffer(std::move(buffer));
-    adam_.set_moments(std::move(m), std::move(v));
+    RETURN_IF_ERROR(RestoreOptimizers(rest, num_params_, &optimizer_, &adam_));
     abs_window_ = std::move(window);
     return absl::OkStatus();
   }
@@ -425,29 +437,12 @@ class BackpropStrategy final : public Strategy {
 
   StrategyState SaveState() const override {
     StrategyState state;
-    if (!sgd_.buffer().empty())
-      state.emplace_back("sgd.momentum", sgd_.buffer());
-    if (!adam_.m().empty()) {
-      state.emplace_back("adam.m", adam_.m());
-      state.emplace_back("adam.v", adam_.v());
-    }
+    SaveOptimizers(sgd_, adam_, &state);
     return state;
   }
 
   absl::Status LoadState(const StrategyState& state) override {
-    std::vector<float> buffer, m, v;
-    RETURN_IF_ERROR(TakeState(state,
-                              {{"sgd.momentum", num_params_},
-                               {"adam.m", num_params_},
-                               {"adam.v", num_params_}},
-                              {&buffer, &m, &v}));
-    if (m.empty() != v.empty()) {
-      return absl::InvalidArgumentError(
-          "optimizer state has one Adam moment without the other");
-    }
-    sgd_.set_buffer(std::move(buffer));
-    adam_.set_moments(std::move(m), std::move(v));
-    return absl::OkStatus();
+    return RestoreOptimizers(state, num_params_, &sgd_, &adam_);
   }
 
  private:
