@@ -22,15 +22,6 @@ namespace {
 
 using json = nlohmann::json;
 
-int CountOf(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t p = text.find(what); p != std::string::npos;
-       p = text.find(what, p + 1)) {
-    ++n;
-  }
-  return n;
-}
-
 class Churn : public ::testing::Test {
  protected:
   void SetUp() override {

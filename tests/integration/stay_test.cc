@@ -46,15 +46,6 @@ int FreePort() {
   return port;
 }
 
-int CountOf(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t p = text.find(what); p != std::string::npos;
-       p = text.find(what, p + 1)) {
-    ++n;
-  }
-  return n;
-}
-
 class Stay : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -142,6 +142,15 @@ std::vector<std::string> ClientArgv(const std::string& address,
   return argv;
 }
 
+int CountOf(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t p = text.find(what); p != std::string::npos;
+       p = text.find(what, p + 1)) {
+    ++n;
+  }
+  return n;
+}
+
 std::string RealMnistDir() { return SourcePath("data/mnist"); }
 
 bool HaveRealMnist() {

@@ -61,6 +61,9 @@ bool WaitUntil(Pred pred, absl::Duration timeout) {
   return pred();
 }
 
+// How many times `what` occurs in `text` (overlapping matches count).
+int CountOf(const std::string& text, const std::string& what);
+
 // The rows of a metrics.jsonl; lines that do not parse are skipped.
 std::vector<nlohmann::json> ReadJsonRows(const std::string& path);
 // Waits for the "listening on 127.0.0.1:PORT" line of a fedfwd-server child
