@@ -81,6 +81,11 @@ int main(int argc, char** argv) {
                  "and model update sent by this factor (an adversarial "
                  "client; see bench/robust.py)")
       ->capture_default_str();
+  app.add_option("--drop-update-version", o.drop_update_version,
+                 "FOR TESTS ONLY: when a seed replay reaches this model "
+                 "version, leave out its last term, as if lost; the replayed "
+                 "model fails its checksum and the client fetches a snapshot")
+      ->group("");
   fedfwd::LogFlags log_flags;
   fedfwd::AddLogFlags(&app, &log_flags);
   CLI11_PARSE(app, argc, argv);

@@ -64,13 +64,15 @@ absl::StatusOr<v1::JoinReply> CoordinatorClient::Join(
 
 absl::StatusOr<v1::Task> CoordinatorClient::GetTask(uint32_t client_id,
                                                     const std::string& session,
-                                                    absl::Duration wait) {
+                                                    absl::Duration wait,
+                                                    uint64_t have_version) {
   grpc::ClientContext ctx;
   Prepare(&ctx, wait + absl::Seconds(5));
   v1::TaskRequest req;
   req.set_client_id(client_id);
   req.set_session(session);
   req.set_wait_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(wait)));
+  req.set_model_version(have_version);
   v1::Task task;
   RETURN_IF_ERROR(FromGrpc(stub_->GetTask(&ctx, req, &task)));
   return task;

@@ -30,10 +30,12 @@ class CoordinatorClient {
   CoordinatorClient(std::shared_ptr<grpc::Channel> channel, std::string token);
 
   absl::StatusOr<v1::JoinReply> Join(const v1::JoinRequest& req);
-  // Long poll; the call's deadline is wait + a margin.
+  // Long poll; the call's deadline is wait + a margin. `have_version`: the
+  // model version the client holds (0: none), for seed-replay sync.
   absl::StatusOr<v1::Task> GetTask(uint32_t client_id,
                                    const std::string& session,
-                                   absl::Duration wait);
+                                   absl::Duration wait,
+                                   uint64_t have_version = 0);
   absl::Status Submit(const v1::TaskResult& result);
   // Streams an encoded model update (`encoding` as in update_codec.h) in
   // chunks of kSnapshotChunkBytes, `result` (jvp empty) as the header.

@@ -342,6 +342,87 @@ absl::Status ClientDaemon::Run() {
   return status;
 }
 
+absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
+  const uint64_t have = trainer_->model_version();
+  const uint64_t want = task.model_version();
+  if (have == want) return true;
+  if (task.updates_size() > 0) {
+    // Seed replay: the terms must start right after our version and end at
+    // the task's, in order; then the result must hash to the checksum.
+    absl::Status replay = absl::OkStatus();
+    std::vector<SeedTerm> terms;
+    terms.reserve(static_cast<size_t>(task.updates_size()));
+    uint64_t prev = have;
+    for (const auto& u : task.updates()) {
+      if (u.version() != prev && u.version() != prev + 1) {
+        replay = absl::InvalidArgumentError(absl::StrCat(
+            "seed updates jump from version ", prev, " to ", u.version()));
+        break;
+      }
+      prev = u.version();
+      auto term = FromProto(u);
+      if (!term.ok()) {
+        replay = term.status();
+        break;
+      }
+      terms.push_back(*term);
+    }
+    if (replay.ok() &&
+        (task.updates(0).version() != have + 1 || prev != want)) {
+      replay = absl::InvalidArgumentError(absl::StrCat(
+          "seed updates cover versions ", task.updates(0).version(), "..", prev,
+          ", need ", have + 1, "..", want));
+    }
+    if (replay.ok()) {
+      if (options_.drop_update_version != 0 &&
+          options_.drop_update_version > have &&
+          options_.drop_update_version <= want) {
+        // Test fault: lose the last term of the chosen version.
+        for (int i = task.updates_size() - 1; i >= 0; --i) {
+          if (task.updates(i).version() == options_.drop_update_version) {
+            terms.erase(terms.begin() + i);
+            break;
+          }
+        }
+      }
+      std::vector<float> params = trainer_->params();
+      ApplySeedTerms(terms, trainer_->param_sizes(), params.data(),
+                     std::max(1, options_.threads));
+      if (Checksum(params.data(), params.size() * sizeof(float)) ==
+          task.model_checksum()) {
+        RETURN_IF_ERROR(trainer_->SetModel(std::move(params), want));
+        return true;
+      }
+      replay = absl::DataLossError(
+          absl::StrCat("replayed model of version ", want,
+                       " does not match the coordinator's checksum"));
+    }
+    Log(absl::StrCat("seed replay failed (", replay.message(),
+                     "); fetching a snapshot"),
+        {{"event", "replay_failed"},
+         {"version", static_cast<int64_t>(want)},
+         {"error", std::string(replay.message())}},
+        LogLevel::kWarn);
+  }
+  std::vector<float> params;
+  uint64_t checksum = 0;
+  absl::Status fetched = coordinator_->FetchModel(
+      client_id_, session_, want, trainer_->num_params(), &params, &checksum);
+  if (fetched.ok() && checksum != task.model_checksum()) {
+    fetched = absl::DataLossError("snapshot checksum differs from task's");
+  }
+  if (!fetched.ok()) {
+    // The round moved on, or the transfer broke: ask again.
+    Log(absl::StrCat("model fetch failed: ", fetched.message()),
+        {{"event", "fetch_failed"}, {"error", std::string(fetched.message())}},
+        LogLevel::kWarn);
+    return false;
+  }
+  TouchHealthFile();
+  RETURN_IF_ERROR(trainer_->SetModel(std::move(params), want));
+  return true;
+}
+
 absl::Status ClientDaemon::WorkLoop() {
   absl::Time last_contact = absl::Now();
   absl::Time last_log = absl::Now();
@@ -350,7 +431,8 @@ absl::Status ClientDaemon::WorkLoop() {
   int64_t rounds_done = 0;
   double compute_ms = 0;
   while (!stop_) {
-    auto task = coordinator_->GetTask(client_id_, session_, absl::Seconds(2));
+    auto task = coordinator_->GetTask(client_id_, session_, absl::Seconds(2),
+                                      trainer_ ? trainer_->model_version() : 0);
     if (!task.ok()) {
       if (NeedsRejoin(task.status())) {
         Log(absl::StrCat("coordinator says: ", task.status().message()),
@@ -403,27 +485,8 @@ absl::Status ClientDaemon::WorkLoop() {
     }
     if (task->kind() != v1::Task::COMPUTE) continue;
 
-    if (trainer_->model_version() != task->model_version()) {
-      std::vector<float> params;
-      uint64_t checksum = 0;
-      absl::Status fetched =
-          coordinator_->FetchModel(client_id_, session_, task->model_version(),
-                                   trainer_->num_params(), &params, &checksum);
-      if (fetched.ok() && checksum != task->model_checksum()) {
-        fetched = absl::DataLossError("snapshot checksum differs from task's");
-      }
-      if (!fetched.ok()) {
-        // The round moved on, or the transfer broke: ask again.
-        Log(absl::StrCat("model fetch failed: ", fetched.message()),
-            {{"event", "fetch_failed"},
-             {"error", std::string(fetched.message())}},
-            LogLevel::kWarn);
-        continue;
-      }
-      TouchHealthFile();
-      RETURN_IF_ERROR(
-          trainer_->SetModel(std::move(params), task->model_version()));
-    }
+    ASSIGN_OR_RETURN(bool synced, SyncModel(*task));
+    if (!synced) continue;
     LocalTask local;
     local.round = task->round();
     local.estimator = task->estimator();

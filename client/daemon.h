@@ -45,6 +45,10 @@ struct DaemonOptions {
   // Robustness experiments only: multiplies every JVP value and every
   // update this daemon sends by this factor (1: honest).
   double adversary_scale = 1.0;
+  // Fault injection for tests: when a seed replay reaches this model
+  // version, its last term is left out, as if lost (0: off). The replayed
+  // model then fails its checksum and the daemon must fetch a snapshot.
+  uint64_t drop_update_version = 0;
   // Keep running across runs (see above); unreachable_s does not apply.
   bool stay = false;
   // When set: after every successful exchange with the coordinator (join,
@@ -70,6 +74,11 @@ class ClientDaemon {
   absl::Status JoinWithRetry();
   // Until the run ends (OK), RequestStop (OK, stop_ set) or an error.
   absl::Status WorkLoop();
+  // Brings the trainer to the task's model: a seed replay when the task
+  // carries the updates from the trainer's version and the result hashes
+  // to the task's checksum, else a snapshot fetch. Returns false (after
+  // logging) when neither worked and the task should be polled again.
+  absl::StatusOr<bool> SyncModel(const v1::Task& task);
   // Creates the trainer for the joined run and shard unless the current one
   // is for exactly those.
   absl::Status PrepareTrainer(const v1::JoinReply& reply);

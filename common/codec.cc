@@ -2,9 +2,12 @@
 
 #include <xxhash.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace fedfwd {
 
@@ -114,6 +117,28 @@ absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& p) {
                      key.client, ", index ", key.index, ")"));
   }
   return key;
+}
+
+v1::SeedUpdate ToProto(const SeedTerm& term, uint64_t version) {
+  v1::SeedUpdate u;
+  *u.mutable_key() = ToProto(term.key);
+  u.set_coefficient(term.alpha);
+  u.set_restrict_mask(term.restrict_mask);
+  u.set_version(version);
+  return u;
+}
+
+absl::StatusOr<SeedTerm> FromProto(const v1::SeedUpdate& u) {
+  SeedTerm t;
+  ASSIGN_OR_RETURN(t.key, FromProto(u.key()));
+  const double c = u.coefficient();
+  if (!std::isfinite(c) || std::abs(c) > std::numeric_limits<float>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seed update coefficient is not a finite float: ", c));
+  }
+  t.alpha = static_cast<float>(c);
+  t.restrict_mask = u.restrict_mask();
+  return t;
 }
 
 }  // namespace fedfwd

@@ -48,6 +48,10 @@ class SnapshotAssembler {
 
 v1::TangentKey ToProto(const TangentKey& key);
 absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& key);
+// Seed-replay terms: `version` is the model version the term belongs to.
+v1::SeedUpdate ToProto(const SeedTerm& term, uint64_t version);
+// Checks the key and that the coefficient is a finite float32.
+absl::StatusOr<SeedTerm> FromProto(const v1::SeedUpdate& update);
 
 }  // namespace fedfwd
 

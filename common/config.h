@@ -167,6 +167,11 @@ struct Config {
   ServerOptimizerConfig server_optimizer;
   // Encoding of uploaded deltas/gradients: none (float32) | fp16 | int8.
   std::string compression = "none";
+  // How clients get the next model. auto: seed-replay sync when a round's
+  // update is seed terms (forward gradients under plain SGD: the task
+  // carries the (seed, coefficient) list and each client replays it),
+  // snapshots otherwise; snapshot: always the full model.
+  std::string sync = "auto";
   int64_t eval_every = 100;     // evaluate test accuracy every N rounds
   std::vector<double> targets;  // accuracy thresholds to time
   // End the run at the first evaluation that reaches the highest target.

@@ -435,4 +435,13 @@ void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
   }
 }
 
+void ApplySeedTerms(const std::vector<SeedTerm>& terms,
+                    const std::vector<int64_t>& sizes, float* params,
+                    int threads) {
+  for (const SeedTerm& t : terms) {
+    AddScaledTangentFlat(t.key, sizes, t.alpha, params, threads,
+                         t.restrict_mask);
+  }
+}
+
 }  // namespace fedfwd

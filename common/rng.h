@@ -111,6 +111,20 @@ void AddScaledTangentFlat(const TangentKey& key,
                           float* params, int threads = 1,
                           uint64_t restrict_mask = 0);
 
+// One term of a model update expressed as seeds: params += alpha * v(key),
+// over restrict_mask's parameter tensors when it is nonzero. The
+// coordinator applies a plain SGD step of forward gradients as such terms
+// and sends them to the clients (seed-replay sync); both sides apply them
+// with ApplySeedTerms, in the same order, so their models agree bit for bit.
+struct SeedTerm {
+  TangentKey key;
+  float alpha = 0;
+  uint64_t restrict_mask = 0;
+};
+void ApplySeedTerms(const std::vector<SeedTerm>& terms,
+                    const std::vector<int64_t>& sizes, float* params,
+                    int threads = 1);
+
 // Raw entries [offset, offset + n) of parameter `param_index`'s tangent,
 // equal to that range of what GenerateTangent writes.
 void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,

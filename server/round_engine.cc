@@ -285,7 +285,8 @@ absl::Status RoundEngine::SaveCheckpoint(bool finished) {
   return absl::OkStatus();
 }
 
-void RoundEngine::PublishSnapshot() {
+void RoundEngine::PublishSnapshot(
+    std::shared_ptr<const std::vector<SeedTerm>> replay) {
   uint64_t version;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -294,6 +295,12 @@ void RoundEngine::PublishSnapshot() {
   auto snap = std::make_shared<const Snapshot>(MakeSnapshot(params_, version));
   std::lock_guard<std::mutex> lock(mu_);
   snapshot_ = std::move(snap);
+  if (replay == nullptr) {
+    replay_history_.clear();
+    return;
+  }
+  replay_history_.emplace_back(version, std::move(replay));
+  while (replay_history_.size() > kReplayHistory) replay_history_.pop_front();
 }
 
 absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
@@ -399,13 +406,36 @@ std::vector<uint32_t> RoundEngine::LiveClientsLocked() const {
   return ids;
 }
 
+std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
+RoundEngine::ReplayFromLocked(uint64_t have_version) const {
+  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
+      out;
+  const uint64_t current = snapshot_->version;
+  if (have_version == 0 || have_version >= current || replay_history_.empty() ||
+      replay_history_.front().first > have_version + 1 ||
+      replay_history_.back().first != current) {
+    return out;
+  }
+  size_t terms = 0;
+  for (const auto& [version, update] : replay_history_) {
+    if (version <= have_version) continue;
+    terms += update->size();
+    out.emplace_back(version, update);
+  }
+  // A replay costs a tangent per term on the client: past a snapshot's
+  // size in wire bytes, the snapshot is the cheaper way.
+  if (terms * kSeedUpdateWireBytes >= snapshot_->bytes.size()) out.clear();
+  return out;
+}
+
 int RoundEngine::LiveCountLocked() const {
   return static_cast<int>(LiveClientsLocked().size());
 }
 
 absl::StatusOr<TaskOutcome> RoundEngine::NextTask(uint32_t client_id,
                                                   const std::string& session,
-                                                  absl::Duration wait) {
+                                                  absl::Duration wait,
+                                                  uint64_t have_version) {
   const absl::Time deadline = absl::Now() + wait;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -425,6 +455,7 @@ absl::StatusOr<TaskOutcome> RoundEngine::NextTask(uint32_t client_id,
         out.task = t->second;
         out.model_version = snapshot_->version;
         out.model_checksum = snapshot_->checksum;
+        out.replay = ReplayFromLocked(have_version);
         return out;
       }
     }
@@ -789,7 +820,12 @@ absl::Status RoundEngine::RunRounds() {
     }
     ASSIGN_OR_RETURN(MergeReport report,
                      strategy_->Aggregate(round, tasks, results, &params_));
-    PublishSnapshot();
+    std::shared_ptr<const std::vector<SeedTerm>> replay;
+    if (config_.sync == "auto") {
+      auto terms = std::make_shared<std::vector<SeedTerm>>();
+      if (strategy_->LastUpdateAsSeeds(terms.get())) replay = std::move(terms);
+    }
+    PublishSnapshot(std::move(replay));
     rounds_done_ = round;
 
     RoundRow row;

@@ -56,6 +56,11 @@ struct TaskOutcome {
   uint64_t model_version = 0;
   uint64_t model_checksum = 0;
   std::string message;
+  // Seed-replay sync: the updates from the client's model version to
+  // model_version, oldest first, as (version, terms); empty when the client
+  // must fetch a snapshot instead.
+  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
+      replay;
 };
 
 struct ClientView {
@@ -124,9 +129,15 @@ class RoundEngine {
   // --- Called by RPC threads. ---
   absl::StatusOr<JoinOutcome> Join(const JoinParams& params);
   // Blocks up to `wait` for a task. Returns kStop once the run is over.
+  // `have_version`: the model version the client holds (0: none); the
+  // outcome carries the seed updates from there when the coordinator has
+  // them (config sync: auto).
   absl::StatusOr<TaskOutcome> NextTask(uint32_t client_id,
                                        const std::string& session,
-                                       absl::Duration wait);
+                                       absl::Duration wait,
+                                       uint64_t have_version = 0);
+  // How many past model versions keep their seed updates for replay.
+  static constexpr size_t kReplayHistory = 64;
   absl::Status Submit(const std::string& session, const ClientResult& result,
                       uint64_t model_version);
   // The snapshot of `version` (0: current).
@@ -164,10 +175,19 @@ class RoundEngine {
   void ExpireClientsLocked(absl::Time now);
   std::vector<uint32_t> LiveClientsLocked() const;
   int LiveCountLocked() const;
+  // The replay from `have_version` to the current snapshot (TaskOutcome).
+  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
+  ReplayFromLocked(uint64_t have_version) const;
+  // About what one SeedUpdate takes on the wire.
+  static constexpr size_t kSeedUpdateWireBytes = 48;
   bool WaitForLiveClients(int count, absl::Duration timeout);
   absl::StatusOr<std::vector<ClientResult>> RunRound(
       int64_t round, std::vector<TaskSpec>* tasks);
-  void PublishSnapshot();
+  // Publishes params_ as the next model version; `replay`: the seed terms
+  // that turned the previous version into it (null: not expressible, which
+  // ends the replay chain until the next such update).
+  void PublishSnapshot(
+      std::shared_ptr<const std::vector<SeedTerm>> replay = nullptr);
   absl::Status RunRounds();
   absl::Status Finish(int64_t rounds_done, double wall_s, bool interrupted);
   void WaitForClientsToLeave(absl::Duration timeout);
@@ -239,6 +259,9 @@ class RoundEngine {
   std::map<uint32_t, TaskSpec> tasks_;
   std::map<uint32_t, ClientResult> results_;
   std::shared_ptr<const Snapshot> snapshot_;
+  // Seed updates of the latest versions (consecutive, oldest first).
+  std::deque<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
+      replay_history_;
   double last_test_acc_ = -1;
   int64_t last_test_round_ = -1;
   std::deque<std::pair<int64_t, double>> accuracy_history_;

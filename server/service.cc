@@ -108,7 +108,8 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
   const auto left = ctx->deadline() - std::chrono::system_clock::now();
   wait = std::min(wait, absl::FromChrono(left) - absl::Milliseconds(200));
   wait = std::max(wait, absl::ZeroDuration());
-  auto out = engine_->NextTask(req->client_id(), req->session(), wait);
+  auto out = engine_->NextTask(req->client_id(), req->session(), wait,
+                               req->model_version());
   if (out.ok()) {
     switch (out->kind) {
       case TaskOutcome::kWait:
@@ -136,6 +137,11 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_dp_noise_multiplier(out->task.dp_noise_multiplier);
         reply->set_fd_epsilon(out->task.fd_epsilon);
         reply->set_fd_fixed_point(out->task.fd_fixed_point);
+        for (const auto& [version, terms] : out->replay) {
+          for (const SeedTerm& t : *terms) {
+            *reply->add_updates() = ToProto(t, version);
+          }
+        }
         break;
     }
   }

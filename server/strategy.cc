@@ -188,6 +188,7 @@ class ForwardGradientStrategy final : public Strategy {
       int64_t round, const std::vector<TaskSpec>& tasks,
       const std::vector<ClientResult>& results,
       std::vector<float>* params) override {
+    last_as_seeds_ = false;
     std::vector<JvpContribution> contributions;
     for (size_t i = 0; i < results.size(); ++i) {
       JvpContribution c;
@@ -243,6 +244,12 @@ class ForwardGradientStrategy final : public Strategy {
     }
     ApplySteps(steps, report.lr, params);
     return report;
+  }
+
+  bool LastUpdateAsSeeds(std::vector<SeedTerm>* terms) const override {
+    if (!last_as_seeds_) return false;
+    *terms = last_terms_;
+    return true;
   }
 
   StrategyState SaveState() const override {
@@ -312,6 +319,19 @@ class ForwardGradientStrategy final : public Strategy {
   void ApplySteps(const std::vector<GradientStep>& steps, double lr,
                   std::vector<float>* params) {
     const bool adam = config_.server_optimizer.type == "adam";
+    if (!adam && !(config_.clip_step > 0) && config_.momentum == 0) {
+      // Plain SGD: the step is its seed terms, kept for seed-replay sync.
+      last_terms_.clear();
+      for (const auto& step : steps) {
+        for (const auto& term : step) {
+          last_terms_.push_back({term.key, static_cast<float>(-lr * term.coef),
+                                 term.restrict_mask});
+        }
+      }
+      ApplySeedTerms(last_terms_, sizes_, params->data(), threads_);
+      last_as_seeds_ = true;
+      return;
+    }
     if (!adam && !(config_.clip_step > 0)) {
       for (const auto& step : steps) optimizer_.Apply(step, lr, params->data());
       return;
@@ -351,6 +371,9 @@ class ForwardGradientStrategy final : public Strategy {
   AdamOptimizer adam_;
   std::vector<uint64_t> layer_masks_;  // split: layers; empty: no split
   std::vector<float> grad_;            // materialized step (Adam, clip_step)
+  // The last Aggregate's change as seed terms (plain SGD only).
+  std::vector<SeedTerm> last_terms_;
+  bool last_as_seeds_ = false;
   // robust quantile_clip/skip: past |d|, oldest first (PlanRobustMerge).
   std::vector<float> abs_window_;
 };

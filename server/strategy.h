@@ -79,6 +79,14 @@ class Strategy {
   // LoadState refuses names or sizes this strategy does not have.
   virtual StrategyState SaveState() const = 0;
   virtual absl::Status LoadState(const StrategyState& state) = 0;
+  // Seed-replay sync: true when the last Aggregate changed the model by
+  // exactly ApplySeedTerms(*terms) (forward gradients under plain SGD), with
+  // the terms set; false when its change is not expressible as seed terms
+  // (dense updates, momentum, Adam, a clipped step).
+  virtual bool LastUpdateAsSeeds(std::vector<SeedTerm>* terms) const {
+    (void)terms;
+    return false;
+  }
 };
 
 // The clients that take part in `round`: all of `live` when

@@ -1,5 +1,6 @@
 #include "common/codec.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -240,6 +241,36 @@ TEST(TangentKeyCodec, RejectsOutOfRangeFields) {
   p = ValidProto();
   p.set_client(0x80000000u);
   EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SeedUpdateCodec, RoundTripKeepsTheExactFloatFactor) {
+  SeedTerm t;
+  ASSERT_TRUE(FromProto(ValidProto()).ok());
+  t.key = FromProto(ValidProto()).value();
+  t.alpha = -0.1f * 3.0f;  // not a short decimal
+  t.restrict_mask = 0x6;
+  v1::SeedUpdate wire;
+  ASSERT_TRUE(wire.ParseFromString(ToProto(t, 42).SerializeAsString()));
+  EXPECT_EQ(wire.version(), 42u);
+  auto back = FromProto(wire);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->alpha, t.alpha);
+  EXPECT_EQ(back->restrict_mask, t.restrict_mask);
+  EXPECT_EQ(back->key.round, t.key.round);
+  EXPECT_EQ(back->key.client, t.key.client);
+}
+
+TEST(SeedUpdateCodec, RejectsNonFiniteOrOversizedCoefficientsAndBadKeys) {
+  v1::SeedUpdate u;
+  *u.mutable_key() = ValidProto();
+  for (double c : {std::nan(""), HUGE_VAL, -HUGE_VAL, 1e39}) {
+    u.set_coefficient(c);
+    EXPECT_EQ(FromProto(u).status().code(), absl::StatusCode::kInvalidArgument)
+        << c;
+  }
+  u.set_coefficient(0.5);
+  u.mutable_key()->set_type(v1::TANGENT_TYPE_UNSPECIFIED);
+  EXPECT_EQ(FromProto(u).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

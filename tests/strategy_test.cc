@@ -9,6 +9,7 @@
 
 #include "common/config.h"
 #include "common/model.h"
+#include "common/rng.h"
 #include "gtest/gtest.h"
 
 namespace fedfwd {
@@ -177,6 +178,61 @@ TEST(ForwardGradientStrategy, RejectsAModelUpdate) {
   r.update = {1.0f};
   r.num_samples = 5;
   EXPECT_FALSE((*s)->ValidateResult(tasks[0], r).ok());
+}
+
+// Seed-replay sync rests on this: under plain SGD the terms a strategy
+// reports reproduce its Aggregate bit for bit when applied to the model it
+// started from (here with weight splitting's per-layer restrict masks and
+// normalized normal tangents); with momentum or Adam there are none.
+TEST(ForwardGradientStrategy, LastUpdateAsSeedsReplaysTheMergeExactly) {
+  const ModelSpec spec = GetModelSpec("mlp", {1, 28, 28}).value();
+  Config c;
+  c.lr = 0.01;
+  c.tangent.count = 2;
+  c.tangent.normalize = true;
+  c.tangent.split = "layers";
+  auto s = MakeStrategy(c, spec, 2);
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::vector<float> params = InitialParams(spec, 3);
+  for (int64_t round = 1; round <= 3; ++round) {
+    const auto tasks = (*s)->ConfigureRound(round, {1, 2, 3, 4});
+    std::vector<ClientResult> results;
+    for (const auto& t : tasks) {
+      ClientResult r;
+      r.client_id = t.client_id;
+      r.round = round;
+      r.jvps = {0.25 * t.client_id, -0.5 + 0.1 * static_cast<double>(round)};
+      r.num_samples = 10 + t.client_id;
+      results.push_back(r);
+    }
+    const std::vector<float> before = params;
+    ASSERT_TRUE((*s)->Aggregate(round, tasks, results, &params).ok());
+    std::vector<SeedTerm> terms;
+    ASSERT_TRUE((*s)->LastUpdateAsSeeds(&terms));
+    EXPECT_EQ(terms.size(), 8u);
+    std::vector<float> replayed = before;
+    ApplySeedTerms(terms, spec.ParamSizes(), replayed.data(), 1);
+    EXPECT_EQ(replayed, params) << "round " << round;
+    EXPECT_NE(replayed, before);
+  }
+  for (const char* variant : {"momentum", "adam", "clip_step"}) {
+    Config m = c;
+    if (std::string(variant) == "momentum") m.momentum = 0.9;
+    if (std::string(variant) == "adam") m.server_optimizer.type = "adam";
+    if (std::string(variant) == "clip_step") m.clip_step = 1.0;
+    auto ms = MakeStrategy(m, spec);
+    ASSERT_TRUE(ms.ok());
+    const auto tasks = (*ms)->ConfigureRound(1, {1});
+    ClientResult r;
+    r.client_id = 1;
+    r.round = 1;
+    r.jvps = {0.5, 0.5};
+    r.num_samples = 10;
+    std::vector<float> p = InitialParams(spec, 3);
+    ASSERT_TRUE((*ms)->Aggregate(1, tasks, {r}, &p).ok());
+    std::vector<SeedTerm> terms;
+    EXPECT_FALSE((*ms)->LastUpdateAsSeeds(&terms)) << variant;
+  }
 }
 
 }  // namespace
