@@ -179,7 +179,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
     req.set_shard(options_.shard);
     req.set_num_shards(options_.shard >= 0 ? options_.num_shards : 0);
   }
-  for (const char* e : {"jvp", "fd", "fedsgd", "fedavg"}) {
+  for (const char* e : {"jvp", "fd", "projected", "fedsgd", "fedavg"}) {
     req.mutable_capabilities()->add_estimators(e);
   }
   req.mutable_capabilities()->set_device(options_.device);

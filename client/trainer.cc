@@ -166,6 +166,54 @@ class ForwardGradientEstimator final : public Estimator {
   TangentBuffers tangents_;
 };
 
+// Random projections of the backprop gradient: d_k = g . v_k for the task's
+// tangents, g the minibatch gradient from one backward pass, each tangent
+// generated in turn into one buffer. The same scalars as jvp (to float
+// rounding) for one backprop step plus K tangent generations and dot
+// products instead of K dual-number passes, so large K stays affordable;
+// unlike jvp, the client keeps activations for the backward pass.
+class ProjectedGradientEstimator final : public Estimator {
+ public:
+  absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
+                                       const LocalTask& task) override {
+    const Batch batch = ctx.NextBatch(task.batch_size);
+    ASSIGN_OR_RETURN(GradientResult g,
+                     ComputeGradient(ctx.spec, ctx.params, batch.x, batch.y));
+    const std::vector<float> grad = Flatten(g.grads, ctx.spec.NumParams());
+    tangent_.resize(grad.size());
+    LocalResult out;
+    for (const TangentKey& key : task.tangents) {
+      GenerateTangentFlat(key, ctx.spec.ParamSizes(), tangent_.data());
+      out.jvps.push_back(Dot(grad, tangent_));
+    }
+    out.loss = g.loss;
+    out.num_samples = batch.x.size(0);
+    return out;
+  }
+
+ private:
+  // Eight float lanes per block of 4096, blocks summed in double.
+  static double Dot(const std::vector<float>& a, const std::vector<float>& b) {
+    constexpr size_t kBlock = 4096;
+    double total = 0;
+    for (size_t off = 0; off < a.size(); off += kBlock) {
+      const size_t end = std::min(a.size(), off + kBlock);
+      float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      size_t i = off;
+      for (; i + 8 <= end; i += 8) {
+        for (int l = 0; l < 8; ++l) lane[l] += a[i + l] * b[i + l];
+      }
+      double block = 0;
+      for (; i < end; ++i) block += static_cast<double>(a[i]) * b[i];
+      for (float l : lane) block += l;
+      total += block;
+    }
+    return total;
+  }
+
+  std::vector<float> tangent_;  // reused across tangents and rounds
+};
+
 // FedSGD: the gradient of one minibatch.
 class GradientEstimator final : public Estimator {
  public:
@@ -229,6 +277,9 @@ absl::StatusOr<std::unique_ptr<Estimator>> MakeEstimator(
   if (name == "jvp" || name == "fd") {
     return std::unique_ptr<Estimator>(
         new ForwardGradientEstimator(name == "fd"));
+  }
+  if (name == "projected") {
+    return std::unique_ptr<Estimator>(new ProjectedGradientEstimator());
   }
   if (name == "fedsgd" || name == "backprop") {
     return std::unique_ptr<Estimator>(new GradientEstimator());

@@ -484,9 +484,10 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   // Round numbers are 32-bit in the tangent key.
   RETURN_IF_ERROR(r.Int(root, "", "rounds", 1, int64_t{1} << 32, &c->rounds));
   RETURN_IF_ERROR(r.Uint64(root, "", "seed", &c->seed));
-  RETURN_IF_ERROR(r.Choice(root, "", "estimator",
-                           {"jvp", "fd", "fedsgd", "fedavg", "backprop"},
-                           &c->estimator));
+  RETURN_IF_ERROR(
+      r.Choice(root, "", "estimator",
+               {"jvp", "fd", "projected", "fedsgd", "fedavg", "backprop"},
+               &c->estimator));
 
   std::string merge = MergeRuleName(c->merge);
   RETURN_IF_ERROR(
@@ -625,20 +626,22 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
           "'privacy.noise_multiplier' needs 'privacy.clip' > 0 (the noise is "
           "relative to the clip)");
     }
-    if (o.clip > 0 && c->estimator != "jvp" && c->estimator != "fd") {
+    if (o.clip > 0 && c->estimator != "jvp" && c->estimator != "fd" &&
+        c->estimator != "projected") {
       return absl::InvalidArgumentError(absl::StrCat(
-          "'privacy' applies to forward gradients (estimator: jvp or fd), "
-          "not to ",
+          "'privacy' applies to forward gradients (estimator: jvp, fd or "
+          "projected), not to ",
           c->estimator));
     }
   }
-  const bool forward = c->estimator == "jvp" || c->estimator == "fd";
+  const bool forward = c->estimator == "jvp" || c->estimator == "fd" ||
+                       c->estimator == "projected";
   if (!forward && (c->tangent.count != 1 || c->tangent.combine != "mean" ||
                    c->tangent.split != "none" || c->tangent.normalize)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "'tangent.count', 'tangent.combine', 'tangent.split' and "
-        "'tangent.normalize' apply to forward gradients (estimator: jvp or "
-        "fd), not to ",
+        "'tangent.normalize' apply to forward gradients (estimator: jvp, fd "
+        "or projected), not to ",
         c->estimator));
   }
   if (c->tangent.shared_seed && c->tangent.combine == "projection_round") {

@@ -505,7 +505,8 @@ absl::StatusOr<TangentDistribution> ParseTangentDistribution(
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
                                                        const ModelSpec& spec,
                                                        int threads) {
-  if (config.estimator == "jvp" || config.estimator == "fd") {
+  if (config.estimator == "jvp" || config.estimator == "fd" ||
+      config.estimator == "projected") {
     auto dist = ParseTangentDistribution(config.tangent.distribution);
     if (!dist.ok()) return dist.status();
     if (config.tangent.split != "none" && spec.params.size() > 64) {

@@ -2,6 +2,7 @@
 // daemons, on synthetic MNIST-shaped data.
 #include "server/central_trainer.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -9,7 +10,9 @@
 
 #include "client/trainer.h"
 #include "common/config.h"
+#include "common/model.h"
 #include "common/model_file.h"
+#include "common/rng.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/synthetic_data.h"
 
@@ -114,6 +117,56 @@ TEST_F(CentralTest, FedAvgIsRefused) {
   o.out_dir = dir_ + "/x";
   o.quiet = true;
   EXPECT_TRUE(absl::IsInvalidArgument(RunCentral(config_, o, nullptr)));
+}
+
+// estimator projected: the scalars g . v_k from one backprop gradient are
+// the JVPs along the same tangents, on the same minibatch, to float
+// rounding (mask and normalization included).
+TEST_F(CentralTest, ProjectedEstimatorGivesTheJvpScalars) {
+  TrainerOptions t;
+  t.model = "mlp_small";
+  t.dataset = "mnist";
+  t.data_dir = dir_ + "/data";
+  t.seed = 1;
+  t.shard = 0;
+  t.num_shards = 2;
+  auto spec = GetModelSpec("mlp_small", {1, 28, 28});
+  ASSERT_TRUE(spec.ok());
+  const std::vector<float> start = InitialParams(*spec, 5);
+  LocalTask task;
+  task.round = 3;
+  task.batch_size = 32;
+  for (uint32_t k = 0; k < 5; ++k) {
+    TangentKey key;
+    key.run_seed = 9;
+    key.round = 3;
+    key.client = 1;
+    key.index = k;
+    key.type =
+        k % 2 ? TangentDistribution::kNormal : TangentDistribution::kRademacher;
+    key.normalized = k == 3;
+    key.param_mask = k == 4 ? 0x3 : 0;  // the first layer only
+    task.tangents.push_back(key);
+  }
+  std::vector<LocalResult> out;
+  for (const char* estimator : {"jvp", "projected"}) {
+    auto trainer = Trainer::Create(t);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    ASSERT_TRUE((*trainer)->SetModel(start, 1).ok());
+    task.estimator = estimator;
+    auto r = (*trainer)->Run(task);
+    ASSERT_TRUE(r.ok()) << r.status();
+    out.push_back(*r);
+  }
+  ASSERT_EQ(out[1].jvps.size(), 5u);
+  EXPECT_NEAR(out[1].loss, out[0].loss, 1e-6);
+  EXPECT_EQ(out[1].num_samples, 32);
+  for (size_t k = 0; k < 5; ++k) {
+    EXPECT_NE(out[1].jvps[k], 0.0) << k;
+    EXPECT_NEAR(out[1].jvps[k], out[0].jvps[k],
+                1e-4 * std::abs(out[0].jvps[k]) + 1e-5)
+        << k;
+  }
 }
 
 TEST_F(CentralTest, FedAvgEstimatorReturnsADeltaAndKeepsTheModel) {
