@@ -78,6 +78,7 @@ const std::vector<std::string>& KnownKeys() {
       "server_optimizer.eps",
       "compression",
       "sync",
+      "sync_max_terms",
       "eval_every",
       "targets",
       "stop_at_target",
@@ -573,6 +574,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   RETURN_IF_ERROR(r.Choice(root, "", "compression", {"none", "fp16", "int8"},
                            &c->compression));
   RETURN_IF_ERROR(r.Choice(root, "", "sync", {"auto", "snapshot"}, &c->sync));
+  RETURN_IF_ERROR(
+      r.Int(root, "", "sync_max_terms", 1, 1000000, &c->sync_max_terms));
   RETURN_IF_ERROR(r.Int(root, "", "eval_every", 1, INT64_MAX, &c->eval_every));
   RETURN_IF_ERROR(r.DoubleList(root, "", "targets", 0, 1, &c->targets));
   std::sort(c->targets.begin(), c->targets.end());
@@ -732,6 +735,7 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                            {"eps", c.server_optimizer.eps}};
   j["compression"] = c.compression;
   j["sync"] = c.sync;
+  j["sync_max_terms"] = c.sync_max_terms;
   j["eval_every"] = c.eval_every;
   j["targets"] = c.targets;
   j["stop_at_target"] = c.stop_at_target;

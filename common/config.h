@@ -172,6 +172,9 @@ struct Config {
   // carries the (seed, coefficient) list and each client replays it),
   // snapshots otherwise; snapshot: always the full model.
   std::string sync = "auto";
+  // sync auto: a replay of more terms than this (each costs the client a
+  // tangent generation over the model) is replaced by a snapshot.
+  int64_t sync_max_terms = 64;
   int64_t eval_every = 100;     // evaluate test accuracy every N rounds
   std::vector<double> targets;  // accuracy thresholds to time
   // End the run at the first evaluation that reaches the highest target.

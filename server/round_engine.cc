@@ -422,9 +422,13 @@ RoundEngine::ReplayFromLocked(uint64_t have_version) const {
     terms += update->size();
     out.emplace_back(version, update);
   }
-  // A replay costs a tangent per term on the client: past a snapshot's
-  // size in wire bytes, the snapshot is the cheaper way.
-  if (terms * kSeedUpdateWireBytes >= snapshot_->bytes.size()) out.clear();
+  // A replay costs the client a tangent generation per term: past a
+  // snapshot's size in wire bytes, or sync_max_terms, a snapshot is the
+  // cheaper way.
+  if (terms * kSeedUpdateWireBytes >= snapshot_->bytes.size() ||
+      terms > static_cast<size_t>(config_.sync_max_terms)) {
+    out.clear();
+  }
   return out;
 }
 
