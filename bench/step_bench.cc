@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "common/finite_diff.h"
 #include "common/forward_ad.h"
 #include "common/model.h"
 #include "common/rng.h"
@@ -86,6 +87,33 @@ void BM_BackpropStep(benchmark::State& state, const std::string& model) {
   }
 }
 
+// One client step of finite-difference forward gradients (estimator fd):
+// regenerate the tangent, two forward passes at theta +- eps v, in float32
+// or with the fixed-point passes (int16 weights, int8 layer inputs).
+void BM_FiniteDifferenceStep(benchmark::State& state, const std::string& model,
+                             bool fixed_point) {
+  const ModelSpec spec = Spec(model);
+  std::vector<float> params = InitialParams(spec, 1);
+  std::vector<float> v(params.size());
+  const auto views = ParamViews(spec, params.data());
+  const auto tangent = ParamViews(spec, v.data());
+  const Inputs in = MakeInputs();
+  const FixedPointSpec fixed;
+  int64_t round = 0;
+  for (auto _ : state) {
+    GenerateTangentFlat({1, round++, 0, 0, TangentDistribution::kRademacher},
+                        spec.ParamSizes(), v.data());
+    auto r = ComputeFiniteDifference(spec, views, {tangent}, in.x, in.y,
+                                     fixed_point ? 1e-2 : 1e-4,
+                                     fixed_point ? &fixed : nullptr);
+    benchmark::DoNotOptimize(r);
+  }
+}
+
+BENCHMARK_CAPTURE(BM_FiniteDifferenceStep, mlp_fp32, "mlp", false)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FiniteDifferenceStep, mlp_fixed, "mlp", true)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_ForwardGradientStep, mlp_rademacher, "mlp",
                   TangentDistribution::kRademacher)
     ->Unit(benchmark::kMillisecond);
