@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""The performance targets of issue 6, one line each:
+
+  NAME: VALUE UNIT (target TARGET)
+
+measured side by side on this machine (ratios within one process or one
+script run, as the machines are noisy). bench/run.sh builds and calls this;
+see bench/README.md. Targets not built yet print "not measured" with the
+reason, so the list stays complete.
+
+  python3 bench/targets.py [--full] [--smoke] [--no-write]
+
+--full runs longer (more benchmark time, more rounds); --smoke runs each
+piece as briefly as possible (CI: the benchmarks must not rot) and never
+writes. Without --no-write the lines, the command and the machine replace
+this script's section of bench/RESULTS.md.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "build", "bin")
+
+
+def bench(filters, min_time):
+    out = subprocess.run(
+        [os.path.join(BIN, "fedfwd_bench"), f"--benchmark_filter={filters}",
+         f"--benchmark_min_time={min_time}", "--benchmark_format=json"],
+        check=True, capture_output=True, text=True).stdout
+    times = {}
+    for b in json.loads(out)["benchmarks"]:
+        scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+        times[b["name"]] = b["real_time"] * scale  # ms
+    return times
+
+
+def memory_kib(mode, model, batch):
+    out = subprocess.run(
+        [os.path.join(BIN, "fedfwd_bench"), f"--memory={mode}",
+         f"--model={model}", f"--batch={batch}"],
+        check=True, capture_output=True, text=True).stdout
+    return int(out.split()[-1])
+
+
+def federation(config, rounds, sets, tmp, name):
+    out = os.path.join(tmp, name)
+    cmd = [os.path.join(BIN, "fedfwd-run"), config, "--out", out,
+           "--insecure", "--set", f"rounds={rounds}",
+           "--set", f"eval_every={rounds}"]
+    for s in sets:
+        cmd += ["--set", s]
+    subprocess.run(cmd, check=True, capture_output=True)
+    rows = [json.loads(line)
+            for line in open(os.path.join(out, "metrics.jsonl"))]
+    rows = [r for r in rows if r["round"] >= 1 and r["clients"] > 0]
+    ups = sorted(r["bytes_up"] / r["clients"] for r in rows)
+    downs = sorted(r["bytes_down"] / r["clients"] for r in rows)
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    return {"up_mean": sum(ups) / len(ups),
+            "down_mean": sum(downs) / len(downs),
+            "down_median": downs[len(downs) // 2],
+            "wall": summary["wall_s"], "rounds": len(rows)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--full", action="store_true")
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    if args.full and args.smoke:
+        p.error("--full and --smoke exclude each other")
+    min_time = 0.01 if args.smoke else (3.0 if args.full else 0.5)
+    fg_rounds = 3 if args.smoke else (300 if args.full else 60)
+    tiny_rounds = 5 if args.smoke else (500 if args.full else 100)
+    lines = []
+
+    def line(name, value, unit, target):
+        text = f"{name}: {value} {unit} (target {target})"
+        lines.append(text)
+        print(text, flush=True)
+
+    # 1. Client step: forward gradient (tangent + JVP) against backprop.
+    t = bench("ForwardGradientStep/(mlp|cnn)_rademacher|BackpropStep|"
+              "Merge100", min_time)
+    for m in ("mlp", "cnn"):
+        fg = t[f"BM_ForwardGradientStep/{m}_rademacher"]
+        bp = t[f"BM_BackpropStep/{m}"]
+        line(f"fg_step_over_backprop_{m}_b64_rademacher", f"{fg / bp:.2f}",
+             f"x ({fg:.2f} ms vs {bp:.2f} ms)", "<= 1.2")
+    # 2., 3. Structured (rank-one) tangents and K tangents sharing a primal
+    # pass are not built.
+    line("fg_step_rank1_over_backprop_mlp", "not measured", "(rank-one "
+         "tangents are not built)", "<= 0.7")
+    line("fg_step_rank1_over_backprop_cnn", "not measured", "(rank-one "
+         "tangents are not built)", "<= 0.8")
+    line("k_tangents_shared_primal", "not measured", "(each tangent is its "
+         "own dual pass)", "report K = 1, 4, 8, 16")
+    # 4. Coordinator merge of 100 JVPs into mlp.
+    line("merge_100_jvps_mlp_rademacher",
+         f"{t['BM_Merge100/mlp_rademacher']:.1f}", "ms", "<= 50")
+    line("merge_100_jvps_mlp_normal", f"{t['BM_Merge100/mlp_normal']:.1f}",
+         "ms", "report")
+    with tempfile.TemporaryDirectory() as tmp:
+        # 5. Seed-replay sync: bytes per client per round, up plus down,
+        # forward gradients with replay against FedAvg with snapshots.
+        fg = federation(os.path.join(ROOT, "configs", "mnist_fg_mlp.yaml"),
+                        fg_rounds, [], tmp, "fg")
+        fedavg = federation(
+            os.path.join(ROOT, "configs", "mnist_fg_mlp.yaml"), 1,
+            ["estimator=fedavg", "lr=0.02", "batch_size=64",
+             "lr_schedule.type=constant", "tangent.distribution=normal",
+             "clip_jvp=0", "dataset.train_limit=6000"], tmp, "fedavg")
+        fg_bytes = fg["up_mean"] + fg["down_median"]
+        fa_bytes = fedavg["up_mean"] + fedavg["down_mean"]
+        line("fedavg_over_fg_replay_bytes_mlp", f"{fa_bytes / fg_bytes:,.0f}",
+             f"x ({fa_bytes:,.0f} B vs {fg_bytes:,.0f} B up+down per client "
+             f"per round; FG: median round of {fg['rounds']})", ">= 10,000")
+        # 7. Round time with a tiny model and 10 clients on loopback: an
+        # upper bound of the coordinator's overhead (it includes the
+        # clients' compute and their processes sharing the cores).
+        tiny = federation(
+            os.path.join(ROOT, "configs", "smoke_tiny.yaml"), tiny_rounds,
+            ["clients=10", "tangent.count=1", "estimator=jvp"], tmp, "tiny")
+        line("round_time_tiny_10_clients",
+             f"{1000 * tiny['wall'] / tiny['rounds']:.1f}",
+             f"ms (upper bound of the overhead; {os.cpu_count()} cores for "
+             "11 processes)", "overhead <= 2 ms")
+    line("logical_clients_1000", "not measured", "(no simulation mode yet)",
+         "1,000 clients in rounds; report rounds/s and memory")
+    # 6. Training memory, cnn, batch 256 in one piece.
+    batch = 16 if args.smoke else 256
+    fg_mem = memory_kib("jvp", "cnn", batch)
+    bp_mem = memory_kib("backprop", "cnn", batch)
+    line(f"fg_memory_over_backprop_cnn_b{batch}",
+         f"{fg_mem / max(1, bp_mem):.2f}",
+         f"x ({fg_mem / 1024:.0f} MiB vs {bp_mem / 1024:.0f} MiB)", "<= 0.5")
+    line("gpu_times_and_bitwise_tangents", "not measured",
+         "(no GPU on this machine)", "report; tangents equal bit for bit")
+
+    if args.smoke or args.no_write:
+        return
+    cmd = "bench/run.sh" + (" --full" if args.full else "")
+    text = (f"## Performance targets ({datetime.date.today()})\n\n"
+            f"`{cmd}` on {platform.node()} ({os.cpu_count()} cores, "
+            f"{platform.machine()}), libtorch's threads 1 in the "
+            "micro benchmarks:\n\n```\n" + "\n".join(lines) + "\n```\n")
+    begin, end = "<!-- run.sh:begin -->", "<!-- run.sh:end -->"
+    path = os.path.join(ROOT, "bench", "RESULTS.md")
+    old = open(path).read()
+    block = f"{begin}\n{text}{end}\n"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        new = head + block + ("\n" + tail if tail else "")
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    with open(path + ".tmp", "w") as f:
+        f.write(new)
+    os.replace(path + ".tmp", path)
+    print("written to bench/RESULTS.md")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
