@@ -195,6 +195,43 @@ TEST(Tangent, AddScaledEqualsParamsPlusAlphaTimesTangent) {
   }
 }
 
+// Seed-replay sync applies a round's terms chunk by chunk on both sides:
+// the result must be the bits of adding them one after another, for any
+// thread count, with parameter masks, restrict masks and normalization.
+TEST(Tangent, ApplySeedTermsEqualsTheTermsOneAfterAnother) {
+  const std::vector<int64_t> sizes = {1000, 17, 70000, 300};
+  const int64_t n = Total(sizes);
+  std::vector<float> start(static_cast<size_t>(n));
+  FillUniform(43, 0, -1.0f, 1.0f, start.data(), n);
+  std::vector<SeedTerm> terms;
+  for (uint32_t k = 0; k < 7; ++k) {
+    SeedTerm t;
+    t.key = Key(
+        k % 2 ? TangentDistribution::kNormal : TangentDistribution::kRademacher,
+        9, 3, k + 1, 0);
+    t.key.normalized = k == 3;
+    t.key.param_mask = k == 4 ? 0x5 : 0;
+    t.restrict_mask = k == 5 ? 0x4 : 0;
+    t.alpha = 0.01f * static_cast<float>(k) - 0.03f;
+    terms.push_back(t);
+  }
+  std::vector<float> want = start;
+  for (const auto& t : terms) {
+    AddScaledTangentFlat(t.key, sizes, t.alpha, want.data(), 1,
+                         t.restrict_mask);
+  }
+  for (int threads : {1, 3}) {
+    std::vector<float> got = start;
+    ApplySeedTerms(terms, sizes, got.data(), threads);
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (Bits(got[i]) != Bits(want[i])) ++mismatches;
+    }
+    EXPECT_EQ(mismatches, 0) << "threads " << threads;
+  }
+  EXPECT_NE(want, start);
+}
+
 // --- Distributions. ---
 
 TEST(Tangent, NormalMoments) {
