@@ -35,6 +35,9 @@ import platform
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402  (write_section)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
 
@@ -125,23 +128,6 @@ def tables(results, args):
     return "\n".join(lines) + "\n"
 
 
-def write_section(text, owner="forward_family.py"):
-    begin = f"<!-- {owner}:begin -->"
-    end = f"<!-- {owner}:end -->"
-    path = os.path.join(ROOT, "bench", "RESULTS.md")
-    old = open(path).read() if os.path.exists(path) else "# Results\n"
-    block = f"{begin}\n{text}{end}\n"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        new = head + block + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    with open(path + ".tmp", "w") as f:
-        f.write(new)
-    os.replace(path + ".tmp", path)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=300)
@@ -174,7 +160,7 @@ def main():
     text = tables(results, args)
     print(text)
     if not args.no_write:
-        write_section(text)
+        compare.write_section(text, "forward_family.py")
         print("written to bench/RESULTS.md")
 
 

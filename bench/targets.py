@@ -24,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402  (write_section)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
 
@@ -151,19 +154,7 @@ def main():
             f"`{cmd}` on {platform.node()} ({os.cpu_count()} cores, "
             f"{platform.machine()}), libtorch's threads 1 in the "
             "micro benchmarks:\n\n```\n" + "\n".join(lines) + "\n```\n")
-    begin, end = "<!-- run.sh:begin -->", "<!-- run.sh:end -->"
-    path = os.path.join(ROOT, "bench", "RESULTS.md")
-    old = open(path).read()
-    block = f"{begin}\n{text}{end}\n"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        new = head + block + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    with open(path + ".tmp", "w") as f:
-        f.write(new)
-    os.replace(path + ".tmp", path)
+    compare.write_section(text, "run.sh")
     print("written to bench/RESULTS.md")
 
 

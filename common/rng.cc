@@ -267,6 +267,23 @@ std::vector<ChunkItem> ChunkItems(const std::vector<int64_t>& sizes) {
   return items;
 }
 
+// Runs work(begin, end) over [0, n) split into `threads` contiguous
+// ranges (one on the calling thread).
+template <typename Work>
+void RunInRanges(size_t n, int threads, Work&& work) {
+  const size_t t = static_cast<size_t>(std::max(1, threads));
+  if (t == 1 || n < 2 * t) {
+    work(size_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (size_t k = 1; k < t; ++k) {
+    pool.emplace_back(work, n * k / t, n * (k + 1) / t);
+  }
+  work(size_t{0}, n / t);
+  for (auto& th : pool) th.join();
+}
+
 // Calls fn(i, item, chunk) for every chunk i of the raw tangent over the
 // parameters the key perturbs, split into `threads` contiguous ranges. Each
 // chunk's values depend only on (key, param, offset), so the result is the same
@@ -291,18 +308,7 @@ void ForEachChunkFlat(const TangentKey& key, const std::vector<int64_t>& sizes,
       fn(i, it, buf);
     }
   };
-  const size_t n = items.size();
-  const size_t t = static_cast<size_t>(std::max(1, threads));
-  if (t == 1 || n < 2 * t) {
-    work(0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  for (size_t k = 1; k < t; ++k) {
-    pool.emplace_back(work, n * k / t, n * (k + 1) / t);
-  }
-  work(0, n / t);
-  for (auto& th : pool) th.join();
+  RunInRanges(items.size(), threads, work);
 }
 
 }  // namespace
@@ -504,18 +510,7 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
       }
     }
   };
-  const size_t n = items.size();
-  const size_t nt = static_cast<size_t>(std::max(1, threads));
-  if (nt == 1 || n < 2 * nt) {
-    work(0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  for (size_t k = 1; k < nt; ++k) {
-    pool.emplace_back(work, n * k / nt, n * (k + 1) / nt);
-  }
-  work(0, n / nt);
-  for (auto& th : pool) th.join();
+  RunInRanges(items.size(), threads, work);
 }
 
 }  // namespace fedfwd
