@@ -166,6 +166,19 @@ class ForwardGradientEstimator final : public Estimator {
   TangentBuffers tangents_;
 };
 
+// The flat gradient of the next minibatch (in `update`), its loss and size.
+absl::StatusOr<LocalResult> MinibatchGradient(const EstimatorContext& ctx,
+                                              const LocalTask& task) {
+  const Batch batch = ctx.NextBatch(task.batch_size);
+  ASSIGN_OR_RETURN(GradientResult g,
+                   ComputeGradient(ctx.spec, ctx.params, batch.x, batch.y));
+  LocalResult out;
+  out.update = Flatten(g.grads, ctx.spec.NumParams());
+  out.loss = g.loss;
+  out.num_samples = batch.x.size(0);
+  return out;
+}
+
 // Random projections of the backprop gradient: d_k = g . v_k for the task's
 // tangents, g the minibatch gradient from one backward pass, each tangent
 // generated in turn into one buffer. The same scalars as jvp (to float
@@ -176,18 +189,14 @@ class ProjectedGradientEstimator final : public Estimator {
  public:
   absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
                                        const LocalTask& task) override {
-    const Batch batch = ctx.NextBatch(task.batch_size);
-    ASSIGN_OR_RETURN(GradientResult g,
-                     ComputeGradient(ctx.spec, ctx.params, batch.x, batch.y));
-    const std::vector<float> grad = Flatten(g.grads, ctx.spec.NumParams());
+    ASSIGN_OR_RETURN(LocalResult out, MinibatchGradient(ctx, task));
+    const std::vector<float> grad = std::move(out.update);
+    out.update.clear();
     tangent_.resize(grad.size());
-    LocalResult out;
     for (const TangentKey& key : task.tangents) {
       GenerateTangentFlat(key, ctx.spec.ParamSizes(), tangent_.data());
       out.jvps.push_back(Dot(grad, tangent_));
     }
-    out.loss = g.loss;
-    out.num_samples = batch.x.size(0);
     return out;
   }
 
@@ -219,14 +228,7 @@ class GradientEstimator final : public Estimator {
  public:
   absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
                                        const LocalTask& task) override {
-    const Batch batch = ctx.NextBatch(task.batch_size);
-    ASSIGN_OR_RETURN(GradientResult g,
-                     ComputeGradient(ctx.spec, ctx.params, batch.x, batch.y));
-    LocalResult out;
-    out.update = Flatten(g.grads, ctx.spec.NumParams());
-    out.loss = g.loss;
-    out.num_samples = batch.x.size(0);
-    return out;
+    return MinibatchGradient(ctx, task);
   }
 };
 
