@@ -53,20 +53,29 @@ Inputs MakeInputs() {
           torch::randint(0, 10, {kBatch}, torch::kLong)};
 }
 
-// One client step of forward gradients: regenerate the tangent, one
-// dual-number forward pass.
+// One client step of forward gradients: regenerate the tangent, then one
+// dual-number forward pass (jvp), or two forward passes at theta +- eps v
+// after the loss (fd: float32, or fixed point with int16 weights and int8
+// layer inputs).
+enum class Step { kJvp, kFdFp32, kFdFixed };
 void BM_ForwardGradientStep(benchmark::State& state, const std::string& model,
-                            TangentDistribution dist) {
+                            TangentDistribution dist, Step kind = Step::kJvp) {
   const ModelSpec spec = Spec(model);
   std::vector<float> params = InitialParams(spec, 1);
   std::vector<float> v(params.size());
   const auto views = ParamViews(spec, params.data());
   const auto tangent = ParamViews(spec, v.data());
   const Inputs in = MakeInputs();
+  const FixedPointSpec fixed;
   int64_t round = 0;
   for (auto _ : state) {
     GenerateTangentFlat({1, round++, 0, 0, dist}, spec.ParamSizes(), v.data());
-    auto r = ComputeJvp(spec, views, {tangent}, in.x, in.y);
+    auto r = kind == Step::kJvp
+                 ? ComputeJvp(spec, views, {tangent}, in.x, in.y)
+                 : ComputeFiniteDifference(
+                       spec, views, {tangent}, in.x, in.y,
+                       kind == Step::kFdFixed ? 1e-2 : 1e-4,
+                       kind == Step::kFdFixed ? &fixed : nullptr);
     benchmark::DoNotOptimize(r);
   }
 }
@@ -89,29 +98,6 @@ void BM_BackpropStep(benchmark::State& state, const std::string& model) {
       p.sub_(p.grad(), 0.01);
       p.grad().zero_();
     }
-  }
-}
-
-// One client step of finite-difference forward gradients (estimator fd):
-// regenerate the tangent, two forward passes at theta +- eps v, in float32
-// or with the fixed-point passes (int16 weights, int8 layer inputs).
-void BM_FiniteDifferenceStep(benchmark::State& state, const std::string& model,
-                             bool fixed_point) {
-  const ModelSpec spec = Spec(model);
-  std::vector<float> params = InitialParams(spec, 1);
-  std::vector<float> v(params.size());
-  const auto views = ParamViews(spec, params.data());
-  const auto tangent = ParamViews(spec, v.data());
-  const Inputs in = MakeInputs();
-  const FixedPointSpec fixed;
-  int64_t round = 0;
-  for (auto _ : state) {
-    GenerateTangentFlat({1, round++, 0, 0, TangentDistribution::kRademacher},
-                        spec.ParamSizes(), v.data());
-    auto r = ComputeFiniteDifference(spec, views, {tangent}, in.x, in.y,
-                                     fixed_point ? 1e-2 : 1e-4,
-                                     fixed_point ? &fixed : nullptr);
-    benchmark::DoNotOptimize(r);
   }
 }
 
@@ -138,9 +124,11 @@ BENCHMARK_CAPTURE(BM_Merge100, mlp_rademacher, TangentDistribution::kRademacher)
 BENCHMARK_CAPTURE(BM_Merge100, mlp_normal, TangentDistribution::kNormal)
     ->Unit(benchmark::kMillisecond);
 
-BENCHMARK_CAPTURE(BM_FiniteDifferenceStep, mlp_fp32, "mlp", false)
+BENCHMARK_CAPTURE(BM_ForwardGradientStep, mlp_fd_fp32, "mlp",
+                  TangentDistribution::kRademacher, Step::kFdFp32)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_FiniteDifferenceStep, mlp_fixed, "mlp", true)
+BENCHMARK_CAPTURE(BM_ForwardGradientStep, mlp_fd_fixed, "mlp",
+                  TangentDistribution::kRademacher, Step::kFdFixed)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_ForwardGradientStep, mlp_rademacher, "mlp",
                   TangentDistribution::kRademacher)
