@@ -76,6 +76,24 @@ int main(int argc, char** argv) {
                  "health checks: test $(( $(date +%s) - $(cat FILE) )) -lt 60");
   std::string token_file;
   fedfwd::AddClientTlsFlags(&app, &o.tls, &token_file);
+  app.add_option("--peer-listen", o.peer_listen,
+                 "serve the peer service of decentralized runs (easgd, "
+                 "gosgd, sgp) on HOST:PORT (port 0: any free one); peers "
+                 "must be able to reach it")
+      ->group("Decentralized runs");
+  app.add_option("--peer-advertise", o.peer_advertise,
+                 "HOST:PORT peers dial to reach this daemon (default: "
+                 "--peer-listen with the bound port; set it when listening "
+                 "on 0.0.0.0 or behind a port mapping)")
+      ->group("Decentralized runs");
+  app.add_option("--peer-tls-cert", o.peer_tls.cert_file,
+                 "PEM certificate the peer service presents (valid for the "
+                 "advertised host, signed by the --tls-ca that peers trust); "
+                 "required unless --insecure")
+      ->group("Decentralized runs");
+  app.add_option("--peer-tls-key", o.peer_tls.key_file,
+                 "PEM key of --peer-tls-cert")
+      ->group("Decentralized runs");
   app.add_option("--adversary-scale", o.adversary_scale,
                  "FOR ROBUSTNESS EXPERIMENTS ONLY: multiply every JVP value "
                  "and model update sent by this factor (an adversarial "
@@ -120,6 +138,21 @@ int main(int argc, char** argv) {
                      "alter this client's traffic",
                      o.token.empty() ? "" : ", token included"),
         {{"event", "insecure"}});
+  }
+  if (!o.peer_listen.empty()) {
+    // Peers are authenticated like the coordinator's clients: TLS with the
+    // same CA (client certificates required when --tls-ca is given) plus
+    // the run's peer token on every push.
+    o.peer_tls.insecure = o.tls.insecure;
+    if (!o.tls.insecure) {
+      o.peer_tls.ca_file = o.tls.ca_file;
+      if (o.peer_tls.cert_file.empty() || o.peer_tls.key_file.empty()) {
+        Say(LogLevel::kError, "",
+            "--peer-listen needs --peer-tls-cert and --peer-tls-key (or "
+            "--insecure)");
+        return 2;
+      }
+    }
   }
   if (o.name.empty()) {
     o.name = absl::StrCat(fedfwd::HostName(), ":", getpid());

@@ -2,6 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <optional>
+
 #include "common/codec.h"
 #include "common/status_macros.h"
 
@@ -14,6 +17,31 @@ constexpr absl::Duration kFetchDeadline = absl::Seconds(120);
 void SetDeadline(grpc::ClientContext* ctx, absl::Duration d) {
   ctx->set_deadline(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(d));
+}
+
+// Writes `bytes` as UpdateChunks (the header, with `result`, in the first)
+// to a client stream; stops early when the server already answered.
+template <typename Writer>
+void WriteUpdateChunks(Writer* writer, const v1::TaskResult& result,
+                       const std::string& encoding, const char* bytes,
+                       size_t size) {
+  size_t off = 0;
+  do {
+    v1::UpdateChunk chunk;
+    if (off == 0) {
+      *chunk.mutable_result() = result;
+      chunk.set_encoding(encoding);
+      chunk.set_total_bytes(size);
+      chunk.set_checksum(Checksum(bytes, size));
+    }
+    const size_t len = std::min(kSnapshotChunkBytes, size - off);
+    chunk.set_offset(off);
+    chunk.set_data(bytes + off, len);
+    // A refused write means the server already answered: Finish says why.
+    if (!writer->Write(chunk)) break;
+    off += len;
+  } while (off < size);
+  writer->WritesDone();
 }
 
 }  // namespace
@@ -92,24 +120,70 @@ absl::Status CoordinatorClient::SubmitUpdate(const v1::TaskResult& result,
   Prepare(&ctx, kFetchDeadline);
   v1::SubmitReply reply;
   auto writer = stub_->SubmitUpdate(&ctx, &reply);
-  size_t off = 0;
-  do {
-    v1::UpdateChunk chunk;
-    if (off == 0) {
-      *chunk.mutable_result() = result;
-      chunk.set_encoding(encoding);
-      chunk.set_total_bytes(bytes.size());
-      chunk.set_checksum(Checksum(bytes.data(), bytes.size()));
-    }
-    const size_t len = std::min(kSnapshotChunkBytes, bytes.size() - off);
-    chunk.set_offset(off);
-    chunk.set_data(bytes.data() + off, len);
-    // A refused write means the server already answered: Finish says why.
-    if (!writer->Write(chunk)) break;
-    off += len;
-  } while (off < bytes.size());
+  WriteUpdateChunks(writer.get(), result, encoding, bytes.data(), bytes.size());
+  return FromGrpc(writer->Finish());
+}
+
+absl::StatusOr<v1::PeerList> CoordinatorClient::ReportModel(
+    const v1::TaskResult& result, const std::vector<float>& params) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, kFetchDeadline);
+  v1::PeerList reply;
+  auto writer = stub_->ReportModel(&ctx, &reply);
+  WriteUpdateChunks(writer.get(), result, "none",
+                    reinterpret_cast<const char*>(params.data()),
+                    params.size() * sizeof(float));
+  RETURN_IF_ERROR(FromGrpc(writer->Finish()));
+  return reply;
+}
+
+absl::Status CoordinatorClient::RelayPush(
+    const std::vector<v1::PeerChunk>& chunks) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, kFetchDeadline);
+  v1::PushReply reply;
+  auto writer = stub_->RelayPush(&ctx, &reply);
+  for (const v1::PeerChunk& c : chunks) {
+    if (!writer->Write(c)) break;
+  }
   writer->WritesDone();
   return FromGrpc(writer->Finish());
+}
+
+absl::StatusOr<std::vector<PeerMessage>> CoordinatorClient::FetchRelayed(
+    uint32_t client_id, const std::string& session, int64_t expected_values) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, kFetchDeadline);
+  v1::RelayRequest req;
+  req.set_client_id(client_id);
+  req.set_session(session);
+  auto reader = stub_->FetchRelayed(&ctx, req);
+  std::vector<PeerMessage> out;
+  std::optional<PeerMessageAssembler> assembler;
+  absl::Status chunk_status;
+  v1::PeerChunk chunk;
+  while (reader->Read(&chunk)) {
+    if (!chunk_status.ok()) continue;
+    // A chunk at offset 0 starts the next message.
+    if (chunk.offset() == 0 && assembler.has_value()) {
+      auto m = assembler->Finish();
+      if (!m.ok()) {
+        chunk_status = m.status();
+        continue;
+      }
+      out.push_back(std::move(*m));
+      assembler.reset();
+    }
+    if (!assembler.has_value()) assembler.emplace(expected_values);
+    chunk_status = assembler->Add(chunk);
+  }
+  RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+  RETURN_IF_ERROR(chunk_status);
+  if (assembler.has_value()) {
+    ASSIGN_OR_RETURN(PeerMessage m, assembler->Finish());
+    out.push_back(std::move(m));
+  }
+  return out;
 }
 
 absl::Status CoordinatorClient::FetchModel(
@@ -135,14 +209,17 @@ absl::Status CoordinatorClient::FetchModel(
 }
 
 absl::Status CoordinatorClient::Heartbeat(uint32_t client_id,
-                                          const std::string& session) {
+                                          const std::string& session,
+                                          int* relayed) {
   grpc::ClientContext ctx;
   Prepare(&ctx, kUnaryDeadline);
   v1::HeartbeatRequest req;
   req.set_client_id(client_id);
   req.set_session(session);
   v1::HeartbeatReply reply;
-  return FromGrpc(stub_->Heartbeat(&ctx, req, &reply));
+  RETURN_IF_ERROR(FromGrpc(stub_->Heartbeat(&ctx, req, &reply)));
+  if (relayed != nullptr) *relayed = reply.relayed();
+  return absl::OkStatus();
 }
 
 absl::Status CoordinatorClient::Leave(uint32_t client_id,

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/gossip.h"
 #include "common/security.h"
 #include "fedfwd.grpc.pb.h"
 
@@ -47,9 +48,25 @@ class CoordinatorClient {
   absl::Status FetchModel(uint32_t client_id, const std::string& session,
                           uint64_t version, int64_t expected_params,
                           std::vector<float>* out, uint64_t* checksum);
-  absl::Status Heartbeat(uint32_t client_id, const std::string& session);
+  // `relayed`, when given, gets the number of relayed peer messages that
+  // wait for this client (decentralized runs).
+  absl::Status Heartbeat(uint32_t client_id, const std::string& session,
+                         int* relayed = nullptr);
   absl::Status Leave(uint32_t client_id, const std::string& session,
                      const std::string& reason);
+  // --- Decentralized runs. ---
+  // Sends the worker's parameters after result.round local steps (result's
+  // client_id, session, round, loss, peer_bytes) for the consensus
+  // evaluation; returns the live workers.
+  absl::StatusOr<v1::PeerList> ReportModel(const v1::TaskResult& result,
+                                           const std::vector<float>& params);
+  // Hands a peer message the worker could not deliver to the coordinator.
+  absl::Status RelayPush(const std::vector<v1::PeerChunk>& chunks);
+  // The relayed messages waiting for this worker (each of expected_values
+  // values, checked as PeerMessageAssembler does).
+  absl::StatusOr<std::vector<PeerMessage>> FetchRelayed(
+      uint32_t client_id, const std::string& session, int64_t expected_values);
+
   // The coordinator's progress (any credential role may ask), waiting at
   // most `deadline`.
   absl::StatusOr<v1::StatusReply> GetStatus(

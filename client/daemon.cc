@@ -1,5 +1,7 @@
 #include "client/daemon.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <cerrno>
 #include <cmath>
 #include <condition_variable>
@@ -12,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "client/peer_worker.h"
 #include "common/codec.h"
 #include "common/privacy.h"
 #include "common/status_macros.h"
@@ -183,6 +186,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
     req.mutable_capabilities()->add_estimators(e);
   }
   req.mutable_capabilities()->set_device(options_.device);
+  req.set_peer_address(peer_address_);
   req.mutable_capabilities()->set_threads(options_.threads);
   const absl::Time give_up =
       options_.stay ? absl::InfiniteFuture()
@@ -218,6 +222,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
              {"previous_run_id", run_id_}});
       }
       run_id_ = run.run_id();
+      run_seed_ = run.seed();
       RETURN_IF_ERROR(PrepareTrainer(*reply));
       shard_ = reply->shard();
       run_num_shards_ = run.num_shards();
@@ -294,6 +299,7 @@ absl::Status ClientDaemon::Run() {
   ASSIGN_OR_RETURN(coordinator_,
                    CoordinatorClient::Connect(options_.server, options_.tls,
                                               options_.token));
+  RETURN_IF_ERROR(StartPeerService());
   // Heartbeats keep us alive on the coordinator while the shard loads and
   // while we compute (none before the first join: client id 0).
   std::mutex hb_mu;
@@ -312,7 +318,11 @@ absl::Status ClientDaemon::Run() {
         session = session_;
       }
       lock.unlock();
-      if (coordinator_->Heartbeat(id, session).ok()) TouchHealthFile();
+      int relayed = 0;
+      if (coordinator_->Heartbeat(id, session, &relayed).ok()) {
+        TouchHealthFile();
+        relayed_pending_ = relayed;
+      }
       lock.lock();
     }
   });
@@ -483,6 +493,11 @@ absl::Status ClientDaemon::WorkLoop() {
       coordinator_->Leave(client_id_, session_, "run over").IgnoreError();
       return absl::OkStatus();
     }
+    if (task->kind() == v1::Task::PEER) {
+      absl::Status s = RunPeerTask(*task);
+      if (!s.ok()) return s;
+      continue;
+    }
     if (task->kind() != v1::Task::COMPUTE) continue;
 
     ASSIGN_OR_RETURN(bool synced, SyncModel(*task));
@@ -494,6 +509,7 @@ absl::Status ClientDaemon::WorkLoop() {
     local.local_epochs = task->local_epochs();
     local.lr = task->lr();
     local.momentum = task->momentum();
+    local.weight_decay = task->weight_decay();
     if (task->estimator() == "fd") {
       local.fd_epsilon = task->fd_epsilon();
       local.fd_fixed_point = task->fd_fixed_point();
@@ -568,6 +584,69 @@ absl::Status ClientDaemon::WorkLoop() {
          {"mean_compute_ms", compute_ms / rounds_done}},
         progress_due ? LogLevel::kInfo : LogLevel::kDebug);
   }
+  return absl::OkStatus();
+}
+
+absl::Status ClientDaemon::StartPeerService() {
+  if (options_.peer_listen.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
+                   MakeServerCredentials(options_.peer_tls));
+  peer_service_ = std::make_unique<PeerService>(&mailbox_);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options_.peer_listen, creds, &port);
+  builder.RegisterService(peer_service_.get());
+  builder.SetMaxReceiveMessageSize(4 << 20);
+  peer_server_ = builder.BuildAndStart();
+  if (!peer_server_ || port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot serve the peer service on ", options_.peer_listen));
+  }
+  peer_address_ = options_.peer_advertise.empty()
+                      ? absl::StrCat(options_.peer_listen.substr(
+                                         0, options_.peer_listen.rfind(':')),
+                                     ":", port)
+                      : options_.peer_advertise;
+  peer_sender_ = std::make_unique<PeerSender>(options_.tls);
+  Log(absl::StrCat(
+          "peer service listening on ",
+          options_.peer_listen.substr(0, options_.peer_listen.rfind(':')), ":",
+          port, " (advertised as ", peer_address_, ")"),
+      {{"event", "peer_listening"}, {"peer_address", peer_address_}});
+  return absl::OkStatus();
+}
+
+absl::Status ClientDaemon::RunPeerTask(const v1::Task& task) {
+  if (!peer_server_) {
+    return absl::FailedPreconditionError(
+        "the coordinator asks for a decentralized worker, but this daemon "
+        "serves no peer service (--peer-listen)");
+  }
+  PeerWorkerEnv env;
+  env.coordinator = coordinator_.get();
+  env.sender = peer_sender_.get();
+  env.mailbox = &mailbox_;
+  env.trainer = trainer_.get();
+  env.client_id = client_id_;
+  {
+    std::lock_guard<std::mutex> lock(session_mu_);
+    env.session = session_;
+  }
+  env.run_id = run_id_;
+  env.seed = run_seed_;
+  env.stop = &stop_;
+  env.relayed_pending = &relayed_pending_;
+  env.log = [this](const std::string& line, LogFields fields, LogLevel level) {
+    Log(line, std::move(fields), level);
+  };
+  const absl::Time start = absl::Now();
+  absl::Status s = RunPeerWorker(task, env);
+  if (absl::IsCancelled(s) && stop_) return absl::OkStatus();
+  if (!s.ok()) return s;
+  Log(absl::StrFormat("decentralized worker finished %d local steps in %.1f s",
+                      task.peer().steps(),
+                      absl::ToDoubleSeconds(absl::Now() - start)),
+      {{"event", "peer_done"}, {"steps", task.peer().steps()}});
   return absl::OkStatus();
 }
 

@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "client/coordinator_client.h"
+#include "client/peer_transport.h"
 #include "client/trainer.h"
 #include "common/log.h"
 
@@ -57,6 +58,15 @@ struct DaemonOptions {
   // seconds and a newline (at most once a second), for container health
   // checks.
   std::string health_file;
+  // Decentralized runs: serve the Peer service on this HOST:PORT (port 0:
+  // any free one); empty: no peer service (federated runs only).
+  std::string peer_listen;
+  // The address peers dial (default: peer_listen with the bound port).
+  std::string peer_advertise;
+  // TLS of the Peer service: certificate and key it presents (for the
+  // advertised address) and the CA whose client certificates it requires;
+  // peer_tls.insecure for plaintext. Peers are dialed with `tls`.
+  TlsOptions peer_tls;
 };
 
 class ClientDaemon {
@@ -93,6 +103,15 @@ class ClientDaemon {
 
   DaemonOptions options_;
   std::unique_ptr<CoordinatorClient> coordinator_;  // made by Run()
+  // The peer service (when options_.peer_listen is set), started by Run().
+  absl::Status StartPeerService();
+  absl::Status RunPeerTask(const v1::Task& task);
+  PeerMailbox mailbox_;
+  std::unique_ptr<PeerService> peer_service_;
+  std::unique_ptr<grpc::Server> peer_server_;
+  std::unique_ptr<PeerSender> peer_sender_;
+  std::string peer_address_;  // advertised
+  std::atomic<int> relayed_pending_{0};
   std::unique_ptr<Trainer> trainer_;
   std::atomic<bool> stop_{false};
   // Current membership (set by JoinWithRetry, read by the heartbeat thread).
@@ -105,6 +124,7 @@ class ClientDaemon {
   int shard_ = -1;           // held in the current run; -1: none
   int run_num_shards_ = 0;   // the current run's shard count
   std::string run_id_;       // the run joined last ("" before the first)
+  uint64_t run_seed_ = 0;    // its seed
   std::string trainer_key_;  // run and shard the trainer was made for
   // Health file (heartbeat thread and work loop).
   std::mutex health_mu_;

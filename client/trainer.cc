@@ -257,14 +257,15 @@ class LocalSgdEstimator final : public Estimator {
     std::vector<at::Tensor> local;
     local.reserve(ctx.params.size());
     for (const auto& p : ctx.params) local.push_back(p.detach().clone());
-    ASSIGN_OR_RETURN(
-        double loss,
-        RunSgdSteps(ctx.spec, &local, steps, task.lr, task.momentum,
-                    [&](at::Tensor* x, at::Tensor* y) {
-                      Batch batch = ctx.NextBatch(b);
-                      *x = batch.x;
-                      *y = batch.y;
-                    }));
+    ASSIGN_OR_RETURN(double loss,
+                     RunSgdSteps(ctx.spec, &local, steps,
+                                 SgdOptions{task.lr, task.momentum, false,
+                                            task.weight_decay},
+                                 [&](at::Tensor* x, at::Tensor* y) {
+                                   Batch batch = ctx.NextBatch(b);
+                                   *x = batch.x;
+                                   *y = batch.y;
+                                 }));
     for (size_t i = 0; i < local.size(); ++i) local[i].sub_(ctx.params[i]);
     LocalResult out;
     out.update = Flatten(local, ctx.spec.NumParams());
@@ -306,6 +307,8 @@ struct Trainer::Impl {
   std::vector<at::Tensor> params;  // views of flat (CPU) or device copies
   std::string estimator_name;
   std::unique_ptr<Estimator> estimator;
+  std::vector<at::Tensor> sgd_buffers;  // SgdStep's momentum
+  bool sgd_started = false;
 };
 
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -382,6 +385,50 @@ void Trainer::ParamsChanged(uint64_t version) {
         ParamsTo(ParamViews(impl_->spec, impl_->flat.data()), impl_->device);
   }
   version_ = version;
+}
+
+std::vector<float> Trainer::InitialModel(uint64_t seed) const {
+  return InitialParams(impl_->spec, seed);
+}
+
+void Trainer::ResetSgdState() {
+  impl_->sgd_buffers.clear();
+  impl_->sgd_started = false;
+}
+
+absl::StatusOr<double> Trainer::SgdStep(std::vector<float>* params,
+                                        const SgdOptions& options,
+                                        int batch_size) {
+  if (static_cast<int64_t>(params->size()) != num_params()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model has ", params->size(), " parameters, expected ", num_params()));
+  }
+  if (batch_size <= 0) {
+    return absl::InvalidArgumentError("batch size must be positive");
+  }
+  if (!impl_->sgd_started) {
+    impl_->sampler->StartRound(1, 0);
+    impl_->sgd_started = true;
+  }
+  std::vector<at::Tensor> views = ParamViews(impl_->spec, params->data());
+  std::vector<at::Tensor> local =
+      impl_->device.is_cpu() ? views : ParamsTo(views, impl_->device);
+  EstimatorContext ctx{impl_->spec,  local,       impl_->device,
+                       impl_->shard, impl_->info, *impl_->sampler};
+  const Batch batch = ctx.NextBatch(batch_size);
+  ASSIGN_OR_RETURN(GradientResult g,
+                   ComputeGradient(impl_->spec, local, batch.x, batch.y));
+  if (!std::isfinite(g.loss)) {
+    return absl::InternalError(
+        absl::StrCat("local training diverged (loss ", g.loss, "); lower lr"));
+  }
+  RETURN_IF_ERROR(
+      ApplySgdUpdate(options, g.grads, &local, &impl_->sgd_buffers));
+  if (!impl_->device.is_cpu()) {
+    std::vector<float> back = Flatten(local, num_params());
+    *params = std::move(back);
+  }
+  return g.loss;
 }
 
 absl::StatusOr<LocalResult> Trainer::Run(const LocalTask& task) {

@@ -18,6 +18,7 @@
 #include "common/model.h"
 #include "common/partition.h"
 #include "common/rng.h"
+#include "common/sgd_options.h"
 
 namespace fedfwd {
 
@@ -30,6 +31,7 @@ struct LocalTask {
   int local_epochs = 1;
   double lr = 0;
   double momentum = 0;
+  double weight_decay = 0;
   // fd: finite-difference step, and fixed-point (int16 / int8) passes.
   double fd_epsilon = 1e-4;
   bool fd_fixed_point = false;
@@ -79,6 +81,17 @@ class Trainer {
   // Runs the task's estimator on the shard (the next minibatch, or for
   // fedavg local_epochs passes). The installed model is never modified.
   absl::StatusOr<LocalResult> Run(const LocalTask& task);
+
+  // Decentralized workers: one minibatch SGD step (`options`, batch
+  // `batch_size` from the shard's walk, which goes on across calls) on
+  // *params (registration-order floats, changed in place; the installed
+  // model is not touched). Momentum buffers persist across calls until
+  // ResetSgdState. Returns the minibatch loss; an error if it is not finite.
+  absl::StatusOr<double> SgdStep(std::vector<float>* params,
+                                 const SgdOptions& options, int batch_size);
+  void ResetSgdState();
+  // The run's initial model (InitialParams of this model and `seed`).
+  std::vector<float> InitialModel(uint64_t seed) const;
 
  private:
   struct Impl;

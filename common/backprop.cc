@@ -41,9 +41,41 @@ absl::StatusOr<GradientResult> ComputeGradient(
   }
 }
 
+absl::Status ApplySgdUpdate(const SgdOptions& o,
+                            const std::vector<at::Tensor>& grads,
+                            std::vector<at::Tensor>* params,
+                            std::vector<at::Tensor>* buffers) {
+  try {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params->size(); ++i) {
+      at::Tensor& p = (*params)[i];
+      at::Tensor g = grads[i];
+      if (o.weight_decay > 0) g = g.add(p, o.weight_decay);
+      if (o.momentum > 0) {
+        if (buffers->size() <= i) {
+          buffers->push_back(g.clone());
+        } else {
+          (*buffers)[i].mul_(o.momentum).add_(g);
+        }
+        if (o.nesterov) {
+          p.sub_(g.add((*buffers)[i], o.momentum), o.lr);
+        } else {
+          p.sub_((*buffers)[i], o.lr);
+        }
+      } else {
+        p.sub_(g, o.lr);
+      }
+    }
+    return absl::OkStatus();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("SGD update failed: ", e.what_without_backtrace()));
+  }
+}
+
 absl::StatusOr<double> RunSgdSteps(
     const ModelSpec& spec, std::vector<at::Tensor>* params, int64_t steps,
-    double lr, double momentum,
+    const SgdOptions& options,
     const std::function<void(at::Tensor*, at::Tensor*)>& next_batch) {
   try {
     std::vector<at::Tensor> buffers;
@@ -58,19 +90,8 @@ absl::StatusOr<double> RunSgdSteps(
                          g.loss, "); lower lr"));
       }
       loss_sum += g.loss;
-      at::NoGradGuard no_grad;
-      for (size_t i = 0; i < params->size(); ++i) {
-        if (momentum > 0) {
-          if (buffers.size() <= i) {
-            buffers.push_back(g.grads[i].clone());
-          } else {
-            buffers[i].mul_(momentum).add_(g.grads[i]);
-          }
-          (*params)[i].sub_(buffers[i], lr);
-        } else {
-          (*params)[i].sub_(g.grads[i], lr);
-        }
-      }
+      absl::Status applied = ApplySgdUpdate(options, g.grads, params, &buffers);
+      if (!applied.ok()) return applied;
     }
     return steps > 0 ? loss_sum / steps : 0.0;
   } catch (const c10::Error& e) {

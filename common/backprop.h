@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model.h"
+#include "common/sgd_options.h"
 
 namespace fedfwd {
 
@@ -26,13 +27,21 @@ absl::StatusOr<GradientResult> ComputeGradient(
     const ModelSpec& spec, const std::vector<at::Tensor>& params,
     const at::Tensor& x, const at::Tensor& y);
 
-// Minibatch SGD with heavy-ball momentum (PyTorch's rule: b = m b + g,
-// p -= lr b) on `params` in place, for `steps` batches drawn by
-// `next_batch(&x, &y)`. Returns the mean training loss over the steps.
-// Fails (leaving params partly updated) if the loss stops being finite.
+// One SGD update of `params` in place from `grads` (shaped alike).
+// `buffers` is the momentum state: empty at the start, filled by the first
+// call with momentum, passed back unchanged between calls.
+absl::Status ApplySgdUpdate(const SgdOptions& options,
+                            const std::vector<at::Tensor>& grads,
+                            std::vector<at::Tensor>* params,
+                            std::vector<at::Tensor>* buffers);
+
+// Minibatch SGD (SgdOptions) on `params` in place, for `steps` batches
+// drawn by `next_batch(&x, &y)`. Returns the mean training loss over the
+// steps. Fails (leaving params partly updated) if the loss stops being
+// finite.
 absl::StatusOr<double> RunSgdSteps(
     const ModelSpec& spec, std::vector<at::Tensor>* params, int64_t steps,
-    double lr, double momentum,
+    const SgdOptions& options,
     const std::function<void(at::Tensor*, at::Tensor*)>& next_batch);
 
 }  // namespace fedfwd

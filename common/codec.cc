@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -76,6 +77,86 @@ absl::Status SnapshotAssembler::Finish(std::vector<float>* out) {
   }
   *out = std::move(params_);
   return absl::OkStatus();
+}
+
+std::vector<v1::PeerChunk> PeerMessageChunks(const PeerMessage& m,
+                                             const std::string& run_id,
+                                             uint32_t from, uint32_t to) {
+  const char* data = reinterpret_cast<const char*>(m.values.data());
+  const size_t total = m.values.size() * sizeof(float);
+  std::vector<v1::PeerChunk> out;
+  size_t off = 0;
+  do {
+    const size_t len = std::min(kSnapshotChunkBytes, total - off);
+    v1::PeerChunk c;
+    if (out.empty()) {
+      c.set_run_id(run_id);
+      c.set_from(from);
+      c.set_to(to);
+      c.set_step(m.step);
+      c.set_weight(m.weight);
+      c.set_num_values(m.values.size());
+      c.set_checksum(total == 0 ? Checksum("", 0) : Checksum(data, total));
+    }
+    c.set_offset(off);
+    if (len > 0) c.set_data(data + off, len);
+    out.push_back(std::move(c));
+    off += len;
+  } while (off < total);
+  return out;
+}
+
+PeerMessageAssembler::PeerMessageAssembler(int64_t expected_values)
+    : expected_values_(expected_values) {}
+
+absl::Status PeerMessageAssembler::Add(const v1::PeerChunk& chunk) {
+  const size_t expected_total =
+      static_cast<size_t>(expected_values_) * sizeof(float);
+  if (!have_header_) {
+    if (chunk.num_values() != static_cast<uint64_t>(expected_values_)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("peer message of ", chunk.num_values(),
+                       " values; this model has ", expected_values_));
+    }
+    header_ = chunk;
+    header_.clear_data();
+    have_header_ = true;
+    values_.resize(static_cast<size_t>(expected_values_));
+  }
+  if (chunk.offset() != filled_) {
+    return absl::DataLossError(absl::StrCat(
+        "peer chunk at offset ", chunk.offset(), ", expected ", filled_));
+  }
+  if (filled_ + chunk.data().size() > expected_total) {
+    return absl::DataLossError("peer chunks exceed the announced size");
+  }
+  if (!chunk.data().empty()) {
+    std::memcpy(reinterpret_cast<char*>(values_.data()) + filled_,
+                chunk.data().data(), chunk.data().size());
+  }
+  filled_ += chunk.data().size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PeerMessage> PeerMessageAssembler::Finish() {
+  if (!have_header_) return absl::InvalidArgumentError("empty peer message");
+  const size_t expected = static_cast<size_t>(expected_values_) * sizeof(float);
+  if (filled_ != expected) {
+    return absl::DataLossError(absl::StrCat(
+        "peer message truncated: got ", filled_, " of ", expected, " bytes"));
+  }
+  const uint64_t sum =
+      filled_ == 0 ? Checksum("", 0) : Checksum(values_.data(), filled_);
+  if (sum != header_.checksum()) {
+    return absl::DataLossError("peer message checksum mismatch");
+  }
+  PeerMessage m;
+  m.from = header_.from();
+  m.step = header_.step();
+  m.weight = header_.weight();
+  m.values = std::move(values_);
+  RETURN_IF_ERROR(CheckPeerMessage(m, static_cast<size_t>(expected_values_)));
+  return m;
 }
 
 v1::TangentKey ToProto(const TangentKey& key) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/gossip.h"
 #include "common/rng.h"
 #include "fedfwd.pb.h"
 
@@ -43,6 +44,34 @@ class SnapshotAssembler {
   uint64_t checksum_ = 0;
   bool have_checksum_ = false;
   std::vector<float> params_;
+  size_t filled_ = 0;  // bytes received
+};
+
+// A peer message (common/gossip.h) as PeerChunk pieces of at most
+// kSnapshotChunkBytes of data; the first carries the header (run_id, from,
+// to, step, weight, value count, XXH64 of all the data). At least one chunk,
+// also for an empty message.
+std::vector<v1::PeerChunk> PeerMessageChunks(const PeerMessage& m,
+                                             const std::string& run_id,
+                                             uint32_t from, uint32_t to);
+
+// Reassembles one peer message, checking it against what the receiver
+// expects: `expected_values` values, chunks in order, the checksum, then
+// CheckPeerMessage (finite values, a positive finite weight). Errors are
+// InvalidArgument (a malformed header) or DataLoss (broken data).
+class PeerMessageAssembler {
+ public:
+  explicit PeerMessageAssembler(int64_t expected_values);
+  absl::Status Add(const v1::PeerChunk& chunk);
+  // The first chunk's header fields (valid after a successful first Add).
+  const v1::PeerChunk& header() const { return header_; }
+  absl::StatusOr<PeerMessage> Finish();
+
+ private:
+  int64_t expected_values_;
+  v1::PeerChunk header_;  // data cleared
+  bool have_header_ = false;
+  std::vector<float> values_;
   size_t filled_ = 0;  // bytes received
 };
 

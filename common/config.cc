@@ -44,6 +44,19 @@ const std::vector<std::string>& KnownKeys() {
       "rounds",
       "seed",
       "estimator",
+      "algorithm",
+      "peer",
+      "peer.steps",
+      "peer.tau",
+      "peer.alpha",
+      "peer.beta",
+      "peer.synchronous",
+      "peer.push_probability",
+      "peer.topology",
+      "peer.degree",
+      "peer.noise_std",
+      "peer.nesterov",
+      "weight_decay",
       "merge",
       "tangent",
       "tangent.distribution",
@@ -532,6 +545,30 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
 
   RETURN_IF_ERROR(
       r.Double(root, "", "momentum", 0, false, 1, true, &c->momentum));
+  RETURN_IF_ERROR(r.Double(root, "", "weight_decay", 0, false, kInf, false,
+                           &c->weight_decay));
+  RETURN_IF_ERROR(r.Choice(root, "", "algorithm",
+                           {"federated", "easgd", "gosgd", "sgp"},
+                           &c->algorithm));
+  if (root.IsMap() && root["peer"].IsDefined()) {
+    const YAML::Node p = root["peer"];
+    PeerConfig& o = c->peer;
+    RETURN_IF_ERROR(r.CheckMap(p, "peer"));
+    RETURN_IF_ERROR(r.Int(p, "peer", "steps", 1, INT64_MAX / 4, &o.steps));
+    RETURN_IF_ERROR(r.Int(p, "peer", "tau", 1, 1000000, &o.tau));
+    RETURN_IF_ERROR(r.Double(p, "peer", "alpha", 0, false, 1, true, &o.alpha));
+    RETURN_IF_ERROR(r.Double(p, "peer", "beta", 0, true, 1, true, &o.beta));
+    RETURN_IF_ERROR(r.Bool(p, "peer", "synchronous", &o.synchronous));
+    RETURN_IF_ERROR(r.Double(p, "peer", "push_probability", 0, false, 1, false,
+                             &o.push_probability));
+    RETURN_IF_ERROR(r.Choice(p, "peer", "topology",
+                             {"exponential", "random", "complete"},
+                             &o.topology));
+    RETURN_IF_ERROR(r.Int(p, "peer", "degree", 1, 1024, &o.degree));
+    RETURN_IF_ERROR(
+        r.Double(p, "peer", "noise_std", 0, false, kInf, false, &o.noise_std));
+    RETURN_IF_ERROR(r.Bool(p, "peer", "nesterov", &o.nesterov));
+  }
   RETURN_IF_ERROR(
       r.Double(root, "", "clip_jvp", 0, false, kInf, false, &c->clip_jvp));
   RETURN_IF_ERROR(
@@ -647,6 +684,10 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
         "or projected), not to ",
         c->estimator));
   }
+  if (c->algorithm != "federated" && c->clients < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'algorithm: ", c->algorithm, "' needs 'clients' >= 2 workers"));
+  }
   if (c->tangent.shared_seed && c->tangent.combine == "projection_round") {
     // Shared tangents are one set for the whole round: the round projection
     // is then the per-client projection of the averaged values.
@@ -707,6 +748,18 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
   j["rounds"] = c.rounds;
   j["seed"] = c.seed;
   j["estimator"] = c.estimator;
+  j["algorithm"] = c.algorithm;
+  j["peer"] = {{"steps", c.peer.steps},
+               {"tau", c.peer.tau},
+               {"alpha", c.peer.alpha},
+               {"beta", c.peer.beta},
+               {"synchronous", c.peer.synchronous},
+               {"push_probability", c.peer.push_probability},
+               {"topology", c.peer.topology},
+               {"degree", c.peer.degree},
+               {"noise_std", c.peer.noise_std},
+               {"nesterov", c.peer.nesterov}};
+  j["weight_decay"] = c.weight_decay;
   j["merge"] = MergeRuleName(c.merge);
   j["tangent"] = {{"distribution", c.tangent.distribution},
                   {"shared_seed", c.tangent.shared_seed},

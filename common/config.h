@@ -124,6 +124,35 @@ struct PrivacyConfig {
   double delta = 1e-5;
 };
 
+// Decentralized runs (`algorithm` easgd | gosgd | sgp): each client daemon
+// is a worker that runs `steps` local minibatch SGD steps (batch_size, lr,
+// momentum, weight_decay) on its shard and mixes with the others; the
+// coordinator only keeps membership (and EASGD's center variable) and
+// evaluates the consensus model every eval_every local steps.
+struct PeerConfig {
+  int64_t steps = 1500;  // local steps per worker
+  // EASGD: communication period tau and moving rate alpha (0: the paper's
+  // beta / (p tau) for p = clients workers); synchronous: every worker's
+  // exchange number k reads the center once all live workers' exchanges
+  // k - 1 are in; asynchronous: each exchanges without waiting.
+  int tau = 4;
+  double alpha = 0;
+  double beta = 0.9;
+  bool synchronous = true;
+  // GoSGD: probability of a push after each local step.
+  double push_probability = 0.5;
+  // SGP: exponential (time-varying, one peer per step) | random (fixed
+  // random column-stochastic matrix, `degree` peers) | complete.
+  std::string topology = "exponential";
+  int degree = 2;
+  // Noisy links: N(0, noise_std^2) added to every value of every parameter
+  // message a worker sends (peer pushes and EASGD's elastic differences).
+  double noise_std = 0;
+  // momentum > 0: Nesterov momentum (EAMSGD for easgd) instead of heavy
+  // ball.
+  bool nesterov = true;
+};
+
 struct TimeoutsConfig {
   double round_s = 60;   // a round closes at this deadline with what it has
   double client_s = 10;  // a client unheard of this long is dropped
@@ -151,6 +180,14 @@ struct Config {
   // fd: forward gradients from finite differences (two forward passes per
   //   tangent, no forward-mode AD); merged like jvp.
   std::string estimator = "jvp";
+  // federated: the coordinator runs rounds (everything above). easgd,
+  // gosgd, sgp: decentralized training between the client daemons (see
+  // PeerConfig; estimator, merge and rounds do not apply).
+  std::string algorithm = "federated";
+  PeerConfig peer;
+  // L2 weight decay added to every backprop gradient (local SGD of fedavg
+  // and of decentralized workers, fedsgd / centralized steps): g + wd * w.
+  double weight_decay = 0;
   FdConfig fd;
   MergeRule merge = MergeRule::kWeighted;
   TangentConfig tangent;

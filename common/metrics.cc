@@ -78,6 +78,7 @@ absl::Status MetricsWriter::Append(const RoundRow& row) {
   j["clients"] = row.clients;
   j["lr"] = row.lr;
   if (row.epsilon) j["epsilon"] = *row.epsilon;
+  for (const auto& [key, value] : row.extra) j[key] = value;
   rows_ << j.dump() << '\n';
   rows_.flush();
   if (!rows_) return absl::DataLossError("writing metrics.jsonl failed");

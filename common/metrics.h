@@ -10,6 +10,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -26,6 +28,9 @@ struct RoundRow {
   double lr = 0;
   // With privacy on: the (epsilon, privacy.delta) spent so far per client.
   std::optional<double> epsilon;
+  // Further numbers of the row, written after the fixed ones in this order
+  // (decentralized runs: worker_step, spread, center_test_acc, ...).
+  std::vector<std::pair<std::string, double>> extra;
 };
 
 class MetricsWriter {

@@ -29,6 +29,7 @@ enum class RngDomain : uint32_t {
   kBatch = 2,
   kInit = 3,
   kSampling = 4,  // which clients take part in a round
+  kGossip = 5,    // gossip: SGP's random graph and noisy links
 };
 uint64_t RandomU64(uint64_t seed, RngDomain domain, uint32_t stream,
                    uint64_t i);

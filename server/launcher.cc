@@ -299,6 +299,8 @@ absl::StatusOr<LocalSecurity> MakeLocalSecurity(const std::string& dir,
   absl::StrAppend(&creds, "status status ", Sha256Hex(status_token), "\n");
   const std::string creds_path = dir + "/credentials";
   RETURN_IF_ERROR(write_secret(creds_path, creds));
+  sec.peer_args = {"--peer-tls-cert", pki.server_cert, "--peer-tls-key",
+                   pki.server_key};
   sec.server_args = {"--tls-cert",    pki.server_cert, "--tls-key",
                      pki.server_key,  "--tls-ca",      pki.ca_cert,
                      "--credentials", creds_path};
@@ -804,6 +806,15 @@ absl::Status Launcher::StartClients(const std::string& client_exe,
     std::vector<std::string> argv =
         ClientCommand(client_exe, *port_, data_dir, i, config_.clients,
                       options_.client_threads, security_.client_args[i]);
+    if (config_.algorithm != "federated") {
+      // Decentralized runs: each daemon serves the peer service on a free
+      // loopback port (with the throwaway server certificate, valid for
+      // 127.0.0.1, unless --insecure).
+      argv.push_back("--peer-listen");
+      argv.push_back("127.0.0.1:0");
+      argv.insert(argv.end(), security_.peer_args.begin(),
+                  security_.peer_args.end());
+    }
     argv.insert(argv.end(), extra_client_args_[i].begin(),
                 extra_client_args_[i].end());
     absl::StatusOr<pid_t> pid = Spawn(argv, log_fd, log_fd);

@@ -101,6 +101,9 @@ struct LocalSecurity {
   std::string dir;                                    // where the files are
   std::vector<std::string> server_args;               // flags for the server
   std::vector<std::vector<std::string>> client_args;  // flags per client
+  // Flags of every client's peer service (decentralized runs): the server
+  // certificate, which is valid for 127.0.0.1.
+  std::vector<std::string> peer_args;
   std::string status_token_file;
 };
 

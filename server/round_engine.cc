@@ -16,21 +16,6 @@
 namespace fedfwd {
 namespace {
 
-std::string NewSession() {
-  std::random_device rd;
-  return absl::StrFormat("%08x%08x%08x%08x", rd(), rd(), rd(), rd());
-}
-
-// A run id that differs between two coordinators started in the same
-// second: a client that stays across runs (fedfwd-client --stay) tells a new
-// run from the old one by it.
-std::string NewRunId(const Config& config) {
-  std::random_device rd;
-  return absl::StrFormat("%s-%s-s%d-%d-%04x", config.model, config.dataset.name,
-                         config.seed, absl::ToUnixSeconds(absl::Now()),
-                         rd() & 0xffff);
-}
-
 // A round whose quorum was not met is retried this many times before the
 // run fails.
 constexpr int kMaxRoundAttempts = 5;

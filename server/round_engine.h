@@ -30,65 +30,12 @@
 #include "common/metrics.h"
 #include "common/model.h"
 #include "server/checkpoint.h"
+#include "server/engine.h"
 #include "server/evaluator.h"
 #include "server/progress.h"
 #include "server/strategy.h"
 
 namespace fedfwd {
-
-struct JoinParams {
-  uint32_t protocol_version = 0;
-  std::string name;
-  int shard = -1;
-  int num_shards = 0;
-  std::string owner;  // the credential that joins it ("" without auth)
-};
-
-struct JoinOutcome {
-  uint32_t client_id = 0;
-  std::string session;
-  int shard = 0;
-};
-
-struct TaskOutcome {
-  enum Kind { kWait, kCompute, kStop } kind = kWait;
-  TaskSpec task;
-  uint64_t model_version = 0;
-  uint64_t model_checksum = 0;
-  std::string message;
-  // Seed-replay sync: the updates from the client's model version to
-  // model_version, oldest first, as (version, terms); empty when the client
-  // must fetch a snapshot instead.
-  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
-      replay;
-};
-
-struct ClientView {
-  uint32_t id = 0;
-  std::string name;
-  int shard = 0;
-  bool alive = false;
-  double last_seen_s = 0;
-};
-
-struct EngineStatus {
-  std::string run_id;
-  int64_t round = 0;
-  int64_t rounds = 0;
-  uint64_t model_version = 0;
-  double last_test_acc = -1;
-  int64_t last_test_round = -1;  // -1: none yet, or unknown after a resume
-  std::string state;
-  std::vector<ClientView> clients;
-  // The latest evaluations, oldest first (at most kAccuracyHistory).
-  std::vector<std::pair<int64_t, double>> accuracy_history;
-  double wall_s = 0;  // training time so far (0 before the first round)
-  double eta_s = -1;  // -1: unknown
-  int64_t bytes_up = 0, bytes_down = 0;  // so far, this round's included
-  int clients_expected = 0;              // the config's `clients`
-  int min_clients = 0;
-  std::string model, dataset, estimator;
-};
 
 // Whether `checkpoint` can continue a run of `config` on `spec`: the same
 // config, a run that did not finish, parameters and counters that fit.
@@ -97,7 +44,7 @@ struct EngineStatus {
 absl::Status CheckResumable(const ckpt::Checkpoint& checkpoint,
                             const Config& config, const ModelSpec& spec);
 
-class RoundEngine {
+class RoundEngine final : public CoordinatorEngine {
  public:
   // `out_dir` receives metrics.jsonl, summary.json and the final model.
   RoundEngine(Config config, ModelSpec spec, std::unique_ptr<Strategy> strategy,
@@ -119,15 +66,15 @@ class RoundEngine {
   absl::Status Resume(const ckpt::Checkpoint& checkpoint);
   // (client id, credential) of every registered client: the service binds
   // ids to credentials again after a resume.
-  std::vector<std::pair<uint32_t, std::string>> ClientOwners();
+  std::vector<std::pair<uint32_t, std::string>> ClientOwners() override;
 
   // Runs the whole training; returns when the run is over (or stopped).
-  absl::Status Run();
+  absl::Status Run() override;
   // Asks Run() to stop after the current round (signal handlers, tests).
-  void RequestStop();
+  void RequestStop() override;
 
   // --- Called by RPC threads. ---
-  absl::StatusOr<JoinOutcome> Join(const JoinParams& params);
+  absl::StatusOr<JoinOutcome> Join(const JoinParams& params) override;
   // Blocks up to `wait` for a task. Returns kStop once the run is over.
   // `have_version`: the model version the client holds (0: none); the
   // outcome carries the seed updates from there when the coordinator has
@@ -135,28 +82,30 @@ class RoundEngine {
   absl::StatusOr<TaskOutcome> NextTask(uint32_t client_id,
                                        const std::string& session,
                                        absl::Duration wait,
-                                       uint64_t have_version = 0);
+                                       uint64_t have_version = 0) override;
   // How many past model versions keep their seed updates for replay.
   static constexpr size_t kReplayHistory = 64;
   absl::Status Submit(const std::string& session, const ClientResult& result,
-                      uint64_t model_version);
+                      uint64_t model_version) override;
   // The snapshot of `version` (0: current).
   absl::StatusOr<std::shared_ptr<const Snapshot>> GetSnapshot(
-      uint32_t client_id, const std::string& session, uint64_t version);
-  absl::Status Heartbeat(uint32_t client_id, const std::string& session);
+      uint32_t client_id, const std::string& session,
+      uint64_t version) override;
+  absl::Status Heartbeat(uint32_t client_id,
+                         const std::string& session) override;
   absl::Status Leave(uint32_t client_id, const std::string& session,
-                     const std::string& reason);
-  EngineStatus GetStatus();
+                     const std::string& reason) override;
+  EngineStatus GetStatus() override;
   // How many evaluations GetStatus keeps in accuracy_history.
   static constexpr size_t kAccuracyHistory = 10;
   // The run's id ("MODEL-DATASET-sSEED-UNIXTIME-XXXX"; a resumed run keeps
   // its checkpoint's). Fixed once Run() starts.
-  const std::string& run_id() const { return run_id_; }
+  const std::string& run_id() const override { return run_id_; }
   // Serialized protobuf bytes seen by the service, per direction.
-  void CountBytes(int64_t up, int64_t down);
+  void CountBytes(int64_t up, int64_t down) override;
 
-  const Config& config() const { return config_; }
-  const ModelSpec& spec() const { return spec_; }
+  const Config& config() const override { return config_; }
+  const ModelSpec& spec() const override { return spec_; }
 
  private:
   struct ClientEntry {

@@ -16,6 +16,7 @@
 #include "common/signals.h"
 #include "common/torch_model.h"
 #include "server/checkpoint.h"
+#include "server/peer_engine.h"
 #include "server/round_engine.h"
 #include "server/service.h"
 
@@ -140,6 +141,14 @@ int main(int argc, char** argv) {
   if (!strategy.ok()) return Fail("bad config", strategy.status(), 2);
   auto evaluator = Evaluator::Create(*config, *spec);
   if (!evaluator.ok()) return Fail("cannot load test data", evaluator.status());
+  if (config->algorithm != "federated" && resume) {
+    return Fail("cannot resume",
+                absl::InvalidArgumentError(absl::StrCat(
+                    "decentralized runs (algorithm ", config->algorithm,
+                    ") keep no checkpoint; start the run again")),
+                2);
+  }
+  if (config->algorithm != "federated") checkpoint_every = 0;
   const std::string checkpoint_path =
       out_dir + "/" + std::string(kCheckpointFileName);
   std::optional<ckpt::Checkpoint> checkpoint;
@@ -164,21 +173,32 @@ int main(int argc, char** argv) {
                      "replaces it (--resume continues it)"),
         {{"event", "checkpoint_replaced"}, {"path", checkpoint_path}});
   }
-  auto metrics = checkpoint ? MetricsWriter::OpenForResume(
-                                  out_dir, checkpoint->rounds_done())
-                            : MetricsWriter::Open(out_dir);
+  auto metrics =
+      checkpoint
+          ? MetricsWriter::OpenForResume(out_dir, checkpoint->rounds_done())
+          : MetricsWriter::Open(
+                out_dir, config->algorithm == "federated" ? "round" : "step");
   if (!metrics.ok()) return Fail("cannot write outputs", metrics.status());
 
-  RoundEngine engine(*config, *spec, std::move(*strategy),
-                     std::move(*evaluator), std::move(*metrics), threads);
-  if (checkpoint_every > 0) {
-    engine.EnableCheckpoints(checkpoint_path, checkpoint_every,
-                             checkpoint_min_interval);
+  std::unique_ptr<CoordinatorEngine> engine_holder;
+  if (config->algorithm == "federated") {
+    auto round_engine = std::make_unique<RoundEngine>(
+        *config, *spec, std::move(*strategy), std::move(*evaluator),
+        std::move(*metrics), threads);
+    if (checkpoint_every > 0) {
+      round_engine->EnableCheckpoints(checkpoint_path, checkpoint_every,
+                                      checkpoint_min_interval);
+    }
+    if (checkpoint) {
+      absl::Status resumed = round_engine->Resume(*checkpoint);
+      if (!resumed.ok()) return Fail("cannot resume", resumed, 2);
+    }
+    engine_holder = std::move(round_engine);
+  } else {
+    engine_holder = std::make_unique<PeerEngine>(
+        *config, *spec, std::move(*evaluator), std::move(*metrics), threads);
   }
-  if (checkpoint) {
-    absl::Status resumed = engine.Resume(*checkpoint);
-    if (!resumed.ok()) return Fail("cannot resume", resumed, 2);
-  }
+  CoordinatorEngine& engine = *engine_holder;
   CoordinatorService service(&engine, auth.get());
   grpc::ServerBuilder builder;
   int port = 0;

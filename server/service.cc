@@ -19,7 +19,7 @@ int64_t Size(const google::protobuf::Message& m) {
 
 }  // namespace
 
-CoordinatorService::CoordinatorService(RoundEngine* engine,
+CoordinatorService::CoordinatorService(CoordinatorEngine* engine,
                                        CredentialStore* auth)
     : engine_(engine), auth_(auth) {
   // A resumed engine brings its clients back: bind them to their
@@ -64,6 +64,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
   p.shard = req->shard();
   p.num_shards = req->num_shards();
   p.owner = *who;
+  p.peer_address = req->peer_address().substr(0, 512);
   auto out = engine_->Join(p);
   if (out.ok()) {
     if (auth_ != nullptr) {
@@ -132,6 +133,7 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_local_epochs(out->task.local_epochs);
         reply->set_lr(out->task.lr);
         reply->set_momentum(out->task.momentum);
+        reply->set_weight_decay(out->task.weight_decay);
         reply->set_compression(out->task.compression);
         reply->set_dp_clip(out->task.dp_clip);
         reply->set_dp_noise_multiplier(out->task.dp_noise_multiplier);
@@ -142,6 +144,15 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
             *reply->add_updates() = ToProto(t, version);
           }
         }
+        break;
+      case TaskOutcome::kPeer:
+        reply->set_kind(v1::Task::PEER);
+        reply->set_model_version(out->model_version);
+        reply->set_model_checksum(out->model_checksum);
+        reply->set_batch_size(out->task.batch_size);
+        reply->set_lr(out->task.lr);
+        reply->set_momentum(out->task.momentum);
+        *reply->mutable_peer() = out->peer;
         break;
     }
   }
@@ -180,15 +191,95 @@ grpc::Status CoordinatorService::SubmitUpdate(
   auto who = Authorize(ctx, Role::kClient, std::nullopt);
   if (!who.ok()) return ToGrpc(who.status());
   int64_t up = 0;
-  absl::Status s = ReadUpdate(ctx, reader, &up);
+  v1::TaskResult header;
+  auto r = ReadUpdate(ctx, reader, &up, &header);
+  absl::Status s = r.status();
+  if (r.ok()) s = engine_->Submit(header.session(), *r, header.model_version());
   reply->set_accepted(s.ok());
   engine_->CountBytes(up, Size(*reply));
   return ToGrpc(s);
 }
 
-absl::Status CoordinatorService::ReadUpdate(
+grpc::Status CoordinatorService::ReportModel(
+    grpc::ServerContext* ctx, grpc::ServerReader<v1::UpdateChunk>* reader,
+    v1::PeerList* reply) {
+  auto who = Authorize(ctx, Role::kClient, std::nullopt);
+  if (!who.ok()) return ToGrpc(who.status());
+  int64_t up = 0;
+  v1::TaskResult header;
+  auto r = ReadUpdate(ctx, reader, &up, &header);
+  absl::Status s = r.status();
+  if (r.ok()) {
+    auto peers =
+        engine_->ReportModel(header.session(), *r, header.peer_bytes());
+    s = peers.status();
+    if (peers.ok()) {
+      for (v1::PeerInfo& p : *peers) *reply->add_peers() = std::move(p);
+    }
+  }
+  engine_->CountBytes(up, Size(*reply));
+  return ToGrpc(s);
+}
+
+grpc::Status CoordinatorService::RelayPush(
+    grpc::ServerContext* ctx, grpc::ServerReader<v1::PeerChunk>* reader,
+    v1::PushReply* reply) {
+  auto who = Authorize(ctx, Role::kClient, std::nullopt);
+  if (!who.ok()) return ToGrpc(who.status());
+  int64_t up = 0;
+  absl::Status s = [&]() -> absl::Status {
+    v1::PeerChunk chunk;
+    if (!reader->Read(&chunk)) {
+      return absl::InvalidArgumentError("empty relay stream");
+    }
+    up += Size(chunk);
+    const uint32_t from = chunk.from();
+    const std::string session = chunk.session();
+    RETURN_IF_ERROR(Authorize(ctx, Role::kClient, from).status());
+    RETURN_IF_ERROR(engine_->Heartbeat(from, session));
+    PeerMessageAssembler assembler(engine_->spec().NumParams());
+    while (true) {
+      RETURN_IF_ERROR(assembler.Add(chunk));
+      if (!reader->Read(&chunk)) break;
+      up += Size(chunk);
+    }
+    ASSIGN_OR_RETURN(PeerMessage m, assembler.Finish());
+    return engine_->Relay(from, session, assembler.header().to(), std::move(m));
+  }();
+  reply->set_accepted(s.ok());
+  engine_->CountBytes(up, Size(*reply));
+  return ToGrpc(s);
+}
+
+grpc::Status CoordinatorService::FetchRelayed(
+    grpc::ServerContext* ctx, const v1::RelayRequest* req,
+    grpc::ServerWriter<v1::PeerChunk>* writer) {
+  auto who = Authorize(ctx, Role::kClient, req->client_id());
+  if (!who.ok()) return ToGrpc(who.status());
+  auto messages = engine_->TakeRelayed(req->client_id(), req->session());
+  int64_t down = 0;
+  grpc::Status status = ToGrpc(messages.status());
+  if (messages.ok()) {
+    for (const PeerMessage& m : *messages) {
+      for (const v1::PeerChunk& c :
+           PeerMessageChunks(m, engine_->run_id(), m.from, req->client_id())) {
+        down += Size(c);
+        if (!writer->Write(c)) {
+          status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                "stream broken; relayed messages lost");
+          break;
+        }
+      }
+      if (!status.ok()) break;
+    }
+  }
+  engine_->CountBytes(Size(*req), down);
+  return status;
+}
+
+absl::StatusOr<ClientResult> CoordinatorService::ReadUpdate(
     const grpc::ServerContext* ctx, grpc::ServerReader<v1::UpdateChunk>* reader,
-    int64_t* up) {
+    int64_t* up, v1::TaskResult* header_out) {
   v1::UpdateChunk chunk;
   if (!reader->Read(&chunk)) {
     return absl::InvalidArgumentError("empty update stream");
@@ -243,7 +334,8 @@ absl::Status CoordinatorService::ReadUpdate(
   r.loss = header.loss();
   r.compute_ms = header.compute_ms();
   ASSIGN_OR_RETURN(r.update, DecodeUpdate(bytes, sizes, encoding));
-  return engine_->Submit(header.session(), r, header.model_version());
+  *header_out = header;
+  return r;
 }
 
 grpc::Status CoordinatorService::FetchModel(
@@ -291,6 +383,7 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx,
   auto who = Authorize(ctx, Role::kClient, req->client_id());
   if (!who.ok()) return ToGrpc(who.status());
   absl::Status s = engine_->Heartbeat(req->client_id(), req->session());
+  if (s.ok()) reply->set_relayed(engine_->RelayedPending(req->client_id()));
   engine_->CountBytes(Size(*req), Size(*reply));
   return ToGrpc(s);
 }

@@ -1,6 +1,7 @@
 // The coordinator's gRPC service: validate -> convert -> delegate to the
-// RoundEngine. It holds no training state and counts the serialized bytes of
-// every message it receives and sends (metrics bytes_up / bytes_down).
+// engine (RoundEngine or PeerEngine, see engine.h). It holds no training
+// state and counts the serialized bytes of every message it receives and
+// sends (metrics bytes_up / bytes_down).
 // Thread-safe: gRPC calls it from many threads; the engine is thread-safe.
 #ifndef FEDFWD_SERVER_SERVICE_H_
 #define FEDFWD_SERVER_SERVICE_H_
@@ -12,7 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/security.h"
 #include "fedfwd.grpc.pb.h"
-#include "server/round_engine.h"
+#include "server/engine.h"
 
 namespace fedfwd {
 
@@ -25,7 +26,7 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // call.
   // Ids the engine already knows (a resumed run) stay bound to the
   // credentials that joined them.
-  explicit CoordinatorService(RoundEngine* engine,
+  explicit CoordinatorService(CoordinatorEngine* engine,
                               CredentialStore* auth = nullptr);
 
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
@@ -47,12 +48,23 @@ class CoordinatorService final : public v1::Coordinator::Service {
                      v1::LeaveReply* reply) override;
   grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::StatusRequest* req,
                          v1::StatusReply* reply) override;
+  grpc::Status ReportModel(grpc::ServerContext* ctx,
+                           grpc::ServerReader<v1::UpdateChunk>* reader,
+                           v1::PeerList* reply) override;
+  grpc::Status RelayPush(grpc::ServerContext* ctx,
+                         grpc::ServerReader<v1::PeerChunk>* reader,
+                         v1::PushReply* reply) override;
+  grpc::Status FetchRelayed(grpc::ServerContext* ctx,
+                            const v1::RelayRequest* req,
+                            grpc::ServerWriter<v1::PeerChunk>* writer) override;
 
  private:
-  // Reads, checks and submits one streamed update; counts its bytes in *up.
-  absl::Status ReadUpdate(const grpc::ServerContext* ctx,
-                          grpc::ServerReader<v1::UpdateChunk>* reader,
-                          int64_t* up);
+  // Reads and checks one streamed update (authenticating its sender before
+  // buffering it); counts its bytes in *up; *header gets its header.
+  absl::StatusOr<ClientResult> ReadUpdate(
+      const grpc::ServerContext* ctx,
+      grpc::ServerReader<v1::UpdateChunk>* reader, int64_t* up,
+      v1::TaskResult* header);
 
   // Authenticates the call (no-op without a credential store); with
   // `client_id`, also checks that the id belongs to the caller.
@@ -60,8 +72,8 @@ class CoordinatorService final : public v1::Coordinator::Service {
                                         Role role,
                                         std::optional<uint32_t> client_id);
 
-  RoundEngine* engine_;    // not owned; outlives the service
-  CredentialStore* auth_;  // not owned; may be null
+  CoordinatorEngine* engine_;  // not owned; outlives the service
+  CredentialStore* auth_;      // not owned; may be null
   absl::Mutex owners_mu_;
   absl::flat_hash_map<uint32_t, std::string> owners_
       ABSL_GUARDED_BY(owners_mu_);

@@ -408,6 +408,7 @@ class BackpropStrategy final : public Strategy {
         t.local_epochs = config_.local_epochs;
         t.lr = LearningRate(config_, round);
         t.momentum = config_.momentum;
+        t.weight_decay = config_.weight_decay;
       }
       tasks.push_back(std::move(t));
     }
@@ -444,6 +445,11 @@ class BackpropStrategy final : public Strategy {
     if (results.empty()) return report;
     RETURN_IF_ERROR(RobustAverage(config_.robust, updates, &mean_));
     if (!fedavg_) {
+      // L2 weight decay on the coordinator's step: g + wd * w.
+      if (config_.weight_decay > 0) {
+        const float wd = static_cast<float>(config_.weight_decay);
+        for (size_t i = 0; i < mean_.size(); ++i) mean_[i] += wd * (*params)[i];
+      }
       sgd_.ApplyDense(mean_, report.lr, params->data());
       return report;
     }

@@ -32,6 +32,7 @@ struct TaskSpec {
   int local_epochs = 0;
   double lr = 0;
   double momentum = 0;
+  double weight_decay = 0;
   std::string compression;
   // jvp with privacy: the client clips and noises its values (privacy.h).
   double dp_clip = 0;

@@ -69,7 +69,7 @@ TEST(RunSgdSteps, OneStepIsParamsMinusLrTimesGradient) {
   at::Tensor y = torch::randint(0, 10, {8}, torch::kLong);
   auto g = ComputeGradient(*spec, start, x, y);
   ASSERT_TRUE(g.ok());
-  auto loss = RunSgdSteps(*spec, &local, 1, 0.5, 0.0,
+  auto loss = RunSgdSteps(*spec, &local, 1, {0.5, 0.0},
                           [&](at::Tensor* bx, at::Tensor* by) {
                             *bx = x;
                             *by = y;
@@ -98,7 +98,7 @@ TEST(RunSgdSteps, MomentumTwoStepsMatchHandComputation) {
     *bx = x;
     *by = y;
   };
-  ASSERT_TRUE(RunSgdSteps(*spec, &local, 2, 0.1, 0.9, step).ok());
+  ASSERT_TRUE(RunSgdSteps(*spec, &local, 2, {0.1, 0.9}, step).ok());
   auto g1 = ComputeGradient(*spec, hand, x, y);
   ASSERT_TRUE(g1.ok());
   std::vector<at::Tensor> b;
@@ -123,7 +123,7 @@ TEST(RunSgdSteps, DivergenceIsAnError) {
   for (auto& t : ParamViews(*spec, flat.data())) local.push_back(t.clone());
   at::Tensor x = torch::full({4, 1, 28, 28}, 1e30);
   at::Tensor y = torch::zeros({4}, torch::kLong);
-  auto loss = RunSgdSteps(*spec, &local, 3, 1e10, 0.0,
+  auto loss = RunSgdSteps(*spec, &local, 3, {1e10, 0.0},
                           [&](at::Tensor* bx, at::Tensor* by) {
                             *bx = x;
                             *by = y;

@@ -1,0 +1,148 @@
+// The coordinator's engine as the gRPC service sees it: membership, tasks,
+// results, snapshots and status. Two engines implement it: RoundEngine
+// (federated rounds, round_engine.h) and PeerEngine (decentralized EASGD,
+// GoSGD and SGP between client daemons, peer_engine.h). The service
+// validates and converts; engines hold all run state.
+//
+// Thread-safety: every method may be called concurrently from RPC threads,
+// except Run(), which one thread calls once.
+#ifndef FEDFWD_SERVER_ENGINE_H_
+#define FEDFWD_SERVER_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/codec.h"
+#include "common/config.h"
+#include "common/gossip.h"
+#include "common/model.h"
+#include "common/rng.h"
+#include "fedfwd.pb.h"
+#include "server/strategy.h"
+
+namespace fedfwd {
+
+struct JoinParams {
+  uint32_t protocol_version = 0;
+  std::string name;
+  int shard = -1;
+  int num_shards = 0;
+  std::string owner;  // the credential that joins it ("" without auth)
+  // Where the client serves the Peer service ("": it does not).
+  std::string peer_address;
+};
+
+struct JoinOutcome {
+  uint32_t client_id = 0;
+  std::string session;
+  int shard = 0;
+};
+
+struct TaskOutcome {
+  enum Kind { kWait, kCompute, kStop, kPeer } kind = kWait;
+  TaskSpec task;
+  uint64_t model_version = 0;
+  uint64_t model_checksum = 0;
+  std::string message;
+  // Seed-replay sync: the updates from the client's model version to
+  // model_version, oldest first, as (version, terms); empty when the client
+  // must fetch a snapshot instead.
+  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
+      replay;
+  // kPeer: the decentralized worker's assignment.
+  v1::PeerTask peer;
+};
+
+struct ClientView {
+  uint32_t id = 0;
+  std::string name;
+  int shard = 0;
+  bool alive = false;
+  double last_seen_s = 0;
+};
+
+struct EngineStatus {
+  std::string run_id;
+  int64_t round = 0;
+  int64_t rounds = 0;
+  uint64_t model_version = 0;
+  double last_test_acc = -1;
+  int64_t last_test_round = -1;  // -1: none yet, or unknown after a resume
+  std::string state;
+  std::vector<ClientView> clients;
+  // The latest evaluations, oldest first (at most kAccuracyHistory).
+  std::vector<std::pair<int64_t, double>> accuracy_history;
+  double wall_s = 0;  // training time so far (0 before the first round)
+  double eta_s = -1;  // -1: unknown
+  int64_t bytes_up = 0, bytes_down = 0;  // so far, this round's included
+  int clients_expected = 0;              // the config's `clients`
+  int min_clients = 0;
+  std::string model, dataset, estimator;
+};
+
+// A fresh random session string for a joining client.
+std::string NewSession();
+// A run id ("MODEL-DATASET-sSEED-UNIXTIME-XXXX") that differs between two
+// coordinators started in the same second: a client that stays across runs
+// (fedfwd-client --stay) tells a new run from the old one by it.
+std::string NewRunId(const Config& config);
+
+class CoordinatorEngine {
+ public:
+  virtual ~CoordinatorEngine() = default;
+
+  // Runs the whole training; returns when the run is over (or stopped).
+  virtual absl::Status Run() = 0;
+  // Asks Run() to stop soon (signal handlers, tests).
+  virtual void RequestStop() = 0;
+
+  virtual absl::StatusOr<JoinOutcome> Join(const JoinParams& params) = 0;
+  // Blocks up to `wait` for a task; kStop once the run is over.
+  virtual absl::StatusOr<TaskOutcome> NextTask(uint32_t client_id,
+                                               const std::string& session,
+                                               absl::Duration wait,
+                                               uint64_t have_version) = 0;
+  virtual absl::Status Submit(const std::string& session,
+                              const ClientResult& result,
+                              uint64_t model_version) = 0;
+  // The model of `version` (0: current).
+  virtual absl::StatusOr<std::shared_ptr<const Snapshot>> GetSnapshot(
+      uint32_t client_id, const std::string& session, uint64_t version) = 0;
+  virtual absl::Status Heartbeat(uint32_t client_id,
+                                 const std::string& session) = 0;
+  virtual absl::Status Leave(uint32_t client_id, const std::string& session,
+                             const std::string& reason) = 0;
+  virtual EngineStatus GetStatus() = 0;
+  // Serialized protobuf bytes seen by the service, per direction.
+  virtual void CountBytes(int64_t up, int64_t down) = 0;
+  // (client id, credential) of every registered client.
+  virtual std::vector<std::pair<uint32_t, std::string>> ClientOwners() = 0;
+  virtual const Config& config() const = 0;
+  virtual const ModelSpec& spec() const = 0;
+  virtual const std::string& run_id() const = 0;
+
+  // --- Decentralized runs only; the defaults refuse with
+  // FAILED_PRECONDITION (a federated run). ---
+  // A worker's parameters after result.round local steps (in
+  // result.update); returns the live workers.
+  virtual absl::StatusOr<std::vector<v1::PeerInfo>> ReportModel(
+      const std::string& session, const ClientResult& result,
+      int64_t peer_bytes);
+  // Queues `message` from `from` for `to` (relay).
+  virtual absl::Status Relay(uint32_t from, const std::string& session,
+                             uint32_t to, PeerMessage message);
+  // Removes and returns the messages queued for `client_id`.
+  virtual absl::StatusOr<std::vector<PeerMessage>> TakeRelayed(
+      uint32_t client_id, const std::string& session);
+  // How many relayed messages wait for `client_id` (heartbeat replies).
+  virtual int RelayedPending(uint32_t client_id) { return 0; }
+};
+
+}  // namespace fedfwd
+
+#endif  // FEDFWD_SERVER_ENGINE_H_
