@@ -166,6 +166,16 @@ def table(results, args, seeds):
     return "\n".join(lines) + "\n"
 
 
+def last_within(evals, budget):
+    """(x, accuracy) of the last evaluation (x, wall_s, accuracy, ...) whose
+    wall time is within `budget`; None when there is none."""
+    best = None
+    for e in evals:
+        if e[1] <= budget + 1e-9:
+            best = (e[0], e[2])
+    return best
+
+
 def write_section(text, owner="compare.py"):
     """Replaces `owner`'s section of bench/RESULTS.md (between its markers),
     or appends one; the rest of the file is kept as it is."""

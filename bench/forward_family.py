@@ -36,7 +36,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import compare  # noqa: E402  (write_section)
+import compare  # noqa: E402  (write_section, last_within)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
@@ -89,14 +89,6 @@ def run(name, config, sets, rounds, eval_every, out_dir):
             clients}
 
 
-def acc_at(evals, budget):
-    best = None
-    for rnd, wall, acc in evals:
-        if wall <= budget + 1e-9:
-            best = (rnd, acc)
-    return best
-
-
 def tables(results, args):
     budget = min(r["wall"] for _, r in results)
     lines = [
@@ -122,7 +114,7 @@ def tables(results, args):
               "evaluation within it.", "",
               "| method | round reached | test acc |", "|---|---|---|"]
     for label, r in results:
-        at = acc_at(r["evals"], budget)
+        at = compare.last_within(r["evals"], budget)
         lines.append(f"| {label} | {at[0] if at else '-'} | "
                      f"{at[1]:.4f} |" if at else f"| {label} | - | - |")
     return "\n".join(lines) + "\n"

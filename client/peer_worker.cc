@@ -302,10 +302,7 @@ absl::Status Worker::Run() {
   std::vector<float> z, z0;
   for (int64_t step = 1; step <= p_.steps(); ++step) {
     if (env_.stop->load()) return absl::CancelledError("stopped");
-    if (!x_.empty() || true) {
-      std::vector<PeerMessage> in = Incoming();
-      if (!in.empty() && (gosgd_ || sgp_)) Absorb(std::move(in));
-    }
+    if (gosgd_ || sgp_) Absorb(Incoming());
     double loss = 0;
     if (sgp_) {
       sgp_->Debiased(&z);

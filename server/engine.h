@@ -10,16 +10,20 @@
 #define FEDFWD_SERVER_ENGINE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/codec.h"
 #include "common/config.h"
 #include "common/gossip.h"
+#include "common/log.h"
 #include "common/model.h"
 #include "common/rng.h"
 #include "fedfwd.pb.h"
@@ -91,6 +95,44 @@ std::string NewSession();
 // coordinators started in the same second: a client that stays across runs
 // (fedfwd-client --stay) tells a new run from the old one by it.
 std::string NewRunId(const Config& config);
+
+// Checks a join's protocol version and shard request against a run of
+// `clients` shards: FAILED_PRECONDITION for another protocol version,
+// INVALID_ARGUMENT for a shard out of range or another shard count.
+absl::Status CheckJoinRequest(const JoinParams& p, int clients);
+// The shard a joining client gets, `taken[i]` telling whether a live client
+// holds shard i: `requested` when it is free (ALREADY_EXISTS when held), or
+// for -1 the first free one (RESOURCE_EXHAUSTED when none is).
+absl::StatusOr<int> AssignShard(const std::vector<bool>& taken, int requested);
+
+// Looks up client `id` in an engine's registry (entries with `session`,
+// `alive` and `last_seen`) and checks its session: NOT_FOUND, UNAUTHENTICATED,
+// or FAILED_PRECONDITION "<what> ... was dropped (...)<dropped_hint>" for a
+// dropped one. Marks it seen now.
+template <typename Entry>
+absl::StatusOr<Entry*> FindSession(std::map<uint32_t, Entry>* entries,
+                                   uint32_t id, const std::string& session,
+                                   const char* dropped_hint) {
+  auto it = entries->find(id);
+  if (it == entries->end()) {
+    return absl::NotFoundError(absl::StrCat("unknown client id ", id));
+  }
+  if (it->second.session != session) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("bad session for client ", id));
+  }
+  if (!it->second.alive) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("client ", id, " was dropped (missed heartbeats or left)",
+                     dropped_hint));
+  }
+  it->second.last_seen = absl::Now();
+  return &it->second;
+}
+
+// One coordinator event on stdout (human text `line`, structured `fields`).
+void LogCoordinatorEvent(const std::string& line, LogFields fields,
+                         LogLevel level);
 
 class CoordinatorEngine {
  public:

@@ -48,15 +48,7 @@ double PeerEngine::elastic_alpha() const {
 
 void PeerEngine::Log(const std::string& line, LogFields fields,
                      LogLevel level) {
-  Logger& logger = Logger::Global();
-  if (!logger.Enabled(level)) return;
-  LogRecord r;
-  r.level = level;
-  r.component = "coordinator";
-  r.msg = line;
-  r.fields = std::move(fields);
-  r.stream = LogStream::kStdout;
-  logger.Write(r);
+  LogCoordinatorEvent(line, std::move(fields), level);
 }
 
 void PeerEngine::RequestStop() {
@@ -72,26 +64,13 @@ void PeerEngine::CountBytes(int64_t up, int64_t down) {
 // ---- membership ----
 
 absl::StatusOr<JoinOutcome> PeerEngine::Join(const JoinParams& p) {
-  if (p.protocol_version != kProtocolVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "protocol version mismatch: client speaks ", p.protocol_version,
-        ", coordinator speaks ", kProtocolVersion));
-  }
+  RETURN_IF_ERROR(CheckJoinRequest(p, config_.clients));
   if (p.peer_address.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "this run is decentralized (algorithm ", config_.algorithm,
         "): its workers push to each other; start fedfwd-client with "
         "--peer-listen HOST:PORT (and --peer-advertise when peers reach it "
         "at another address)"));
-  }
-  if (p.shard >= 0 && p.num_shards != config_.clients) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("client asks for shard ", p.shard, " of ", p.num_shards,
-                     " but this run has ", config_.clients, " shards"));
-  }
-  if (p.shard >= config_.clients || p.shard < -1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "shard ", p.shard, " out of range [0, ", config_.clients, ")"));
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (state_ != State::kWaiting) {
@@ -105,19 +84,7 @@ absl::StatusOr<JoinOutcome> PeerEngine::Join(const JoinParams& p) {
   for (const auto& [id, w] : workers_) {
     if (w.alive) taken[static_cast<size_t>(w.shard)] = true;
   }
-  int shard = p.shard;
-  if (shard >= 0 && taken[static_cast<size_t>(shard)]) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("shard ", shard, " is already held by a live worker"));
-  }
-  if (shard < 0) {
-    auto it = std::find(taken.begin(), taken.end(), false);
-    if (it == taken.end()) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "all ", config_.clients, " shards are taken by live workers"));
-    }
-    shard = static_cast<int>(it - taken.begin());
-  }
+  ASSIGN_OR_RETURN(const int shard, AssignShard(taken, p.shard));
   const uint32_t id = next_id_++;
   Worker w;
   w.name = p.name;
@@ -144,20 +111,7 @@ absl::StatusOr<JoinOutcome> PeerEngine::Join(const JoinParams& p) {
 
 absl::StatusOr<PeerEngine::Worker*> PeerEngine::CheckWorkerLocked(
     uint32_t id, const std::string& session) {
-  auto it = workers_.find(id);
-  if (it == workers_.end()) {
-    return absl::NotFoundError(absl::StrCat("unknown client id ", id));
-  }
-  if (it->second.session != session) {
-    return absl::UnauthenticatedError(
-        absl::StrCat("bad session for client ", id));
-  }
-  if (!it->second.alive) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "worker ", id, " was dropped (missed heartbeats or left)"));
-  }
-  it->second.last_seen = absl::Now();
-  return &it->second;
+  return FindSession(&workers_, id, session, "");
 }
 
 void PeerEngine::DropLocked(uint32_t id, Worker* w, const std::string& why) {
@@ -680,8 +634,10 @@ absl::Status PeerEngine::Run() {
   cv_.notify_all();
   lock.unlock();
   RETURN_IF_ERROR(Finish(wall_s, interrupted, error));
-  // Give the workers a moment to hear STOP and leave (bounded).
-  const absl::Time leave_deadline = absl::Now() + absl::Seconds(5);
+  // Give the workers a moment to hear STOP and leave (bounded; not when
+  // stopped by a signal, where the operator wants out now).
+  const absl::Time leave_deadline =
+      absl::Now() + (interrupted ? absl::ZeroDuration() : absl::Seconds(5));
   lock.lock();
   while (absl::Now() < leave_deadline) {
     bool anyone = false;

@@ -42,15 +42,7 @@ RoundEngine::~RoundEngine() = default;
 
 void RoundEngine::Log(const std::string& line, LogFields fields,
                       LogLevel level) {
-  Logger& logger = Logger::Global();
-  if (!logger.Enabled(level)) return;
-  LogRecord r;
-  r.level = level;
-  r.component = "coordinator";
-  r.msg = line;
-  r.fields = std::move(fields);
-  r.stream = LogStream::kStdout;
-  logger.Write(r);
+  LogCoordinatorEvent(line, std::move(fields), level);
 }
 
 void RoundEngine::NoteEvaluation(int64_t round, double test_acc) {
@@ -289,20 +281,7 @@ void RoundEngine::PublishSnapshot(
 }
 
 absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
-  if (p.protocol_version != kProtocolVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "protocol version mismatch: client speaks ", p.protocol_version,
-        ", coordinator speaks ", kProtocolVersion));
-  }
-  if (p.shard >= 0 && p.num_shards != config_.clients) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("client asks for shard ", p.shard, " of ", p.num_shards,
-                     " but this run has ", config_.clients, " shards"));
-  }
-  if (p.shard >= config_.clients || p.shard < -1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "shard ", p.shard, " out of range [0, ", config_.clients, ")"));
-  }
+  RETURN_IF_ERROR(CheckJoinRequest(p, config_.clients));
   std::lock_guard<std::mutex> lock(mu_);
   if (state_ == State::kFinished) {
     return absl::FailedPreconditionError("the run is over");
@@ -312,19 +291,7 @@ absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
   for (const auto& [id, c] : clients_) {
     if (c.alive) taken[c.shard] = true;
   }
-  int shard = p.shard;
-  if (shard >= 0 && taken[shard]) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("shard ", shard, " is already held by a live client"));
-  }
-  if (shard < 0) {
-    auto it = std::find(taken.begin(), taken.end(), false);
-    if (it == taken.end()) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "all ", config_.clients, " shards are taken by live clients"));
-    }
-    shard = static_cast<int>(it - taken.begin());
-  }
+  ASSIGN_OR_RETURN(const int shard, AssignShard(taken, p.shard));
   const uint32_t id = next_client_id_++;
   ClientEntry e;
   e.name = p.name;
@@ -349,20 +316,7 @@ absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
 
 absl::StatusOr<RoundEngine::ClientEntry*> RoundEngine::CheckClientLocked(
     uint32_t id, const std::string& session) {
-  auto it = clients_.find(id);
-  if (it == clients_.end()) {
-    return absl::NotFoundError(absl::StrCat("unknown client id ", id));
-  }
-  if (it->second.session != session) {
-    return absl::UnauthenticatedError(
-        absl::StrCat("bad session for client ", id));
-  }
-  if (!it->second.alive) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "client ", id, " was dropped (missed heartbeats or left); rejoin"));
-  }
-  it->second.last_seen = absl::Now();
-  return &it->second;
+  return FindSession(&clients_, id, session, "; rejoin");
 }
 
 void RoundEngine::ExpireClientsLocked(absl::Time now) {

@@ -115,6 +115,30 @@ TEST(RunSgdSteps, MomentumTwoStepsMatchHandComputation) {
   }
 }
 
+// PyTorch's SGD with weight decay and Nesterov momentum, by hand:
+// g' = g + wd p; b = g' (first step), b = m b + g' after; p -= lr (g' + m b).
+TEST(ApplySgdUpdate, WeightDecayAndNesterovMatchHandComputation) {
+  std::vector<at::Tensor> params = {torch::tensor({1.0f, -2.0f})};
+  std::vector<at::Tensor> buffers;
+  const SgdOptions o{0.1, 0.5, /*nesterov=*/true, /*weight_decay=*/0.01};
+  const std::vector<at::Tensor> g1 = {torch::tensor({0.5f, 0.25f})};
+  ASSERT_TRUE(ApplySgdUpdate(o, g1, &params, &buffers).ok());
+  // g' = (0.5 + 0.01, 0.25 - 0.02) = (0.51, 0.23); b = g';
+  // p -= 0.1 (g' + 0.5 b) = 0.1 * 1.5 g'.
+  const float p1a = 1.0f - 0.1f * 1.5f * 0.51f;
+  const float p1b = -2.0f - 0.1f * 1.5f * 0.23f;
+  EXPECT_NEAR(params[0][0].item<float>(), p1a, 1e-6);
+  EXPECT_NEAR(params[0][1].item<float>(), p1b, 1e-6);
+  const std::vector<at::Tensor> g2 = {torch::tensor({-1.0f, 0.0f})};
+  ASSERT_TRUE(ApplySgdUpdate(o, g2, &params, &buffers).ok());
+  const float ga = -1.0f + 0.01f * p1a, gb = 0.0f + 0.01f * p1b;
+  const float ba = 0.5f * 0.51f + ga, bb = 0.5f * 0.23f + gb;
+  EXPECT_NEAR(params[0][0].item<float>(), p1a - 0.1f * (ga + 0.5f * ba),
+              1e-6);
+  EXPECT_NEAR(params[0][1].item<float>(), p1b - 0.1f * (gb + 0.5f * bb),
+              1e-6);
+}
+
 TEST(RunSgdSteps, DivergenceIsAnError) {
   auto spec = GetModelSpec("tiny", {1, 28, 28});
   ASSERT_TRUE(spec.ok());

@@ -61,6 +61,18 @@ void ExpectEqualConfigs(const Config& a, const Config& b) {
   EXPECT_EQ(a.seed, b.seed);
   EXPECT_EQ(a.estimator, b.estimator);
   EXPECT_EQ(a.merge, b.merge);
+  EXPECT_EQ(a.algorithm, b.algorithm);
+  EXPECT_EQ(a.weight_decay, b.weight_decay);
+  EXPECT_EQ(a.peer.steps, b.peer.steps);
+  EXPECT_EQ(a.peer.tau, b.peer.tau);
+  EXPECT_EQ(a.peer.alpha, b.peer.alpha);
+  EXPECT_EQ(a.peer.beta, b.peer.beta);
+  EXPECT_EQ(a.peer.synchronous, b.peer.synchronous);
+  EXPECT_EQ(a.peer.push_probability, b.peer.push_probability);
+  EXPECT_EQ(a.peer.topology, b.peer.topology);
+  EXPECT_EQ(a.peer.degree, b.peer.degree);
+  EXPECT_EQ(a.peer.noise_std, b.peer.noise_std);
+  EXPECT_EQ(a.peer.nesterov, b.peer.nesterov);
   EXPECT_EQ(a.tangent.distribution, b.tangent.distribution);
   EXPECT_EQ(a.tangent.shared_seed, b.tangent.shared_seed);
   EXPECT_EQ(a.lr, b.lr);
@@ -157,6 +169,46 @@ TEST(Config, EveryKeyParses) {
   EXPECT_DOUBLE_EQ(c->timeouts.client_s, 5.5);
   EXPECT_DOUBLE_EQ(c->timeouts.join_s, 120);
   EXPECT_EQ(c->source_path, "");
+}
+
+TEST(Config, DecentralizedKeysParseAndRoundTrip) {
+  absl::StatusOr<Config> c = Parse(
+      "algorithm: sgp\nclients: 8\nweight_decay: 1e-4\npeer:\n  steps: "
+      "1500\n  tau: 8\n  alpha: 0.05\n  beta: 0.8\n  synchronous: false\n"
+      "  push_probability: 0.2\n  topology: random\n  degree: 3\n"
+      "  noise_std: 0.01\n  nesterov: false\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->algorithm, "sgp");
+  EXPECT_DOUBLE_EQ(c->weight_decay, 1e-4);
+  EXPECT_EQ(c->peer.steps, 1500);
+  EXPECT_EQ(c->peer.tau, 8);
+  EXPECT_DOUBLE_EQ(c->peer.alpha, 0.05);
+  EXPECT_DOUBLE_EQ(c->peer.beta, 0.8);
+  EXPECT_FALSE(c->peer.synchronous);
+  EXPECT_DOUBLE_EQ(c->peer.push_probability, 0.2);
+  EXPECT_EQ(c->peer.topology, "random");
+  EXPECT_EQ(c->peer.degree, 3);
+  EXPECT_DOUBLE_EQ(c->peer.noise_std, 0.01);
+  EXPECT_FALSE(c->peer.nesterov);
+  absl::StatusOr<Config> back = Parse(ConfigToYaml(*c));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectEqualConfigs(*back, *c);
+}
+
+TEST(Config, DecentralizedErrorsNameKeyAndValue) {
+  auto ring = Parse("algorithm: sgp\npeer: {topology: ring}\n");
+  ASSERT_FALSE(ring.ok());
+  EXPECT_THAT(std::string(ring.status().message()),
+              HasSubstr("peer.topology"));
+  auto alone = Parse("algorithm: gosgd\nclients: 1\n");
+  ASSERT_FALSE(alone.ok());
+  EXPECT_THAT(std::string(alone.status().message()), HasSubstr("clients"));
+  auto algo = Parse("algorithm: allreduce\n");
+  ASSERT_FALSE(algo.ok());
+  EXPECT_THAT(std::string(algo.status().message()), HasSubstr("algorithm"));
+  EXPECT_FALSE(Parse("peer: {alpha: 1.0}\n").ok());
+  EXPECT_FALSE(Parse("peer: {push_probability: 1.5}\n").ok());
+  EXPECT_FALSE(Parse("weight_decay: -1\n").ok());
 }
 
 TEST(Config, MergeRulesParseAndName) {

@@ -473,8 +473,9 @@ TEST(Configs, EveryConfigRunsOneRound) {
     const bool sweep = split->sweep.has_value();
     ChildProcess run(
         {BinPath("fedfwd-run"), entry.path().string(), "--out", out, "--set",
-         "rounds=1", "--set", "eval_every=1", "--set",
-         "dataset.train_limit=2000", "--set", "dataset.test_limit=300"},
+         "rounds=1", "--set", "eval_every=1", "--set", "peer.steps=2",
+         "--set", "dataset.train_limit=2000", "--set",
+         "dataset.test_limit=300"},
         out + ".log");
     const auto code = run.Wait(absl::Seconds(sweep ? 900 : 300));
     ASSERT_TRUE(code.has_value()) << entry.path();
@@ -495,6 +496,12 @@ TEST(Configs, EveryConfigRunsOneRound) {
       const json summary =
           json::parse(ReadFile(run_dir + "/summary.json"), nullptr, false);
       ASSERT_FALSE(summary.is_discarded()) << run_dir;
+      if (summary.value("mode", "") == "decentralized") {
+        // Decentralized configs: two local steps per worker, every worker.
+        EXPECT_EQ(summary["steps_per_worker"].get<int>(), 2) << run_dir;
+        EXPECT_EQ(summary["workers_lost"].get<int>(), 0) << run_dir;
+        continue;
+      }
       EXPECT_EQ(summary["rounds"].get<int>(), 1) << run_dir;
     }
     if (entry.path().stem().string().find("central") == std::string::npos) {
