@@ -24,6 +24,7 @@ bench/RESULTS.md (between its markers) and to stdout:
 
   python3 bench/decentralized.py [--steps 1500] [--eval-every 100]
                                  [--only NAME,...] [--out DIR] [--no-write]
+                                 [--reuse]
 
 Needs python3 (stdlib only), a build and real MNIST (scripts/setup.sh).
 """
@@ -72,11 +73,14 @@ def run(name, config, args):
         cmd = [os.path.join(BIN, "fedfwd-run"), path, "--out", out,
                "--insecure", "--set", f"peer.steps={args.steps}",
                "--set", f"eval_every={args.eval_every}"]
-    print("$", " ".join(cmd), flush=True)
-    with open(out + ".log", "w") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if code != 0:
-        sys.exit(f"{name} failed (exit {code}); see {out}.log")
+    if args.reuse and os.path.exists(os.path.join(out, "summary.json")):
+        print(f"reusing {out}", flush=True)
+    else:
+        print("$", " ".join(cmd), flush=True)
+        with open(out + ".log", "w") as log:
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        if code != 0:
+            sys.exit(f"{name} failed (exit {code}); see {out}.log")
     rows = [json.loads(line) for line in open(os.path.join(out,
                                                            "metrics.jsonl"))]
     summary = json.load(open(os.path.join(out, "summary.json")))
@@ -122,8 +126,9 @@ def tables(results, args):
         "decay 1e-4, no momentum, one seed. Test accuracy on the 10,000 test "
         "images: the consensus model (mean of the workers) for the "
         "decentralized runs, the global model for FedAvg. Bytes per worker: "
-        "serialized bytes to and from the coordinator plus the peer messages "
-        "the worker sent (EASGD: its elastic differences).", "",
+        "serialized bytes to and from the coordinator (EASGD: the center "
+        "read and the elastic difference sent every tau steps) plus the "
+        "peer messages the worker sent.", "",
         f"Equal iterations ({args.steps} local steps per worker; FedAvg: "
         f"{FEDAVG_STEPS_PER_ROUND}-step rounds):", "",
         "| method | local steps | test acc | wall s | spread | "
@@ -161,6 +166,9 @@ def main():
                                                  "decentralized"))
     p.add_argument("--no-write", action="store_true",
                    help="print the tables, leave bench/RESULTS.md alone")
+    p.add_argument("--reuse", action="store_true",
+                   help="take a method's finished run from --out instead of "
+                   "running it again (delete its folder to rerun it)")
     args = p.parse_args()
     if args.steps < 1 or args.eval_every < 1:
         p.error("--steps and --eval-every must be positive")

@@ -216,8 +216,8 @@ absl::Status Worker::Exchange(int64_t step) {
   result.set_model_version(want);
   const std::string bytes(reinterpret_cast<const char*>(diff.data()),
                           diff.size() * sizeof(float));
+  // (The coordinator counts these bytes: they are not peer traffic.)
   absl::Status sent = env_.coordinator->SubmitUpdate(result, "none", bytes);
-  peer_bytes_ += static_cast<int64_t>(bytes.size());
   if (!sent.ok()) {
     return absl::Status(
         sent.code(), absl::StrCat("elastic difference of exchange ", exchange,
@@ -309,8 +309,17 @@ absl::Status Worker::Run() {
       z0 = z;
       ASSIGN_OR_RETURN(loss,
                        env_.trainer->SgdStep(&z, sgd_, task_.batch_size()));
+      // x -= lr * w * g(z): the de-biased model z = x / w takes the step
+      // lr * g whatever w is. (The paper's x -= lr * g(z) is the same for
+      // w = 1, where synchronous SGP on a regular graph keeps w; here the
+      // weights wander with the asynchrony, and a starved worker's small w
+      // would otherwise multiply its step by 1 / w.)
+      const double w = sgp_->weight();
       std::vector<float>& x = *sgp_->mutable_x();
-      for (size_t i = 0; i < x.size(); ++i) x[i] += z[i] - z0[i];
+      for (size_t i = 0; i < x.size(); ++i) {
+        x[i] =
+            static_cast<float>(x[i] + w * (static_cast<double>(z[i]) - z0[i]));
+      }
     } else {
       std::vector<float>* x = gosgd_ ? gosgd_->mutable_x() : &x_;
       ASSIGN_OR_RETURN(loss,

@@ -8,7 +8,8 @@
 //   gosgd: absorb queued messages (ProcessMessages), step, and with
 //          probability p push (x, alpha / 2) to a random live peer;
 //   sgp:   absorb queued push-sum shares, step on the de-biased z = x / w
-//          (x -= lr * g(z)), and send the out-shares of the task's graph.
+//          (x -= lr * w * g(z), so that z moves by lr * g whatever the
+//          weight), and send the out-shares of the task's graph.
 //          Asynchronous: a worker never waits for its in-neighbours; what
 //          arrives late is absorbed at the next step (push-sum conserves
 //          mass either way).

@@ -203,9 +203,10 @@ absl::StatusOr<TaskOutcome> PeerEngine::NextTask(uint32_t client_id,
       out.task.batch_size = config_.batch_size;
       out.task.lr = config_.lr;
       out.task.momentum = config_.momentum;
-      const Snapshot initial = MakeSnapshot(center_, 1);
+      // The initial model's checksum (not the center's: asynchronous EASGD
+      // may have moved it before a slow worker asks).
       out.model_version = 1;
-      out.model_checksum = initial.checksum;
+      out.model_checksum = initial_checksum_;
       v1::PeerTask& t = out.peer;
       const PeerConfig& c = config_.peer;
       t.set_algorithm(config_.algorithm);
@@ -525,6 +526,7 @@ absl::Status PeerEngine::Run() {
     std::lock_guard<std::mutex> lock(mu_);
     center_ = initial;
     consensus_ = initial;
+    initial_checksum_ = MakeSnapshot(initial, 1).checksum;
   }
   ASSIGN_OR_RETURN(EvalResult e0, evaluator_->Evaluate(initial));
   RoundRow row0;

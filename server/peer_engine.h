@@ -164,6 +164,7 @@ class PeerEngine final : public CoordinatorEngine {
   // EASGD center variable and its version (1 at the start, +1 per applied
   // difference (asynchronous) or per closed exchange (synchronous)).
   std::vector<float> center_;
+  uint64_t initial_checksum_ = 0;  // XXH64 of the initial model
   uint64_t center_version_ = 1;
   std::shared_ptr<const Snapshot> center_snapshot_;
   int64_t open_exchange_ = 1;         // synchronous: the exchange collecting
