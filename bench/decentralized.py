@@ -128,7 +128,11 @@ def tables(results, args):
         "decentralized runs, the global model for FedAvg. Bytes per worker: "
         "serialized bytes to and from the coordinator (EASGD: the center "
         "read and the elastic difference sent every tau steps) plus the "
-        "peer messages the worker sent.", "",
+        "peer messages the worker sent.", ""]
+    if args.contended:
+        lines += ["Wall times are upper bounds where a run shared the cores "
+                  f"with other work: {args.contended}.", ""]
+    lines += [
         f"Equal iterations ({args.steps} local steps per worker; FedAvg: "
         f"{FEDAVG_STEPS_PER_ROUND}-step rounds):", "",
         "| method | local steps | test acc | wall s | spread | "
@@ -166,6 +170,9 @@ def main():
                                                  "decentralized"))
     p.add_argument("--no-write", action="store_true",
                    help="print the tables, leave bench/RESULTS.md alone")
+    p.add_argument("--contended", default="",
+                   help="a note naming runs that shared the cores with "
+                   "other work (printed with the tables)")
     p.add_argument("--reuse", action="store_true",
                    help="take a method's finished run from --out instead of "
                    "running it again (delete its folder to rerun it)")
