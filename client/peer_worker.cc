@@ -23,6 +23,13 @@ constexpr absl::Duration kCenterPatience = absl::Minutes(30);
 // Tries of a report that failed for a transient reason.
 constexpr int kReportTries = 5;
 
+// The coordinator ended the run (all others finished, or it was stopped):
+// the worker stops and polls for its STOP.
+bool RunIsOver(const absl::Status& s) {
+  return absl::IsFailedPrecondition(s) &&
+         s.message().find("the run is over") != absl::string_view::npos;
+}
+
 bool Transient(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
          absl::IsResourceExhausted(s) || absl::IsAborted(s);
@@ -60,6 +67,13 @@ class Worker {
   bool Send(const PeerMessage& m, uint32_t to);
   absl::Status Exchange(int64_t step);
   absl::Status Report(int64_t step, double loss);
+  // The coordinator ended the run before this worker's last step.
+  absl::Status RunOver(int64_t step) const {
+    Log(absl::StrFormat("the coordinator ended the run at local step %d of %d",
+                        step, p_.steps()),
+        {{"event", "peer_run_over"}, {"step", step}}, LogLevel::kWarn);
+    return absl::OkStatus();
+  }
   // The parameters to evaluate: x, or z = x / w for sgp.
   std::vector<float> Model() const;
 
@@ -328,8 +342,12 @@ absl::Status Worker::Run() {
     loss_sum += loss;
     ++loss_count;
 
-    if (algo == "easgd") {
-      if (step % p_.tau() == 0) RETURN_IF_ERROR(Exchange(step));
+    if (!gosgd_ && !sgp_) {
+      if (step % p_.tau() == 0) {
+        absl::Status s = Exchange(step);
+        if (RunIsOver(s)) return RunOver(step);
+        RETURN_IF_ERROR(s);
+      }
     } else if (gosgd_) {
       if (coin(rng_) < p_.push_probability()) {
         std::vector<uint32_t> others;
@@ -364,7 +382,9 @@ absl::Status Worker::Run() {
 
     if (step % p_.report_every() == 0 || step == p_.steps()) {
       const double mean_loss = loss_sum / std::max<int64_t>(1, loss_count);
-      RETURN_IF_ERROR(Report(step, mean_loss));
+      absl::Status reported = Report(step, mean_loss);
+      if (RunIsOver(reported)) return RunOver(step);
+      RETURN_IF_ERROR(reported);
       Log(absl::StrFormat("step %d/%d: loss %.4f, %d pushes (%d relayed, %d "
                           "kept back), %d absorbed",
                           step, p_.steps(), mean_loss, sent_ + relayed_,

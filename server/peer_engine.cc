@@ -269,6 +269,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> PeerEngine::GetSnapshot(
     cv_.wait_for(lock, kPoll);
     RETURN_IF_ERROR(CheckWorkerLocked(client_id, session).status());
   }
+  if (state_ == State::kFinished) return NotTrainingLocked();
   if (center_version_ == version) return CenterSnapshotLocked();
   if (center_version_ > version) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -289,9 +290,7 @@ absl::Status PeerEngine::Submit(const std::string& session,
         config_.algorithm,
         " workers submit no updates to the coordinator (only easgd does)"));
   }
-  if (state_ != State::kTraining) {
-    return absl::FailedPreconditionError("the run is not training");
-  }
+  if (state_ != State::kTraining) return NotTrainingLocked();
   if (r.update.size() != center_.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("elastic difference has ", r.update.size(),
@@ -340,15 +339,20 @@ void PeerEngine::MaybeCloseExchangeLocked() {
   cv_.notify_all();
 }
 
+absl::Status PeerEngine::NotTrainingLocked() const {
+  // Workers stop at "the run is over" and poll for their STOP.
+  return absl::FailedPreconditionError(
+      state_ == State::kFinished ? "the run is over"
+                                 : "the run has not started training");
+}
+
 // ---- reports and relays ----
 
 absl::StatusOr<std::vector<v1::PeerInfo>> PeerEngine::ReportModel(
     const std::string& session, const ClientResult& r, int64_t peer_bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Worker * w, CheckWorkerLocked(r.client_id, session));
-  if (state_ != State::kTraining) {
-    return absl::FailedPreconditionError("the run is not training");
-  }
+  if (state_ != State::kTraining) return NotTrainingLocked();
   const int64_t steps = config_.peer.steps;
   if (r.round <= w->last_step || r.round > steps ||
       (r.round % report_every_ != 0 && r.round != steps)) {

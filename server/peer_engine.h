@@ -135,6 +135,8 @@ class PeerEngine final : public CoordinatorEngine {
   // (or any, when too many are pending); -1: none ready.
   int64_t ReadyReportLocked() const;
   bool AllDoneLocked() const;
+  // The error for a training call outside the training phase.
+  absl::Status NotTrainingLocked() const;
   std::shared_ptr<const Snapshot> CenterSnapshotLocked();
   absl::Status EvaluateStep(int64_t step, PendingReport report);
   absl::Status Finish(double wall_s, bool interrupted,
