@@ -196,7 +196,10 @@ absl::StatusOr<TaskOutcome> PeerEngine::NextTask(uint32_t client_id,
       out.message = "the run is over";
       return out;
     }
-    if (state_ == State::kTraining && w->assigned && !w->task_sent) {
+    // A worker runs its task without polling; one that polls again before
+    // its first report never got the task (a lost reply): send it again.
+    if (state_ == State::kTraining && w->assigned &&
+        (!w->task_sent || w->last_step == 0)) {
       w->task_sent = true;
       out.kind = TaskOutcome::kPeer;
       out.task.client_id = client_id;

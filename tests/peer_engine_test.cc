@@ -155,6 +155,21 @@ TEST_F(PeerEngineTest, TasksCarryTheAlgorithmAndEveryPeer) {
   EXPECT_EQ(tasks_[0].token().size(), 64u);
   EXPECT_EQ(tasks_[0].token(), tasks_[1].token());
   EXPECT_NE(tasks_[0].index(), tasks_[1].index());
+  // A worker that polls again before its first report lost the task: it
+  // gets it again; once it reported, it only waits for the end.
+  auto again = engine_->NextTask(workers_[0].client_id, Session(0),
+                                 absl::ZeroDuration(), 0);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->kind, TaskOutcome::kPeer);
+  ASSERT_TRUE(
+      engine_
+          ->ReportModel(Session(0),
+                        Result(0, 2, InitialParams(spec_, config_.seed)), 0)
+          .ok());
+  auto later = engine_->NextTask(workers_[0].client_id, Session(0),
+                                 absl::ZeroDuration(), 0);
+  ASSERT_TRUE(later.ok());
+  EXPECT_EQ(later->kind, TaskOutcome::kWait);
   // No new workers once the run started.
   JoinParams p;
   p.protocol_version = kProtocolVersion;
