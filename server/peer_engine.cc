@@ -412,6 +412,7 @@ absl::Status PeerEngine::Relay(uint32_t from, const std::string& session,
         "worker ", to, " has ", kMaxRelayed, " relayed messages waiting"));
   }
   m.from = from;
+  ++relayed_total_;
   it->second.relayed.push_back(std::move(m));
   it->second.relayed_from.push_back(from);
   return absl::OkStatus();
@@ -423,6 +424,7 @@ absl::StatusOr<std::vector<PeerMessage>> PeerEngine::TakeRelayed(
   ASSIGN_OR_RETURN(Worker * w, CheckWorkerLocked(client_id, session));
   std::vector<PeerMessage> out(std::make_move_iterator(w->relayed.begin()),
                                std::make_move_iterator(w->relayed.end()));
+  relayed_taken_ += static_cast<int64_t>(out.size());
   w->relayed.clear();
   w->relayed_from.clear();
   return out;
@@ -693,6 +695,8 @@ absl::Status PeerEngine::Finish(double wall_s, bool interrupted,
     j["bytes_up_total"] = bytes_up_ + peer_bytes;
     j["bytes_down_total"] = bytes_down_.load();
     j["peer_bytes_total"] = peer_bytes;
+    j["relayed_messages"] = relayed_total_;
+    j["relayed_messages_fetched"] = relayed_taken_;
     j["coordinator_bytes_up"] = bytes_up_.load();
     if (config_.algorithm == "easgd") j["elastic_alpha"] = elastic_alpha();
     nlohmann::json targets = nlohmann::json::array();

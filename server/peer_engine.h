@@ -180,6 +180,8 @@ class PeerEngine final : public CoordinatorEngine {
   double best_test_acc_ = -1;
   std::vector<std::pair<double, int64_t>> target_hits_;  // (target, step)
   double final_wall_s_ = -1;
+  int64_t relayed_total_ = 0;  // messages queued by Relay
+  int64_t relayed_taken_ = 0;  // ... and fetched by their destination
 };
 
 }  // namespace fedfwd

@@ -62,7 +62,8 @@ timeouts:
 )");
   }
 
-  void Start(int steps) {
+  // `advertise`: --peer-advertise per worker ("" for the default).
+  void Start(int steps, std::vector<std::string> advertise = {}) {
     const std::string config = dir_ + "/config.yaml";
     std::ofstream(config) << Config(steps);
     server_ = StartServerChild(config, dir_ + "/out", sec_.server_args,
@@ -74,6 +75,11 @@ timeouts:
       flags.push_back("--peer-listen");
       flags.push_back("127.0.0.1:0");
       flags.insert(flags.end(), sec_.peer_args.begin(), sec_.peer_args.end());
+      if (static_cast<size_t>(i) < advertise.size() &&
+          !advertise[static_cast<size_t>(i)].empty()) {
+        flags.push_back("--peer-advertise");
+        flags.push_back(advertise[static_cast<size_t>(i)]);
+      }
       clients_.push_back(std::make_unique<ChildProcess>(
           ClientArgv(address, RealMnistDir(), i, 3, flags),
           absl::StrCat(dir_, "/client-", i, ".log")));
@@ -148,6 +154,28 @@ TEST_P(Decentralized, AKilledWorkerDoesNotStopTheOthers) {
     const auto cc = clients_[i]->Wait(absl::Seconds(30));
     ASSERT_TRUE(cc.has_value());
     EXPECT_EQ(*cc, 0) << clients_[i]->Log();
+  }
+}
+
+// A worker its peers cannot reach (it advertises an address where nothing
+// listens) still gets their messages through the coordinator's relay, and
+// the run completes with every worker.
+TEST_P(Decentralized, AnUnreachableWorkerGetsItsMessagesByRelay) {
+  if (GetParam() == "easgd") GTEST_SKIP() << "EASGD workers push no peers";
+  Start(600, {"", "127.0.0.1:1", ""});
+  const auto code = server_->Wait(absl::Seconds(240));
+  ASSERT_TRUE(code.has_value()) << server_->Log();
+  ASSERT_EQ(*code, 0) << server_->Log();
+  const json s = Summary();
+  ASSERT_FALSE(s.is_discarded());
+  EXPECT_EQ(s["workers_finished"].get<int>(), 3) << server_->Log();
+  EXPECT_GT(s["relayed_messages"].get<int64_t>(), 0);
+  EXPECT_GT(s["relayed_messages_fetched"].get<int64_t>(), 0);
+  EXPECT_GT(s["final_test_acc"].get<double>(), 0.6);
+  for (auto& c : clients_) {
+    const auto cc = c->Wait(absl::Seconds(30));
+    ASSERT_TRUE(cc.has_value());
+    EXPECT_EQ(*cc, 0) << c->Log();
   }
 }
 
