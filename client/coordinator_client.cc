@@ -46,6 +46,17 @@ void WriteUpdateChunks(Writer* writer, const v1::TaskResult& result,
 
 }  // namespace
 
+bool IsRetryable(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
+         absl::IsResourceExhausted(s) || absl::IsAborted(s) ||
+         absl::IsCancelled(s);
+}
+
+bool IsRunOver(const absl::Status& s) {
+  return absl::IsFailedPrecondition(s) &&
+         s.message().find("run is over") != absl::string_view::npos;
+}
+
 absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),

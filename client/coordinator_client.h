@@ -81,6 +81,14 @@ class CoordinatorClient {
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 
+// A failed call worth retrying with backoff: the coordinator is unreachable,
+// overloaded or shutting down (CANCELLED: it went away while our call was in
+// flight; we never cancel our own calls).
+bool IsRetryable(const absl::Status& s);
+// The coordinator's answer that its run is over (FAILED_PRECONDITION "...
+// the run is over"), to Join and to a decentralized worker's calls.
+bool IsRunOver(const absl::Status& s);
+
 // grpc::Status -> absl::Status with the same code and message.
 absl::Status FromGrpc(const grpc::Status& status);
 

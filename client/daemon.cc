@@ -23,20 +23,6 @@
 namespace fedfwd {
 namespace {
 
-// CANCELLED comes from a coordinator that shuts down while our call is in
-// flight (we never cancel our own calls).
-bool Retryable(const absl::Status& s) {
-  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
-         absl::IsResourceExhausted(s) || absl::IsAborted(s) ||
-         absl::IsCancelled(s);
-}
-
-// The coordinator's run is over (it answers Join so until it exits).
-bool RunIsOver(const absl::Status& s) {
-  return absl::IsFailedPrecondition(s) &&
-         s.message().find("run is over") != absl::string_view::npos;
-}
-
 // The coordinator forgot us (restart, or we were dropped): join again.
 bool NeedsRejoin(const absl::Status& s) {
   return absl::IsNotFound(s) || absl::IsUnauthenticated(s) ||
@@ -251,7 +237,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
     }
     // --stay: a finished run's coordinator answers until it exits; the
     // next one will take us.
-    if (options_.stay && RunIsOver(reply.status())) {
+    if (options_.stay && IsRunOver(reply.status())) {
       TouchHealthFile();  // it answered: we are connected and waiting
       if (!reported_over) {
         reported_over = true;
@@ -276,7 +262,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
       }
       held = absl::Now() - held_since < kHeldShardWait;
     }
-    if ((!Retryable(reply.status()) && !held) || absl::Now() > give_up) {
+    if ((!IsRetryable(reply.status()) && !held) || absl::Now() > give_up) {
       return absl::Status(reply.status().code(),
                           absl::StrCat("cannot join ", options_.server, ": ",
                                        reply.status().message()));
@@ -452,7 +438,7 @@ absl::Status ClientDaemon::WorkLoop() {
         last_contact = absl::Now();
         continue;
       }
-      if (Retryable(task.status()) &&
+      if (IsRetryable(task.status()) &&
           (options_.stay || absl::Now() - last_contact <
                                 absl::Seconds(options_.unreachable_s))) {
         if (!reported_outage) {

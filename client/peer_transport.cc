@@ -89,13 +89,10 @@ grpc::Status PeerService::Push(grpc::ServerContext* ctx,
     if (it == md.end()) {
       return absl::UnauthenticatedError("missing peer token");
     }
-    const std::string header(it->second.data(), it->second.size());
-    constexpr absl::string_view kBearer = "Bearer ";
-    if (header.size() <= kBearer.size() || header.size() > 4096 ||
-        absl::string_view(header).substr(0, kBearer.size()) != kBearer) {
-      return absl::UnauthenticatedError("malformed peer authorization");
-    }
-    RETURN_IF_ERROR(mailbox_->CheckToken(header.substr(kBearer.size())));
+    ASSIGN_OR_RETURN(
+        absl::string_view token,
+        BearerToken(absl::string_view(it->second.data(), it->second.size())));
+    RETURN_IF_ERROR(mailbox_->CheckToken(std::string(token)));
     const int64_t expected = mailbox_->num_values();
     if (expected < 0) return absl::UnavailableError("no run");
     PeerMessageAssembler assembler(expected);

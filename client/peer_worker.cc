@@ -23,18 +23,6 @@ constexpr absl::Duration kCenterPatience = absl::Minutes(30);
 // Tries of a report that failed for a transient reason.
 constexpr int kReportTries = 5;
 
-// The coordinator ended the run (all others finished, or it was stopped):
-// the worker stops and polls for its STOP.
-bool RunIsOver(const absl::Status& s) {
-  return absl::IsFailedPrecondition(s) &&
-         s.message().find("the run is over") != absl::string_view::npos;
-}
-
-bool Transient(const absl::Status& s) {
-  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
-         absl::IsResourceExhausted(s) || absl::IsAborted(s);
-}
-
 class Worker {
  public:
   Worker(const v1::Task& task, const PeerWorkerEnv& env)
@@ -59,8 +47,9 @@ class Worker {
   }
   absl::Status Validate() const;
   // Everything queued for this worker: relayed messages (when the
-  // coordinator says some wait) and the mailbox.
-  std::vector<PeerMessage> Incoming();
+  // coordinator says some wait, and always before the last step, so that
+  // what waits is absorbed before the final report) and the mailbox.
+  std::vector<PeerMessage> Incoming(bool last_step);
   void Absorb(std::vector<PeerMessage> messages);
   // Sends `m` to worker `to`: directly, else through the relay. False when
   // neither took it (the caller absorbs it back).
@@ -123,10 +112,11 @@ absl::Status Worker::Validate() const {
   return absl::OkStatus();
 }
 
-std::vector<PeerMessage> Worker::Incoming() {
+std::vector<PeerMessage> Worker::Incoming(bool last_step) {
   std::vector<PeerMessage> in;
-  if (env_.relayed_pending != nullptr && env_.relayed_pending->load() > 0) {
-    env_.relayed_pending->store(0);
+  if (last_step ||
+      (env_.relayed_pending != nullptr && env_.relayed_pending->load() > 0)) {
+    if (env_.relayed_pending != nullptr) env_.relayed_pending->store(0);
     auto relayed = env_.coordinator->FetchRelayed(env_.client_id, env_.session,
                                                   env_.trainer->num_params());
     if (relayed.ok()) {
@@ -211,7 +201,7 @@ absl::Status Worker::Exchange(int64_t step) {
         env_.client_id, env_.session, want, env_.trainer->num_params(), &center,
         &checksum);
     if (s.ok()) break;
-    if (!Transient(s) || absl::Now() > give_up) {
+    if (!IsRetryable(s) || absl::Now() > give_up) {
       return absl::Status(s.code(), absl::StrCat("reading the center for "
                                                  "exchange ",
                                                  exchange, ": ", s.message()));
@@ -269,10 +259,13 @@ absl::Status Worker::Report(int64_t step, double loss) {
         }
       }
       peers_ = std::move(live);
+      if (env_.relayed_pending != nullptr && reply->relayed() > 0) {
+        env_.relayed_pending->store(reply->relayed());
+      }
       return absl::OkStatus();
     }
     last = reply.status();
-    if (!Transient(last)) break;
+    if (!IsRetryable(last)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200 << attempt));
   }
   return absl::Status(last.code(), absl::StrCat("report of step ", step,
@@ -316,7 +309,7 @@ absl::Status Worker::Run() {
   std::vector<float> z, z0;
   for (int64_t step = 1; step <= p_.steps(); ++step) {
     if (env_.stop->load()) return absl::CancelledError("stopped");
-    if (gosgd_ || sgp_) Absorb(Incoming());
+    if (gosgd_ || sgp_) Absorb(Incoming(step == p_.steps()));
     double loss = 0;
     if (sgp_) {
       sgp_->Debiased(&z);
@@ -345,7 +338,7 @@ absl::Status Worker::Run() {
     if (!gosgd_ && !sgp_) {
       if (step % p_.tau() == 0) {
         absl::Status s = Exchange(step);
-        if (RunIsOver(s)) return RunOver(step);
+        if (IsRunOver(s)) return RunOver(step);
         RETURN_IF_ERROR(s);
       }
     } else if (gosgd_) {
@@ -383,7 +376,7 @@ absl::Status Worker::Run() {
     if (step % p_.report_every() == 0 || step == p_.steps()) {
       const double mean_loss = loss_sum / std::max<int64_t>(1, loss_count);
       absl::Status reported = Report(step, mean_loss);
-      if (RunIsOver(reported)) return RunOver(step);
+      if (IsRunOver(reported)) return RunOver(step);
       RETURN_IF_ERROR(reported);
       Log(absl::StrFormat("step %d/%d: loss %.4f, %d pushes (%d relayed, %d "
                           "kept back), %d absorbed",

@@ -50,7 +50,7 @@ struct PeerWorkerEnv {
   uint64_t seed = 0;
   const std::atomic<bool>* stop = nullptr;
   // Relayed messages waiting on the coordinator (set by the heartbeat
-  // thread, cleared here when fetched).
+  // thread and by report replies, cleared here when fetched).
   std::atomic<int>* relayed_pending = nullptr;
   std::function<void(const std::string&, LogFields, LogLevel)> log;
 };

@@ -287,15 +287,21 @@ absl::StatusOr<Identity> CredentialStore::Authorize(
       absl::string_view(it->second.data(), it->second.size()), needed);
 }
 
-absl::StatusOr<Identity> CredentialStore::AuthorizeHeader(
-    absl::string_view header, Role needed) {
+absl::StatusOr<absl::string_view> BearerToken(absl::string_view header) {
   constexpr absl::string_view kBearer = "Bearer ";
   if (header.size() <= kBearer.size() ||
       header.substr(0, kBearer.size()) != kBearer || header.size() > 4096) {
     return absl::UnauthenticatedError(
         "malformed authorization header (expected \"Bearer <token>\")");
   }
-  const std::string hash = Sha256Hex(header.substr(kBearer.size()));
+  return header.substr(kBearer.size());
+}
+
+absl::StatusOr<Identity> CredentialStore::AuthorizeHeader(
+    absl::string_view header, Role needed) {
+  absl::StatusOr<absl::string_view> token = BearerToken(header);
+  if (!token.ok()) return token.status();
+  const std::string hash = Sha256Hex(*token);
   absl::MutexLock lock(&mu_);
   MaybeReload();
   for (const auto& [h, id] : entries_) {

@@ -119,6 +119,10 @@ class CredentialStore {
   bool reported_bad_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The token of an "authorization" metadata value "Bearer <token>" (at most
+// 4096 characters in all); UNAUTHENTICATED when it is malformed.
+absl::StatusOr<absl::string_view> BearerToken(absl::string_view header);
+
 // Adds "authorization: Bearer <token>" to a client call; no-op when empty.
 void AttachToken(grpc::ClientContext* ctx, const std::string& token);
 

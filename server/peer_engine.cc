@@ -118,7 +118,6 @@ void PeerEngine::DropLocked(uint32_t id, Worker* w, const std::string& why) {
   w->alive = false;
   const size_t lost = w->relayed.size();
   w->relayed.clear();
-  w->relayed_from.clear();
   const bool finished = w->last_step >= config_.peer.steps;
   Log(absl::StrFormat(
           "worker %u (shard %d) %s at local step %d%s", id, w->shard, why,
@@ -286,8 +285,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> PeerEngine::GetSnapshot(
 absl::Status PeerEngine::Submit(const std::string& session,
                                 const ClientResult& r, uint64_t) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Worker * w, CheckWorkerLocked(r.client_id, session));
-  (void)w;
+  RETURN_IF_ERROR(CheckWorkerLocked(r.client_id, session).status());
   if (config_.algorithm != "easgd") {
     return absl::FailedPreconditionError(absl::StrCat(
         config_.algorithm,
@@ -414,7 +412,6 @@ absl::Status PeerEngine::Relay(uint32_t from, const std::string& session,
   m.from = from;
   ++relayed_total_;
   it->second.relayed.push_back(std::move(m));
-  it->second.relayed_from.push_back(from);
   return absl::OkStatus();
 }
 
@@ -426,7 +423,6 @@ absl::StatusOr<std::vector<PeerMessage>> PeerEngine::TakeRelayed(
                                std::make_move_iterator(w->relayed.end()));
   relayed_taken_ += static_cast<int64_t>(out.size());
   w->relayed.clear();
-  w->relayed_from.clear();
   return out;
 }
 

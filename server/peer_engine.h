@@ -111,8 +111,7 @@ class PeerEngine final : public CoordinatorEngine {
     double last_loss = 0;
     int64_t peer_bytes = 0;
     absl::Time last_seen;
-    std::deque<PeerMessage> relayed;
-    std::deque<uint32_t> relayed_from;
+    std::deque<PeerMessage> relayed;  // their `from` is the sender
   };
   // The reports of one step, summed as they arrive.
   struct PendingReport {

@@ -215,6 +215,7 @@ grpc::Status CoordinatorService::ReportModel(
     s = peers.status();
     if (peers.ok()) {
       for (v1::PeerInfo& p : *peers) *reply->add_peers() = std::move(p);
+      reply->set_relayed(engine_->RelayedPending(header.client_id()));
     }
   }
   engine_->CountBytes(up, Size(*reply));

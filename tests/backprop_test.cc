@@ -133,10 +133,8 @@ TEST(ApplySgdUpdate, WeightDecayAndNesterovMatchHandComputation) {
   ASSERT_TRUE(ApplySgdUpdate(o, g2, &params, &buffers).ok());
   const float ga = -1.0f + 0.01f * p1a, gb = 0.0f + 0.01f * p1b;
   const float ba = 0.5f * 0.51f + ga, bb = 0.5f * 0.23f + gb;
-  EXPECT_NEAR(params[0][0].item<float>(), p1a - 0.1f * (ga + 0.5f * ba),
-              1e-6);
-  EXPECT_NEAR(params[0][1].item<float>(), p1b - 0.1f * (gb + 0.5f * bb),
-              1e-6);
+  EXPECT_NEAR(params[0][0].item<float>(), p1a - 0.1f * (ga + 0.5f * ba), 1e-6);
+  EXPECT_NEAR(params[0][1].item<float>(), p1b - 0.1f * (gb + 0.5f * bb), 1e-6);
 }
 
 TEST(RunSgdSteps, DivergenceIsAnError) {

@@ -198,8 +198,7 @@ TEST(Config, DecentralizedKeysParseAndRoundTrip) {
 TEST(Config, DecentralizedErrorsNameKeyAndValue) {
   auto ring = Parse("algorithm: sgp\npeer: {topology: ring}\n");
   ASSERT_FALSE(ring.ok());
-  EXPECT_THAT(std::string(ring.status().message()),
-              HasSubstr("peer.topology"));
+  EXPECT_THAT(std::string(ring.status().message()), HasSubstr("peer.topology"));
   auto alone = Parse("algorithm: gosgd\nclients: 1\n");
   ASSERT_FALSE(alone.ok());
   EXPECT_THAT(std::string(alone.status().message()), HasSubstr("clients"));

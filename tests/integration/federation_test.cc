@@ -473,9 +473,8 @@ TEST(Configs, EveryConfigRunsOneRound) {
     const bool sweep = split->sweep.has_value();
     ChildProcess run(
         {BinPath("fedfwd-run"), entry.path().string(), "--out", out, "--set",
-         "rounds=1", "--set", "eval_every=1", "--set", "peer.steps=2",
-         "--set", "dataset.train_limit=2000", "--set",
-         "dataset.test_limit=300"},
+         "rounds=1", "--set", "eval_every=1", "--set", "peer.steps=2", "--set",
+         "dataset.train_limit=2000", "--set", "dataset.test_limit=300"},
         out + ".log");
     const auto code = run.Wait(absl::Seconds(sweep ? 900 : 300));
     ASSERT_TRUE(code.has_value()) << entry.path();
