@@ -382,7 +382,7 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
         }
       }
       std::vector<float> params = trainer_->params();
-      ApplySeedTerms(terms, trainer_->param_sizes(), params.data(),
+      ApplySeedTerms(terms, trainer_->tangent_layout(), params.data(),
                      std::max(1, options_.threads));
       if (Checksum(params.data(), params.size() * sizeof(float)) ==
           task.model_checksum()) {
@@ -529,7 +529,7 @@ absl::Status ClientDaemon::WorkLoop() {
     result.set_session(session_);
     result.set_round(task->round());
     result.set_model_version(task->model_version());
-    for (double d : r.jvps) result.add_jvp(d);
+    for (double d : r.jvps) result.add_jvp32(static_cast<float>(d));
     result.set_num_samples(r.num_samples);
     result.set_loss(r.loss);
     result.set_compute_ms(r.compute_ms);

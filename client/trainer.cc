@@ -12,6 +12,7 @@
 #include "common/backprop.h"
 #include "common/finite_diff.h"
 #include "common/forward_ad.h"
+#include "common/jvp_rules.h"
 #include "common/status_macros.h"
 #include "common/torch_model.h"
 
@@ -120,7 +121,7 @@ class TangentBuffers {
     std::vector<std::vector<at::Tensor>> tangents;
     for (size_t k = 0; k < task.tangents.size(); ++k) {
       buffers_[k].resize(static_cast<size_t>(n));
-      GenerateTangentFlat(task.tangents[k], ctx.spec.ParamSizes(),
+      GenerateTangentFlat(task.tangents[k], ctx.spec.Layout(),
                           buffers_[k].data());
       auto views = ParamViews(ctx.spec, buffers_[k].data());
       tangents.push_back(ctx.device.is_cpu() ? views
@@ -145,6 +146,9 @@ class ForwardGradientEstimator final : public Estimator {
   absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
                                        const LocalTask& task) override {
     const Batch batch = ctx.NextBatch(task.batch_size);
+    if (!finite_differences_ && SupportsJvpRules(ctx.spec)) {
+      return RulesJvp(ctx, task, batch);
+    }
     const auto tangents = tangents_.Make(ctx, task);
     const FixedPointSpec fixed;
     ASSIGN_OR_RETURN(
@@ -162,6 +166,28 @@ class ForwardGradientEstimator final : public Estimator {
   }
 
  private:
+  // The hand-written rules (jvp_rules.h): the task's tangents share the
+  // primal pass, in groups of at most max(1, 1024 / B) keys so that the
+  // stacked tangent activations stay bounded.
+  static absl::StatusOr<LocalResult> RulesJvp(const EstimatorContext& ctx,
+                                              const LocalTask& task,
+                                              const Batch& batch) {
+    const size_t b = static_cast<size_t>(std::max<int64_t>(1, batch.x.size(0)));
+    const size_t group = std::max<size_t>(1, 1024 / b);
+    LocalResult out;
+    for (size_t k = 0; k < task.tangents.size(); k += group) {
+      const std::vector<TangentKey> keys(
+          task.tangents.begin() + k,
+          task.tangents.begin() + std::min(task.tangents.size(), k + group));
+      ASSIGN_OR_RETURN(JvpResult r, ComputeJvpRules(ctx.spec, ctx.params, keys,
+                                                    batch.x, batch.y));
+      out.jvps.insert(out.jvps.end(), r.jvps.begin(), r.jvps.end());
+      out.loss = r.loss;
+    }
+    out.num_samples = batch.x.size(0);
+    return out;
+  }
+
   bool finite_differences_;
   TangentBuffers tangents_;
 };
@@ -181,10 +207,11 @@ absl::StatusOr<LocalResult> MinibatchGradient(const EstimatorContext& ctx,
 
 // Random projections of the backprop gradient: d_k = g . v_k for the task's
 // tangents, g the minibatch gradient from one backward pass, each tangent
-// generated in turn into one buffer. The same scalars as jvp (to float
-// rounding) for one backprop step plus K tangent generations and dot
-// products instead of K dual-number passes, so large K stays affordable;
-// unlike jvp, the client keeps activations for the backward pass.
+// generated chunk by chunk into the dot product (TangentDots; a rank-one
+// tensor costs u^T G a). The same scalars as jvp (to float rounding) for one
+// backprop step plus K tangent generations and dot products instead of K
+// dual-number passes, so large K stays affordable; unlike jvp, the client
+// keeps activations for the backward pass.
 class ProjectedGradientEstimator final : public Estimator {
  public:
   absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
@@ -192,35 +219,9 @@ class ProjectedGradientEstimator final : public Estimator {
     ASSIGN_OR_RETURN(LocalResult out, MinibatchGradient(ctx, task));
     const std::vector<float> grad = std::move(out.update);
     out.update.clear();
-    tangent_.resize(grad.size());
-    for (const TangentKey& key : task.tangents) {
-      GenerateTangentFlat(key, ctx.spec.ParamSizes(), tangent_.data());
-      out.jvps.push_back(Dot(grad, tangent_));
-    }
+    out.jvps = TangentDots(task.tangents, ctx.spec.Layout(), grad.data());
     return out;
   }
-
- private:
-  // Eight float lanes per block of 4096, blocks summed in double.
-  static double Dot(const std::vector<float>& a, const std::vector<float>& b) {
-    constexpr size_t kBlock = 4096;
-    double total = 0;
-    for (size_t off = 0; off < a.size(); off += kBlock) {
-      const size_t end = std::min(a.size(), off + kBlock);
-      float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      size_t i = off;
-      for (; i + 8 <= end; i += 8) {
-        for (int l = 0; l < 8; ++l) lane[l] += a[i + l] * b[i + l];
-      }
-      double block = 0;
-      for (; i < end; ++i) block += static_cast<double>(a[i]) * b[i];
-      for (float l : lane) block += l;
-      total += block;
-    }
-    return total;
-  }
-
-  std::vector<float> tangent_;  // reused across tangents and rounds
 };
 
 // FedSGD: the gradient of one minibatch.
@@ -359,6 +360,8 @@ int64_t Trainer::num_params() const { return impl_->spec.NumParams(); }
 std::vector<int64_t> Trainer::param_sizes() const {
   return impl_->spec.ParamSizes();
 }
+
+TangentLayout Trainer::tangent_layout() const { return impl_->spec.Layout(); }
 int64_t Trainer::shard_size() const { return impl_->shard.size; }
 const std::vector<float>& Trainer::params() const { return impl_->flat; }
 const std::string& Trainer::device_name() const { return impl_->device_name; }

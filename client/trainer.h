@@ -67,6 +67,8 @@ class Trainer {
 
   int64_t num_params() const;
   std::vector<int64_t> param_sizes() const;
+  // Sizes and matrix rows, for tangents (rank-one keys need the rows).
+  TangentLayout tangent_layout() const;
   int64_t shard_size() const;
   uint64_t model_version() const { return version_; }
   const std::string& device_name() const;

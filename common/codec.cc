@@ -170,6 +170,7 @@ v1::TangentKey ToProto(const TangentKey& key) {
                  : v1::TANGENT_NORMAL);
   p.set_param_mask(key.param_mask);
   p.set_normalized(key.normalized);
+  p.set_rank_one(key.rank_one);
   return p;
 }
 
@@ -181,6 +182,7 @@ absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& p) {
   key.index = p.index();
   key.param_mask = p.param_mask();
   key.normalized = p.normalized();
+  key.rank_one = p.rank_one();
   switch (p.type()) {
     case v1::TANGENT_NORMAL:
       key.type = TangentDistribution::kNormal;

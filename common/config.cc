@@ -64,6 +64,7 @@ const std::vector<std::string>& KnownKeys() {
       "tangent.count",
       "tangent.combine",
       "tangent.normalize",
+      "tangent.structure",
       "tangent.split",
       "tangent.blocks_per_client",
       "fd",
@@ -523,6 +524,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                              {"mean", "projection", "projection_round"},
                              &c->tangent.combine));
     RETURN_IF_ERROR(r.Bool(t, "tangent", "normalize", &c->tangent.normalize));
+    RETURN_IF_ERROR(r.Choice(t, "tangent", "structure", {"dense", "rank1"},
+                             &c->tangent.structure));
     RETURN_IF_ERROR(
         r.Choice(t, "tangent", "split", {"none", "layers"}, &c->tangent.split));
     RETURN_IF_ERROR(r.Int(t, "tangent", "blocks_per_client", 1, 64,
@@ -677,10 +680,11 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   const bool forward = c->estimator == "jvp" || c->estimator == "fd" ||
                        c->estimator == "projected";
   if (!forward && (c->tangent.count != 1 || c->tangent.combine != "mean" ||
-                   c->tangent.split != "none" || c->tangent.normalize)) {
+                   c->tangent.split != "none" || c->tangent.normalize ||
+                   c->tangent.structure != "dense")) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "'tangent.count', 'tangent.combine', 'tangent.split' and "
-        "'tangent.normalize' apply to forward gradients (estimator: jvp, fd "
+        "'tangent.count', 'tangent.combine', 'tangent.split', "
+        "'tangent.normalize' and 'tangent.structure' apply to forward gradients (estimator: jvp, fd "
         "or projected), not to ",
         c->estimator));
   }
@@ -766,6 +770,7 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                   {"count", c.tangent.count},
                   {"combine", c.tangent.combine},
                   {"normalize", c.tangent.normalize},
+                  {"structure", c.tangent.structure},
                   {"split", c.tangent.split},
                   {"blocks_per_client", c.tangent.blocks_per_client}};
   j["fd"] = {{"epsilon", c.fd.epsilon}, {"precision", c.fd.precision}};

@@ -48,6 +48,10 @@ struct TangentConfig {
   std::string combine = "mean";
   // Scale each tangent to norm sqrt(m) (TangentKey::normalized).
   bool normalize = false;
+  // dense: every entry drawn; rank1: each weight matrix / conv filter bank
+  // is u a^T (TangentKey::rank_one), rows + columns random numbers instead
+  // of rows * columns, still unbiased; biases stay dense.
+  std::string structure = "dense";
   // Weight splitting (Spry): none, or layers: each client perturbs only
   // blocks_per_client layers, assigned round-robin (rotating each round);
   // the coordinator merges each layer over the clients that perturbed it.

@@ -76,6 +76,14 @@ std::vector<int64_t> ModelSpec::ParamSizes() const {
   return sizes;
 }
 
+TangentLayout ModelSpec::Layout() const {
+  std::vector<int64_t> rows;
+  for (const auto& p : params) {
+    rows.push_back(p.shape.size() >= 2 ? p.shape[0] : 0);
+  }
+  return TangentLayout(ParamSizes(), std::move(rows));
+}
+
 absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
                                         const std::vector<int64_t>& input_shape,
                                         std::vector<LayerSpec> layers) {

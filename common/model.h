@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/rng.h"
 
 namespace fedfwd {
 
@@ -80,6 +81,9 @@ struct ModelSpec {
 
   int64_t NumParams() const;
   std::vector<int64_t> ParamSizes() const;
+  // Sizes plus each tensor's rows (shape[0] for two or more dimensions, 0
+  // for a vector): what rank-one tangents factor.
+  TangentLayout Layout() const;
 };
 
 // Derives the parameters of `layers` applied to inputs of `input_shape`

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -120,8 +122,10 @@ struct TangentCounter {
 
 TangentCounter MakeCounter(const TangentKey& key, uint32_t param_index) {
   TangentCounter t;
-  t.c1 = (static_cast<uint32_t>(key.type) << 28) |
-         ((param_index & 0xfffu) << 16) | (key.index & 0xffffu);
+  // Rank-one keys set bit 30 (types are 1 and 2): streams of their own.
+  const uint32_t code =
+      static_cast<uint32_t>(key.type) | (key.rank_one ? 4u : 0u);
+  t.c1 = (code << 28) | ((param_index & 0xfffu) << 16) | (key.index & 0xffffu);
   t.c2 = static_cast<uint32_t>(key.round);
   t.c3 = key.client & ~kDomainBit;
   t.k0 = static_cast<uint32_t>(key.run_seed);
@@ -284,31 +288,143 @@ void RunInRanges(size_t n, int threads, Work&& work) {
   for (auto& th : pool) th.join();
 }
 
+// Entries [0, n) of one stream (any n), in kChunk pieces.
+void FillStream(const TangentCounter& t, TangentDistribution type, float* out,
+                int64_t n) {
+  alignas(64) float buf[kChunk];
+  for (int64_t off = 0; off < n; off += kChunk) {
+    const int64_t len = std::min<int64_t>(kChunk, n - off);
+    FillChunk(t, type, off, len, buf);
+    std::memcpy(out + off, buf, sizeof(float) * len);
+  }
+}
+
+[[noreturn]] void LayoutMissingRows() {
+  std::fprintf(stderr,
+               "fedfwd: internal error: a rank-one tangent key was used with "
+               "a layout that has no matrix rows (TangentLayout::rows)\n");
+  std::abort();
+}
+
+void CheckLayout(const TangentKey& key, const TangentLayout& layout) {
+  if (key.rank_one && layout.rows.size() != layout.sizes.size()) {
+    LayoutMissingRows();
+  }
+}
+
+bool Applies(const TangentKey& key, uint64_t restrict_mask, uint32_t p) {
+  return Perturbs(key, p) &&
+         (restrict_mask == 0 || (p < 64 && ((restrict_mask >> p) & 1u)));
+}
+
+// A rank-one tensor's factors, u scaled by `factor` (so entry (i, j) of
+// factor * V is added as (factor * u_i) * a_j, the canonical rounding).
+struct Factors {
+  std::vector<float> u, a;
+};
+Factors MakeFactors(const TangentKey& key, uint32_t p, int64_t rows,
+                    int64_t cols, float factor) {
+  Factors f;
+  f.u.resize(static_cast<size_t>(rows));
+  f.a.resize(static_cast<size_t>(cols));
+  RankOneFactors(key, p, rows, cols, f.u.data(), f.a.data());
+  if (factor != 1.0f) {
+    for (float& x : f.u) x *= factor;
+  }
+  return f;
+}
+
+// d[0..len) += entries [off, off + len) of (u a^T), row by row, where the
+// tensor has `cols` columns; u already carries the factor.
+void AddRankOneRange(const Factors& f, int64_t cols, int64_t off, int64_t len,
+                     float* d) {
+  const float* a = f.a.data();
+  int64_t x = off;
+  const int64_t end = off + len;
+  while (x < end) {
+    const int64_t i = x / cols;
+    const int64_t j0 = x - i * cols;
+    const int64_t j1 = std::min<int64_t>(cols, j0 + (end - x));
+    const float s = f.u[static_cast<size_t>(i)];
+    float* o = d + (x - off) - j0;
+    for (int64_t j = j0; j < j1; ++j) o[j] += s * a[j];
+    x += j1 - j0;
+  }
+}
+
+// Fills buf with entries [it.off, it.off + it.len) of the raw tangent of
+// it.param, caching a rank-one tensor's factors across its chunks.
+class ChunkFiller {
+ public:
+  ChunkFiller(const TangentKey& key, const TangentLayout& layout)
+      : key_(key), layout_(layout) {}
+  void Fill(const ChunkItem& it, float* buf) {
+    const int64_t rows = layout_.FactorRows(key_, it.param);
+    if (rows == 0) {
+      FillChunk(MakeCounter(key_, it.param), key_.type, it.off, it.len, buf);
+      return;
+    }
+    const int64_t cols = layout_.sizes[it.param] / rows;
+    if (cached_ != static_cast<int64_t>(it.param)) {
+      f_ = MakeFactors(key_, it.param, rows, cols, 1.0f);
+      cached_ = it.param;
+    }
+    for (int64_t x = it.off; x < it.off + it.len; ++x) {
+      const int64_t i = x / cols;
+      buf[x - it.off] = f_.u[static_cast<size_t>(i)] *
+                        f_.a[static_cast<size_t>(x - i * cols)];
+    }
+  }
+
+ private:
+  const TangentKey& key_;
+  const TangentLayout& layout_;
+  int64_t cached_ = -1;
+  Factors f_;
+};
+
 // Calls fn(i, item, chunk) for every chunk i of the raw tangent over the
 // parameters the key perturbs, split into `threads` contiguous ranges. Each
 // chunk's values depend only on (key, param, offset), so the result is the same
 // for any thread count.
 template <typename Fn>
-void ForEachChunkFlat(const TangentKey& key, const std::vector<int64_t>& sizes,
+void ForEachChunkFlat(const TangentKey& key, const TangentLayout& layout,
                       int threads, Fn&& fn, uint64_t restrict_mask = 0) {
-  std::vector<ChunkItem> items = ChunkItems(sizes);
+  CheckLayout(key, layout);
+  std::vector<ChunkItem> items = ChunkItems(layout.sizes);
   items.erase(std::remove_if(items.begin(), items.end(),
                              [&key, restrict_mask](const ChunkItem& it) {
-                               return !Perturbs(key, it.param) ||
-                                      (restrict_mask != 0 &&
-                                       (it.param >= 64 ||
-                                        !((restrict_mask >> it.param) & 1u)));
+                               return !Applies(key, restrict_mask, it.param);
                              }),
               items.end());
   auto work = [&](size_t begin, size_t end) {
     alignas(64) float buf[kChunk];
+    ChunkFiller filler(key, layout);
     for (size_t i = begin; i < end; ++i) {
-      const ChunkItem& it = items[i];
-      FillChunk(MakeCounter(key, it.param), key.type, it.off, it.len, buf);
-      fn(i, it, buf);
+      filler.Fill(items[i], buf);
+      fn(i, items[i], buf);
     }
   };
   RunInRanges(items.size(), threads, work);
+}
+
+// Eight float lanes over blocks of 4096, blocks summed in double.
+double DotBlocks(const float* a, const float* b, int64_t n) {
+  constexpr int64_t kBlock = 4096;
+  double total = 0;
+  for (int64_t off = 0; off < n; off += kBlock) {
+    const int64_t end = std::min(n, off + kBlock);
+    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = off;
+    for (; i + 8 <= end; i += 8) {
+      for (int l = 0; l < 8; ++l) lane[l] += a[i + l] * b[i + l];
+    }
+    double block = 0;
+    for (; i < end; ++i) block += static_cast<double>(a[i]) * b[i];
+    for (float l : lane) block += l;
+    total += block;
+  }
+  return total;
 }
 
 }  // namespace
@@ -368,43 +484,69 @@ bool ValidTangentKey(const TangentKey& key) {
 bool operator==(const TangentKey& a, const TangentKey& b) {
   return a.run_seed == b.run_seed && a.round == b.round &&
          a.client == b.client && a.index == b.index && a.type == b.type &&
-         a.param_mask == b.param_mask && a.normalized == b.normalized;
+         a.param_mask == b.param_mask && a.normalized == b.normalized &&
+         a.rank_one == b.rank_one;
 }
 
-int64_t PerturbedEntries(const TangentKey& key,
-                         const std::vector<int64_t>& sizes) {
+int64_t TangentLayout::FactorRows(const TangentKey& key, size_t p) const {
+  if (!key.rank_one) return 0;
+  if (rows.size() != sizes.size()) LayoutMissingRows();
+  const int64_t r = rows[p];
+  // A factorization needs at least two rows and two columns to differ from
+  // a dense vector; anything else stays dense.
+  if (r <= 1 || sizes[p] % r != 0 || sizes[p] / r <= 1) return 0;
+  return r;
+}
+
+int64_t PerturbedEntries(const TangentKey& key, const TangentLayout& layout) {
   int64_t m = 0;
-  for (size_t p = 0; p < sizes.size(); ++p) {
-    if (Perturbs(key, static_cast<uint32_t>(p))) m += sizes[p];
+  for (size_t p = 0; p < layout.sizes.size(); ++p) {
+    if (Perturbs(key, static_cast<uint32_t>(p))) m += layout.sizes[p];
   }
   return m;
 }
 
-void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
-                     int64_t n) {
-  if (!Perturbs(key, param_index)) {
-    std::fill(out, out + n, 0.0f);
-    return;
-  }
-  const TangentCounter t = MakeCounter(key, param_index);
-  alignas(64) float buf[kChunk];
-  for (int64_t off = 0; off < n; off += kChunk) {
-    const int64_t len = std::min<int64_t>(kChunk, n - off);
-    FillChunk(t, key.type, off, len, buf);
-    std::memcpy(out + off, buf, sizeof(float) * len);
-  }
+void RankOneFactors(const TangentKey& key, uint32_t param_index, int64_t rows,
+                    int64_t cols, float* u, float* a) {
+  // One stream: entries [0, rows) are u, [rows, rows + cols) are a.
+  std::vector<float> all(static_cast<size_t>(rows + cols));
+  FillStream(MakeCounter(key, param_index), key.type, all.data(), rows + cols);
+  std::memcpy(u, all.data(), sizeof(float) * static_cast<size_t>(rows));
+  std::memcpy(a, all.data() + rows, sizeof(float) * static_cast<size_t>(cols));
 }
 
-float TangentScale(const TangentKey& key, const std::vector<int64_t>& sizes,
+void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
+                     int64_t n, int64_t rows) {
+  GenerateTangentSlice(key, param_index, 0, out, n, rows,
+                       rows > 0 ? n / rows : 0);
+}
+
+float TangentScale(const TangentKey& key, const TangentLayout& layout,
                    int threads) {
   if (!key.normalized) return 1.0f;
-  const int64_t m = PerturbedEntries(key, sizes);
+  const int64_t m = PerturbedEntries(key, layout);
   if (m == 0) return 1.0f;
   if (key.type == TangentDistribution::kRademacher) return 1.0f;  // |v|^2 = m
-  // One partial sum per chunk, added in chunk order: the same bits for any
-  // thread count.
-  std::vector<double> partial(ChunkItems(sizes).size(), 0.0);
-  ForEachChunkFlat(key, sizes, threads,
+  CheckLayout(key, layout);
+  // Dense tensors: one partial sum per chunk, added in chunk order (the same
+  // bits for any thread count); then each factored tensor's |u|^2 |a|^2 in
+  // parameter order.
+  TangentLayout dense = layout;
+  double factored = 0;
+  for (size_t p = 0; p < layout.sizes.size(); ++p) {
+    const int64_t rows = layout.FactorRows(key, p);
+    if (rows == 0) continue;
+    dense.sizes[p] = 0;
+    if (!Perturbs(key, static_cast<uint32_t>(p))) continue;
+    const int64_t cols = layout.sizes[p] / rows;
+    const Factors f = MakeFactors(key, static_cast<uint32_t>(p), rows, cols, 1);
+    double su = 0, sa = 0;
+    for (float x : f.u) su += static_cast<double>(x) * x;
+    for (float x : f.a) sa += static_cast<double>(x) * x;
+    factored += su * sa;
+  }
+  std::vector<double> partial(ChunkItems(dense.sizes).size(), 0.0);
+  ForEachChunkFlat(key, dense, threads,
                    [&partial](size_t i, const ChunkItem& it, const float* c) {
                      double s = 0;
                      for (int64_t j = 0; j < it.len; ++j) {
@@ -414,18 +556,18 @@ float TangentScale(const TangentKey& key, const std::vector<int64_t>& sizes,
                    });
   double sum = 0;
   for (double s : partial) sum += s;
+  sum += factored;
   if (!(sum > 0)) return 1.0f;
   return static_cast<float>(std::sqrt(static_cast<double>(m) / sum));
 }
 
-void GenerateTangentFlat(const TangentKey& key,
-                         const std::vector<int64_t>& sizes, float* out,
-                         int threads) {
+void GenerateTangentFlat(const TangentKey& key, const TangentLayout& layout,
+                         float* out, int threads) {
   int64_t total = 0;
-  for (int64_t s : sizes) total += s;
+  for (int64_t s : layout.sizes) total += s;
   if (key.param_mask != 0) std::fill(out, out + total, 0.0f);
-  const float scale = TangentScale(key, sizes, threads);
-  ForEachChunkFlat(key, sizes, threads,
+  const float scale = TangentScale(key, layout, threads);
+  ForEachChunkFlat(key, layout, threads,
                    [out, scale](size_t, const ChunkItem& it, const float* c) {
                      float* d = out + it.base + it.off;
                      if (scale == 1.0f) {
@@ -436,23 +578,81 @@ void GenerateTangentFlat(const TangentKey& key,
                    });
 }
 
-void AddScaledTangentFlat(const TangentKey& key,
-                          const std::vector<int64_t>& sizes, float alpha,
-                          float* params, int threads, uint64_t restrict_mask) {
-  const float a = alpha * TangentScale(key, sizes, threads);
-  ForEachChunkFlat(
-      key, sizes, threads,
-      [params, a](size_t, const ChunkItem& it, const float* c) {
-        float* d = params + it.base + it.off;
-        for (int64_t i = 0; i < it.len; ++i) d[i] += a * c[i];
-      },
-      restrict_mask);
+std::vector<double> TangentDots(const std::vector<TangentKey>& keys,
+                                const TangentLayout& layout, const float* g,
+                                int threads) {
+  std::vector<double> out(keys.size(), 0.0);
+  std::vector<int64_t> base(layout.sizes.size(), 0);
+  for (size_t p = 1; p < layout.sizes.size(); ++p) {
+    base[p] = base[p - 1] + layout.sizes[p - 1];
+  }
+  auto work = [&](size_t begin, size_t end) {
+    alignas(64) float buf[kChunk];
+    std::vector<float> ga;
+    for (size_t k = begin; k < end; ++k) {
+      const TangentKey& key = keys[k];
+      CheckLayout(key, layout);
+      const float scale = TangentScale(key, layout);
+      double total = 0;
+      for (size_t p = 0; p < layout.sizes.size(); ++p) {
+        const uint32_t pi = static_cast<uint32_t>(p);
+        if (!Perturbs(key, pi)) continue;
+        const float* gp = g + base[p];
+        const int64_t n = layout.sizes[p];
+        const int64_t rows = layout.FactorRows(key, p);
+        if (rows > 0) {
+          // u^T (G a): one pass over G.
+          const int64_t cols = n / rows;
+          const Factors f = MakeFactors(key, pi, rows, cols, 1.0f);
+          double s = 0;
+          for (int64_t i = 0; i < rows; ++i) {
+            s += static_cast<double>(f.u[static_cast<size_t>(i)]) *
+                 DotBlocks(gp + i * cols, f.a.data(), cols);
+          }
+          total += s;
+          continue;
+        }
+        const TangentCounter t = MakeCounter(key, pi);
+        for (int64_t off = 0; off < n; off += kChunk) {
+          const int64_t len = std::min<int64_t>(kChunk, n - off);
+          FillChunk(t, key.type, off, len, buf);
+          total += DotBlocks(gp + off, buf, len);
+        }
+      }
+      out[k] = total * static_cast<double>(scale);
+    }
+  };
+  RunInRanges(keys.size(), threads, work);
+  return out;
+}
+
+void AddScaledTangentFlat(const TangentKey& key, const TangentLayout& layout,
+                          float alpha, float* params, int threads,
+                          uint64_t restrict_mask) {
+  // The same additions as a one-term ApplySeedTerms (dense: a * c per entry,
+  // with the Rademacher sign flip giving the same bits; rank-one: the
+  // canonical (a * u_i) * a_j).
+  ApplySeedTerms({SeedTerm{key, alpha, restrict_mask}}, layout, params,
+                 threads);
 }
 
 void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
-                          int64_t offset, float* out, int64_t n) {
+                          int64_t offset, float* out, int64_t n, int64_t rows,
+                          int64_t cols) {
   if (!Perturbs(key, param_index)) {
     std::fill(out, out + n, 0.0f);
+    return;
+  }
+  if (key.rank_one && rows > 0) {
+    Factors f;
+    f.u.resize(static_cast<size_t>(rows));
+    f.a.resize(static_cast<size_t>(cols));
+    RankOneFactors(key, param_index, rows, cols, f.u.data(), f.a.data());
+    for (int64_t x = offset; x < offset + n; ++x) {
+      const int64_t i = x / cols;
+      out[x - offset] =
+          f.u[static_cast<size_t>(i)] * f.a[static_cast<size_t>(x - i * cols)];
+    }
     return;
   }
   const TangentCounter t = MakeCounter(key, param_index);
@@ -476,16 +676,41 @@ void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
 // chunk of the parameters stays in cache across the terms instead of the
 // whole model streaming through memory once per term. Each parameter gets
 // the same additions in the same order as AddScaledTangentFlat term after
-// term, so the bits are the same.
+// term, so the bits are the same. Rank-one terms are added from their
+// factors (made once per term and tensor, before the chunks).
 void ApplySeedTerms(const std::vector<SeedTerm>& terms,
-                    const std::vector<int64_t>& sizes, float* params,
-                    int threads) {
+                    const TangentLayout& layout, float* params, int threads) {
   if (terms.empty()) return;
+  const size_t np = layout.sizes.size();
   std::vector<float> factor(terms.size());
   for (size_t k = 0; k < terms.size(); ++k) {
-    factor[k] = terms[k].alpha * TangentScale(terms[k].key, sizes, threads);
+    CheckLayout(terms[k].key, layout);
+    factor[k] = terms[k].alpha * TangentScale(terms[k].key, layout, threads);
   }
-  const std::vector<ChunkItem> items = ChunkItems(sizes);
+  // factors[k * np + p]: term k's factors of tensor p when it is rank-one
+  // there and the term applies to it.
+  std::vector<Factors> factors;
+  bool any_rank_one = false;
+  for (const SeedTerm& t : terms) any_rank_one |= t.key.rank_one;
+  if (any_rank_one) {
+    factors.resize(terms.size() * np);
+    RunInRanges(terms.size(), threads, [&](size_t begin, size_t end) {
+      for (size_t k = begin; k < end; ++k) {
+        const SeedTerm& t = terms[k];
+        for (size_t p = 0; p < np; ++p) {
+          const int64_t rows = layout.FactorRows(t.key, p);
+          if (rows == 0 ||
+              !Applies(t.key, t.restrict_mask, static_cast<uint32_t>(p))) {
+            continue;
+          }
+          factors[k * np + p] =
+              MakeFactors(t.key, static_cast<uint32_t>(p), rows,
+                          layout.sizes[p] / rows, factor[k]);
+        }
+      }
+    });
+  }
+  const std::vector<ChunkItem> items = ChunkItems(layout.sizes);
   auto work = [&](size_t begin, size_t end) {
     alignas(64) float buf[kChunk];
     for (size_t i = begin; i < end; ++i) {
@@ -493,12 +718,14 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
       float* d = params + it.base + it.off;
       for (size_t k = 0; k < terms.size(); ++k) {
         const SeedTerm& t = terms[k];
-        if (!Perturbs(t.key, it.param) ||
-            (t.restrict_mask != 0 &&
-             (it.param >= 64 || !((t.restrict_mask >> it.param) & 1u)))) {
+        if (!Applies(t.key, t.restrict_mask, it.param)) continue;
+        const float a = factor[k];
+        const int64_t rows = layout.FactorRows(t.key, it.param);
+        if (rows > 0) {
+          AddRankOneRange(factors[k * np + it.param],
+                          layout.sizes[it.param] / rows, it.off, it.len, d);
           continue;
         }
-        const float a = factor[k];
         if (t.key.type == TangentDistribution::kRademacher) {
           RademacherAddChunk(MakeCounter(t.key, it.param), it.off, it.len, a,
                              d);

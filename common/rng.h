@@ -12,7 +12,9 @@
 #define FEDFWD_COMMON_RNG_H_
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace fedfwd {
@@ -63,6 +65,35 @@ struct TangentKey {
   // norm sqrt(m), m its number of perturbed entries, so |v|^2 = m exactly
   // and still E[v v^T] = I on those entries (TangentScale gives the factor).
   bool normalized = false;
+  // Rank-one: every parameter tensor the layout factors (a weight matrix
+  // [out, in], or a bank of conv filters [out, in*kh*kw]) is drawn as
+  // V = u a^T, u (rows) and a (columns) independent vectors of the
+  // distribution, so E[vec(V) vec(V)^T] = I still holds and the estimate
+  // stays unbiased, while the tensor costs rows + columns random numbers
+  // instead of rows * columns. Vectors (biases) stay dense. A rank-one key
+  // has its own streams: its dense entries differ from the dense key's.
+  bool rank_one = false;
+};
+
+// Shapes the tangent functions need: numel per parameter tensor
+// (registration order) and, for rank-one keys, each tensor's rows.
+struct TangentLayout {
+  std::vector<int64_t> sizes;
+  // rows[p] > 0: tensor p is a matrix of rows[p] x (sizes[p] / rows[p]) that
+  // a rank-one key factors; 0: a vector, always dense. Empty: nothing is
+  // factored, and a rank-one key is a programming error (the process
+  // aborts with a message: the coordinator and the clients would otherwise
+  // disagree on the tangent).
+  std::vector<int64_t> rows;
+
+  TangentLayout() = default;
+  // A layout without factors: enough for dense keys.
+  TangentLayout(std::vector<int64_t> s)  // NOLINT(runtime/explicit)
+      : sizes(std::move(s)) {}
+  TangentLayout(std::vector<int64_t> s, std::vector<int64_t> r)
+      : sizes(std::move(s)), rows(std::move(r)) {}
+  // Rows of tensor p when `key` factors it, else 0.
+  int64_t FactorRows(const TangentKey& key, size_t p) const;
 };
 
 bool operator==(const TangentKey& a, const TangentKey& b);
@@ -75,8 +106,7 @@ inline bool Perturbs(const TangentKey& key, uint32_t p) {
   return key.param_mask == 0 || (p < 64 && ((key.param_mask >> p) & 1u));
 }
 // Entries the tangent perturbs (m above).
-int64_t PerturbedEntries(const TangentKey& key,
-                         const std::vector<int64_t>& sizes);
+int64_t PerturbedEntries(const TangentKey& key, const TangentLayout& layout);
 
 // Limits of the counter layout; keys outside them are rejected by
 // ValidTangentKey (the counter would wrap and repeat another tangent).
@@ -87,29 +117,44 @@ bool ValidTangentKey(const TangentKey& key);
 // Writes the raw entries of tangent `key` for parameter number `param_index`
 // (registration order) into out[0..n): zeros when the mask leaves it out, and
 // without the normalization factor (which needs the whole model; the *Flat
-// functions below apply it).
+// functions below apply it). `rows`: the tensor's rows when a rank-one key
+// factors it (TangentLayout::FactorRows), else 0; entry (i, j) is then the
+// float product u_i * a_j.
 void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
-                     int64_t n);
+                     int64_t n, int64_t rows = 0);
+
+// The factors of a rank-one key's tensor `param_index` (rows x cols):
+// u[0..rows) and a[0..cols), before normalization.
+void RankOneFactors(const TangentKey& key, uint32_t param_index, int64_t rows,
+                    int64_t cols, float* u, float* a);
 
 // The tangent over a whole model: parameters of `sizes` (registration order)
 // laid out back to back in out[0..sum(sizes)). `threads` > 1 splits the work
 // over that many threads; the values do not depend on it.
-void GenerateTangentFlat(const TangentKey& key,
-                         const std::vector<int64_t>& sizes, float* out,
-                         int threads = 1);
+void GenerateTangentFlat(const TangentKey& key, const TangentLayout& layout,
+                         float* out, int threads = 1);
 
 // The factor a normalized key's raw entries are multiplied by (1 for a key
 // that is not normalized): sqrt(m) / |raw|, with |raw|^2 summed in double in
 // a fixed chunk order, so every caller gets the same bits for any `threads`.
-float TangentScale(const TangentKey& key, const std::vector<int64_t>& sizes,
+// A rank-one tensor adds |u|^2 |a|^2 (in double).
+float TangentScale(const TangentKey& key, const TangentLayout& layout,
                    int threads = 1);
+
+// g . v(key) for a flat vector g (normalization included), without
+// materializing v: a rank-one tensor costs u^T G a. Partial sums in float
+// lanes over blocks, blocks and tensors added in double in a fixed order.
+// One value per key; `threads` splits the keys (values do not depend on it).
+std::vector<double> TangentDots(const std::vector<TangentKey>& keys,
+                                const TangentLayout& layout, const float* g,
+                                int threads = 1);
 
 // params[i] += alpha * v[i] over the whole model without materializing v.
 // A nonzero `restrict_mask` adds only the parameter tensors whose bits it
 // has (the tangent's values, normalization included, stay those of `key`).
-void AddScaledTangentFlat(const TangentKey& key,
-                          const std::vector<int64_t>& sizes, float alpha,
-                          float* params, int threads = 1,
+// A rank-one tensor gets params[i][j] += (alpha * scale * u_i) * a_j.
+void AddScaledTangentFlat(const TangentKey& key, const TangentLayout& layout,
+                          float alpha, float* params, int threads = 1,
                           uint64_t restrict_mask = 0);
 
 // One term of a model update expressed as seeds: params += alpha * v(key),
@@ -123,13 +168,15 @@ struct SeedTerm {
   uint64_t restrict_mask = 0;
 };
 void ApplySeedTerms(const std::vector<SeedTerm>& terms,
-                    const std::vector<int64_t>& sizes, float* params,
+                    const TangentLayout& layout, float* params,
                     int threads = 1);
 
 // Raw entries [offset, offset + n) of parameter `param_index`'s tangent,
-// equal to that range of what GenerateTangent writes.
+// equal to that range of what GenerateTangent writes. A rank-one key's
+// factored tensor needs its `rows` and `cols` (FactorRows; 0 otherwise).
 void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
-                          int64_t offset, float* out, int64_t n);
+                          int64_t offset, float* out, int64_t n,
+                          int64_t rows = 0, int64_t cols = 0);
 
 }  // namespace fedfwd
 

@@ -145,8 +145,8 @@ std::vector<uint64_t> LayerMasks(const std::vector<std::string>& names) {
 }
 
 std::vector<double> TangentGram(const std::vector<TangentKey>& keys,
-                                const std::vector<int64_t>& sizes,
-                                int threads) {
+                                const TangentLayout& layout, int threads) {
+  const std::vector<int64_t>& sizes = layout.sizes;
   const size_t k = keys.size();
   std::vector<double> gram(k * k, 0.0);
   if (k == 0) return gram;
@@ -171,8 +171,10 @@ std::vector<double> TangentGram(const std::vector<TangentKey>& keys,
       std::vector<size_t> live;  // keys that perturb this parameter
       for (size_t i = 0; i < k; ++i) {
         if (!Perturbs(keys[i], sl.param)) continue;
+        const int64_t r = layout.FactorRows(keys[i], sl.param);
         GenerateTangentSlice(keys[i], sl.param, sl.off,
-                             rows.data() + i * kGramSlice, sl.len);
+                             rows.data() + i * kGramSlice, sl.len, r,
+                             r > 0 ? sizes[sl.param] / r : 0);
         live.push_back(i);
       }
       std::vector<double>& g = partial[s];
@@ -203,7 +205,7 @@ std::vector<double> TangentGram(const std::vector<TangentKey>& keys,
   }
   // Normalization scales the raw tangents; fill the lower triangle.
   std::vector<double> scale(k);
-  for (size_t i = 0; i < k; ++i) scale[i] = TangentScale(keys[i], sizes);
+  for (size_t i = 0; i < k; ++i) scale[i] = TangentScale(keys[i], layout);
   for (size_t a = 0; a < k; ++a) {
     for (size_t b = a; b < k; ++b) {
       const double v = gram[a * k + b] * scale[a] * scale[b];
@@ -270,16 +272,16 @@ absl::StatusOr<std::vector<double>> SolveGram(std::vector<double> gram,
 
 absl::StatusOr<std::vector<double>> ProjectionCoefficients(
     const std::vector<TangentKey>& keys, const std::vector<double>& d,
-    const std::vector<int64_t>& sizes, int threads) {
+    const TangentLayout& layout, int threads) {
   if (keys.size() != d.size() || keys.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("projection needs one value per tangent: ", keys.size(),
                      " keys, ", d.size(), " values"));
   }
   ASSIGN_OR_RETURN(std::vector<double> c,
-                   SolveGram(TangentGram(keys, sizes, threads), d));
+                   SolveGram(TangentGram(keys, layout, threads), d));
   int64_t m = 0;
-  for (const auto& key : keys) m = std::max(m, PerturbedEntries(key, sizes));
+  for (const auto& key : keys) m = std::max(m, PerturbedEntries(key, layout));
   const double scale =
       static_cast<double>(m) / static_cast<double>(keys.size());
   for (double& v : c) v *= scale;

@@ -109,8 +109,7 @@ std::vector<uint64_t> LayerMasks(const std::vector<std::string>& param_names);
 // double, regenerating the tangents slice by slice (memory: keys.size()
 // slices of 64K floats). Cost: K(K+1)/2 dot products of the model's size.
 std::vector<double> TangentGram(const std::vector<TangentKey>& keys,
-                                const std::vector<int64_t>& sizes,
-                                int threads = 1);
+                                const TangentLayout& layout, int threads = 1);
 // Solves G c = d for a symmetric positive semi-definite K x K matrix
 // (row-major) by Cholesky; a singular G (repeated or dependent tangents)
 // gets a ridge of 1e-10 * mean(diag G) added. Errors: sizes differ, G not
@@ -125,7 +124,7 @@ absl::StatusOr<std::vector<double>> SolveGram(std::vector<double> gram,
 // tangents that span g, the unscaled projection is g itself.
 absl::StatusOr<std::vector<double>> ProjectionCoefficients(
     const std::vector<TangentKey>& keys, const std::vector<double>& d,
-    const std::vector<int64_t>& sizes, int threads = 1);
+    const TangentLayout& layout, int threads = 1);
 
 // The robust rule of `robust` (see the top of this file), then PlanMerge.
 // `abs_window` is quantile_clip's window of past |d| (as float, so that a

@@ -20,26 +20,25 @@ double LearningRate(const Config& config, int64_t round) {
   return config.lr;
 }
 
-SgdOptimizer::SgdOptimizer(std::vector<int64_t> param_sizes, double momentum,
-                           int threads)
-    : sizes_(std::move(param_sizes)), momentum_(momentum), threads_(threads) {}
+SgdOptimizer::SgdOptimizer(TangentLayout layout, double momentum, int threads)
+    : layout_(std::move(layout)), momentum_(momentum), threads_(threads) {}
 
 void SgdOptimizer::Apply(const GradientStep& step, double lr, float* params) {
   if (momentum_ == 0) {
     for (const auto& term : step) {
-      AddScaledTangentFlat(term.key, sizes_,
+      AddScaledTangentFlat(term.key, layout_,
                            static_cast<float>(-lr * term.coef), params,
                            threads_, term.restrict_mask);
     }
     return;
   }
   int64_t n = 0;
-  for (int64_t s : sizes_) n += s;
+  for (int64_t s : layout_.sizes) n += s;
   if (buffer_.empty()) buffer_.assign(static_cast<size_t>(n), 0.0f);
   const float mu = static_cast<float>(momentum_);
   for (auto& b : buffer_) b *= mu;
   for (const auto& term : step) {
-    AddScaledTangentFlat(term.key, sizes_, static_cast<float>(term.coef),
+    AddScaledTangentFlat(term.key, layout_, static_cast<float>(term.coef),
                          buffer_.data(), threads_, term.restrict_mask);
   }
   const float a = static_cast<float>(-lr);

@@ -21,8 +21,7 @@ double LearningRate(const Config& config, int64_t round);
 class SgdOptimizer {
  public:
   // `threads` splits tangent regeneration; results do not depend on it.
-  SgdOptimizer(std::vector<int64_t> param_sizes, double momentum,
-               int threads = 1);
+  SgdOptimizer(TangentLayout layout, double momentum, int threads = 1);
 
   // params -= lr * (momentum-filtered) step.
   void Apply(const GradientStep& step, double lr, float* params);
@@ -35,7 +34,7 @@ class SgdOptimizer {
   void set_buffer(std::vector<float> buffer) { buffer_ = std::move(buffer); }
 
  private:
-  std::vector<int64_t> sizes_;
+  TangentLayout layout_;
   double momentum_;
   int threads_;
   std::vector<float> buffer_;  // momentum buffer, empty when momentum == 0

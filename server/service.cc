@@ -169,11 +169,15 @@ grpc::Status CoordinatorService::SubmitResult(grpc::ServerContext* ctx,
   r.client_id = req->client_id();
   r.round = req->round();
   r.jvps.assign(req->jvp().begin(), req->jvp().end());
+  r.jvps.insert(r.jvps.end(), req->jvp32().begin(), req->jvp32().end());
   r.num_samples = req->num_samples();
   r.loss = req->loss();
   r.compute_ms = req->compute_ms();
   absl::Status s;
-  if (r.jvps.size() > 65536) {
+  if (req->jvp_size() > 0 && req->jvp32_size() > 0) {
+    s = absl::InvalidArgumentError(
+        "a result carries JVP values as jvp or as jvp32, not both");
+  } else if (r.jvps.size() > 65536) {
     s = absl::InvalidArgumentError(
         absl::StrCat("too many JVP values: ", r.jvps.size()));
   } else {
@@ -302,7 +306,7 @@ absl::StatusOr<ClientResult> CoordinatorService::ReadUpdate(
         "update of ", announced, " bytes announced; a ",
         UpdateEncodingName(encoding), " update of this model has ", expected));
   }
-  if (header.jvp_size() != 0) {
+  if (header.jvp_size() != 0 || header.jvp32_size() != 0) {
     return absl::InvalidArgumentError("an update carries no JVP values");
   }
   std::string bytes;

@@ -109,9 +109,9 @@ class ForwardGradientStrategy final : public Strategy {
       : config_(config),
         dist_(dist),
         num_params_(spec.NumParams()),
-        sizes_(spec.ParamSizes()),
+        layout_(spec.Layout()),
         threads_(threads),
-        optimizer_(spec.ParamSizes(), config.momentum, threads),
+        optimizer_(spec.Layout(), config.momentum, threads),
         adam_(config.server_optimizer.beta1, config.server_optimizer.beta2,
               config.server_optimizer.eps) {
     if (config.tangent.split == "layers") {
@@ -148,6 +148,7 @@ class ForwardGradientStrategy final : public Strategy {
         key.type = dist_;
         key.param_mask = mask;
         key.normalized = config_.tangent.normalize;
+        key.rank_one = config_.tangent.structure == "rank1";
         t.tangents.push_back(key);
       }
       tasks.push_back(std::move(t));
@@ -216,7 +217,7 @@ class ForwardGradientStrategy final : public Strategy {
         for (auto& c : contributions) {
           ASSIGN_OR_RETURN(
               std::vector<double> coef,
-              ProjectionCoefficients(c.keys, c.jvps, sizes_, threads_));
+              ProjectionCoefficients(c.keys, c.jvps, layout_, threads_));
           for (size_t k = 0; k < coef.size(); ++k) {
             c.jvps[k] = coef[k] * static_cast<double>(coef.size());
           }
@@ -233,7 +234,7 @@ class ForwardGradientStrategy final : public Strategy {
         }
         if (!keys.empty()) {
           ASSIGN_OR_RETURN(std::vector<double> coef,
-                           ProjectionCoefficients(keys, d, sizes_, threads_));
+                           ProjectionCoefficients(keys, d, layout_, threads_));
           GradientStep step;
           for (size_t k = 0; k < keys.size(); ++k) {
             step.push_back({keys[k], coef[k]});
@@ -328,7 +329,7 @@ class ForwardGradientStrategy final : public Strategy {
                                  term.restrict_mask});
         }
       }
-      ApplySeedTerms(last_terms_, sizes_, params->data(), threads_);
+      ApplySeedTerms(last_terms_, layout_, params->data(), threads_);
       last_as_seeds_ = true;
       return;
     }
@@ -340,7 +341,7 @@ class ForwardGradientStrategy final : public Strategy {
     grad_.assign(static_cast<size_t>(num_params_), 0.0f);
     for (const auto& step : steps) {
       for (const auto& term : step) {
-        AddScaledTangentFlat(term.key, sizes_, static_cast<float>(term.coef),
+        AddScaledTangentFlat(term.key, layout_, static_cast<float>(term.coef),
                              grad_.data(), threads_, term.restrict_mask);
       }
     }
@@ -365,7 +366,7 @@ class ForwardGradientStrategy final : public Strategy {
 
   TangentDistribution dist_;
   int64_t num_params_;
-  std::vector<int64_t> sizes_;
+  TangentLayout layout_;
   int threads_;
   SgdOptimizer optimizer_;
   AdamOptimizer adam_;

@@ -187,7 +187,7 @@ TEST(SgdOptimizer, MomentumKeepsMovingOnAnEmptyStep) {
 // --- Dense steps (FedSGD, FedAvg server optimizers). ---
 
 TEST(SgdOptimizer, DenseWithoutMomentum) {
-  SgdOptimizer opt({3}, 0.0);
+  SgdOptimizer opt(std::vector<int64_t>{3}, 0.0);
   std::vector<float> p = {1.0f, 2.0f, 3.0f};
   opt.ApplyDense({1.0f, -1.0f, 0.5f}, 0.5, p.data());
   EXPECT_FLOAT_EQ(p[0], 0.5f);
@@ -196,7 +196,7 @@ TEST(SgdOptimizer, DenseWithoutMomentum) {
 }
 
 TEST(SgdOptimizer, DenseMomentumMatchesHandLoop) {
-  SgdOptimizer opt({2}, 0.9);
+  SgdOptimizer opt(std::vector<int64_t>{2}, 0.9);
   std::vector<float> p = {0.0f, 0.0f};
   opt.ApplyDense({1.0f, 2.0f}, 0.1, p.data());  // b = g
   opt.ApplyDense({1.0f, 2.0f}, 0.1, p.data());  // b = 0.9 g + g

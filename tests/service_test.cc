@@ -171,6 +171,10 @@ TEST_F(ServiceTest, MalformedUpdateStreamsAreRefusedPrecisely) {
   with_jvp.add_jvp(0.5);
   EXPECT_TRUE(
       absl::IsInvalidArgument(client_->SubmitUpdate(with_jvp, "none", good)));
+  v1::TaskResult with_jvp32 = Header();
+  with_jvp32.add_jvp32(0.5f);
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(client_->SubmitUpdate(with_jvp32, "none", good)));
   // Well-formed, but no round is open yet.
   EXPECT_TRUE(absl::IsFailedPrecondition(
       client_->SubmitUpdate(Header(), "none", good)));

@@ -722,6 +722,17 @@ TEST_F(HostileInputTest, JvpRunRefusesBadResultsAndMergesOnlyValidOnes) {
     EXPECT_TRUE(Is(StatusCode::INVALID_ARGUMENT,
                    a.rpc->Submit(with_jvp({0.1, 0.2})),
                    "expected 1 JVP values, got 2"));
+    // Float32 values go through the same checks; both fields at once are
+    // refused.
+    v1::TaskResult f32 = good_a1;
+    f32.clear_jvp();
+    f32.add_jvp32(std::numeric_limits<float>::quiet_NaN());
+    EXPECT_TRUE(
+        Is(StatusCode::INVALID_ARGUMENT, a.rpc->Submit(f32), "not finite"));
+    f32 = with_jvp({0.5});
+    f32.add_jvp32(0.5f);
+    EXPECT_TRUE(Is(StatusCode::INVALID_ARGUMENT, a.rpc->Submit(f32),
+                   "jvp or as jvp32, not both"));
     // Under the transport limit but over the service's cap.
     v1::TaskResult many = good_a1;
     many.mutable_jvp()->Resize(100000, 0.5);

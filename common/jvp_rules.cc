@@ -1,0 +1,249 @@
+#include "common/jvp_rules.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cstring>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+
+namespace fedfwd {
+namespace {
+
+// The K keys' tangents of one parameter tensor, stacked over keys: either
+// factors U [K, rows] and A [K, cols] (every key rank-one there), or dense
+// D [K, shape...]; a key that leaves the tensor out has zeros. Undefined
+// when no key perturbs it.
+struct StackedTangent {
+  at::Tensor u, a;  // rank-one
+  at::Tensor dense;
+  bool defined() const { return u.defined() || dense.defined(); }
+};
+
+StackedTangent Stack(const std::vector<TangentKey>& keys,
+                     const std::vector<float>& scales,
+                     const TangentLayout& layout, const ParamSpec& param,
+                     uint32_t p, const at::TensorOptions& target) {
+  StackedTangent st;
+  const int64_t k = static_cast<int64_t>(keys.size());
+  const int64_t n = layout.sizes[p];
+  bool any = false, all_factored = true;
+  for (const TangentKey& key : keys) {
+    if (!Perturbs(key, p)) continue;
+    any = true;
+    if (layout.FactorRows(key, p) == 0) all_factored = false;
+  }
+  if (!any) return st;
+  const auto cpu = at::TensorOptions().dtype(at::kFloat);
+  if (all_factored) {
+    const int64_t rows = param.shape[0];
+    const int64_t cols = n / rows;
+    at::Tensor u = at::zeros({k, rows}, cpu), a = at::zeros({k, cols}, cpu);
+    for (int64_t i = 0; i < k; ++i) {
+      if (!Perturbs(keys[i], p)) continue;
+      float* up = u.data_ptr<float>() + i * rows;
+      RankOneFactors(keys[i], p, rows, cols, up,
+                     a.data_ptr<float>() + i * cols);
+      for (int64_t r = 0; r < rows; ++r) up[r] *= scales[i];
+    }
+    st.u = u.to(target);
+    st.a = a.to(target);
+    return st;
+  }
+  std::vector<int64_t> shape = {k};
+  shape.insert(shape.end(), param.shape.begin(), param.shape.end());
+  at::Tensor d = at::empty(shape, cpu);
+  for (int64_t i = 0; i < k; ++i) {
+    float* dp = d.data_ptr<float>() + i * n;
+    const int64_t rows = layout.FactorRows(keys[i], p);
+    GenerateTangent(keys[i], p, dp, n, rows);
+    for (int64_t j = 0; j < n; ++j) dp[j] *= scales[i];
+  }
+  st.dense = d.to(target);
+  return st;
+}
+
+// Adds t to *sum (which may be undefined: nothing yet).
+void Accumulate(at::Tensor* sum, const at::Tensor& t) {
+  *sum = sum->defined() ? *sum + t : t;
+}
+
+}  // namespace
+
+bool SupportsJvpRules(const ModelSpec& spec) {
+  for (const LayerSpec& layer : spec.layers) {
+    if (layer.kind == LayerSpec::Kind::kBatchNorm) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
+                                          const std::vector<at::Tensor>& params,
+                                          const std::vector<TangentKey>& keys,
+                                          const at::Tensor& x,
+                                          const at::Tensor& y) {
+  if (keys.empty()) {
+    return absl::InvalidArgumentError(
+        "ComputeJvpRules needs at least one tangent");
+  }
+  if (!SupportsJvpRules(spec)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "model ", spec.name, " has batch norm, which has no JVP rule"));
+  }
+  if (params.size() != spec.params.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", spec.name, " has ", spec.params.size(),
+                     " parameter tensors, got ", params.size()));
+  }
+  try {
+    at::NoGradGuard no_grad;
+    const TangentLayout layout = spec.Layout();
+    const int64_t k = static_cast<int64_t>(keys.size());
+    std::vector<float> scales;
+    for (const TangentKey& key : keys) {
+      scales.push_back(TangentScale(key, layout));
+    }
+    // Tangents in the parameters' dtype, on their device.
+    const at::TensorOptions device =
+        at::TensorOptions().dtype(x.scalar_type()).device(x.device());
+    const int64_t b = x.size(0);
+    at::Tensor h = x;  // primal [B, ...]
+    at::Tensor ht;     // tangents [K, B, ...]; undefined = zero
+    size_t p = 0;
+    auto merge_kb = [k, b](const at::Tensor& t) {  // [K, B, ...] -> [K*B, ...]
+      std::vector<int64_t> s = {k * b};
+      for (int64_t d = 2; d < t.dim(); ++d) s.push_back(t.size(d));
+      return t.reshape(s);
+    };
+    auto split_kb = [k, b](const at::Tensor& t) {  // [K*B, ...] -> [K, B, ...]
+      std::vector<int64_t> s = {k, b};
+      for (int64_t d = 1; d < t.dim(); ++d) s.push_back(t.size(d));
+      return t.reshape(s);
+    };
+    for (const LayerSpec& layer : spec.layers) {
+      switch (layer.kind) {
+        case LayerSpec::Kind::kDense: {
+          const at::Tensor& w = params[p];
+          const at::Tensor& bias = params[p + 1];
+          const StackedTangent wt = Stack(keys, scales, layout, spec.params[p],
+                                          static_cast<uint32_t>(p), device);
+          const StackedTangent bt =
+              Stack(keys, scales, layout, spec.params[p + 1],
+                    static_cast<uint32_t>(p + 1), device);
+          at::Tensor out_t;
+          if (ht.defined()) Accumulate(&out_t, at::matmul(ht, w.t()));
+          if (wt.u.defined()) {
+            // V_k h = u_k (a_k . h): [B, K] then scaled rows of u.
+            const at::Tensor c = at::matmul(h, wt.a.t());
+            Accumulate(&out_t, c.t().unsqueeze(2) * wt.u.unsqueeze(1));
+          } else if (wt.dense.defined()) {
+            Accumulate(&out_t,
+                       at::matmul(h.unsqueeze(0), wt.dense.transpose(1, 2)));
+          }
+          if (bt.dense.defined()) Accumulate(&out_t, bt.dense.unsqueeze(1));
+          h = at::linear(h, w, bias);
+          ht = out_t;
+          p += 2;
+          break;
+        }
+        case LayerSpec::Kind::kConv: {
+          const at::Tensor& w = params[p];
+          const at::Tensor& bias = params[p + 1];
+          const StackedTangent wt = Stack(keys, scales, layout, spec.params[p],
+                                          static_cast<uint32_t>(p), device);
+          const StackedTangent bt =
+              Stack(keys, scales, layout, spec.params[p + 1],
+                    static_cast<uint32_t>(p + 1), device);
+          const int64_t o = w.size(0);
+          const std::vector<int64_t> stride = {1, 1};
+          const std::vector<int64_t> pad = {layer.pad, layer.pad};
+          at::Tensor out_t;
+          if (ht.defined()) {
+            Accumulate(&out_t,
+                       split_kb(at::conv2d(merge_kb(ht), w, {}, stride, pad)));
+          }
+          if (wt.u.defined()) {
+            // One filter a_k per key, its output scaled by u_k per channel.
+            const at::Tensor filters =
+                wt.a.reshape({k, w.size(1), w.size(2), w.size(3)});
+            const at::Tensor c = at::conv2d(h, filters, {}, stride, pad);
+            Accumulate(&out_t, c.transpose(0, 1).unsqueeze(2) *
+                                   wt.u.reshape({k, 1, o, 1, 1}));
+          } else if (wt.dense.defined()) {
+            const at::Tensor c = at::conv2d(
+                h, wt.dense.reshape({k * o, w.size(1), w.size(2), w.size(3)}),
+                {}, stride, pad);
+            Accumulate(
+                &out_t,
+                c.reshape({b, k, o, c.size(2), c.size(3)}).transpose(0, 1));
+          }
+          if (bt.dense.defined()) {
+            Accumulate(&out_t, bt.dense.reshape({k, 1, o, 1, 1}));
+          }
+          h = at::conv2d(h, w, bias, stride, pad);
+          ht = out_t;
+          p += 2;
+          break;
+        }
+        case LayerSpec::Kind::kRelu: {
+          if (ht.defined()) ht = ht * (h > 0).to(ht.scalar_type()).unsqueeze(0);
+          h = at::relu(h);
+          break;
+        }
+        case LayerSpec::Kind::kMaxPool: {
+          auto pooled =
+              at::max_pool2d_with_indices(h, {layer.size, layer.size});
+          const at::Tensor& idx = std::get<1>(pooled);  // into H*W per (B, C)
+          if (ht.defined()) {
+            const at::Tensor flat = ht.reshape({k, b, h.size(1), -1});
+            const at::Tensor gi =
+                idx.reshape({1, b, h.size(1), -1})
+                    .expand({k, b, h.size(1), idx.size(2) * idx.size(3)});
+            ht = flat.gather(3, gi).reshape(
+                {k, b, h.size(1), idx.size(2), idx.size(3)});
+          }
+          h = std::get<0>(pooled);
+          break;
+        }
+        case LayerSpec::Kind::kAvgPool: {
+          if (ht.defined()) {
+            ht = split_kb(
+                at::avg_pool2d(merge_kb(ht), {layer.size, layer.size}));
+          }
+          h = at::avg_pool2d(h, {layer.size, layer.size});
+          break;
+        }
+        case LayerSpec::Kind::kFlatten: {
+          if (ht.defined()) ht = ht.reshape({k, b, -1});
+          h = h.reshape({b, -1});
+          break;
+        }
+        case LayerSpec::Kind::kBatchNorm:
+          return absl::UnimplementedError("batch norm has no JVP rule");
+      }
+    }
+    JvpResult result;
+    result.loss = at::cross_entropy_loss(h, y).item<double>();
+    if (!ht.defined()) {
+      result.jvps.assign(keys.size(), 0.0);
+      return result;
+    }
+    // d/dt mean_b (logsumexp(z_b) - z_b[y_b]) = mean_b (softmax(z_b) . zt_b
+    // - zt_b[y_b]).
+    const at::Tensor prob = at::softmax(h, 1);
+    const at::Tensor picked =
+        ht.gather(2, y.reshape({1, b, 1}).expand({k, b, 1})).squeeze(2);
+    const at::Tensor d = ((ht * prob.unsqueeze(0)).sum(2) - picked)
+                             .mean(1)
+                             .to(at::kDouble)
+                             .cpu();
+    result.jvps.assign(d.data_ptr<double>(), d.data_ptr<double>() + k);
+    return result;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("hand-written JVP failed: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace fedfwd
