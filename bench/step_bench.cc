@@ -4,9 +4,11 @@
 // with --threads, default 1). Run side by side in one process so their ratio
 // is meaningful on a noisy machine:
 //   build/bin/fedfwd_bench --benchmark_filter='mlp|cnn' [--threads=N]
-// and the coordinator's merge of 100 JVPs (BM_Merge100). With
-// --memory=jvp|backprop [--model=cnn] [--batch=256] it measures one step's
-// training memory instead (see MemoryMode).
+// and the coordinator's merge of 100 JVPs (BM_Merge100, BM_Merge100RankOne);
+// the hand-written rules with K tangents in one primal pass against K
+// separate forward-AD passes (BM_RulesStep, BM_SeparateJvps). With
+// --memory=jvp|rules|rules_rank1|backprop [--model=cnn] [--batch=256] it
+// measures one step's training memory instead (see MemoryMode).
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 #include <torch/torch.h>
@@ -16,6 +18,7 @@
 
 #include "common/finite_diff.h"
 #include "common/forward_ad.h"
+#include "common/jvp_rules.h"
 #include "common/model.h"
 #include "common/rng.h"
 #include "common/torch_model.h"
@@ -119,6 +122,146 @@ void BM_Merge100(benchmark::State& state, TangentDistribution dist) {
     benchmark::DoNotOptimize(params.data());
   }
 }
+// The same merge with rank-one tangents: each term is added from its
+// factors, (alpha u_i) a_j per entry, no per-entry random numbers.
+void BM_Merge100RankOne(benchmark::State& state, TangentDistribution dist) {
+  const ModelSpec spec = Spec("mlp");
+  const TangentLayout layout = spec.Layout();
+  std::vector<float> params = InitialParams(spec, 1);
+  std::vector<SeedTerm> terms(100);
+  int64_t round = 0;
+  for (auto _ : state) {
+    ++round;
+    for (uint32_t c = 0; c < terms.size(); ++c) {
+      terms[c].key = {1, round, c + 1, 0, dist};
+      terms[c].key.rank_one = true;
+      terms[c].alpha = 1e-6f * static_cast<float>(c + 1);
+    }
+    ApplySeedTerms(terms, layout, params.data(), 1);
+    benchmark::DoNotOptimize(params.data());
+  }
+}
+BENCHMARK_CAPTURE(BM_Merge100RankOne, mlp_rademacher,
+                  TangentDistribution::kRademacher)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Merge100RankOne, mlp_normal, TangentDistribution::kNormal)
+    ->Unit(benchmark::kMillisecond);
+
+// A forward-gradient step through the hand-written rules (jvp_rules.h), as
+// the client runs it: K Rademacher tangents (dense, or rank-one) regenerated
+// from their keys and pushed through one primal pass.
+void BM_RulesStep(benchmark::State& state, const std::string& model,
+                  bool rank_one, int k) {
+  const ModelSpec spec = Spec(model);
+  std::vector<float> params = InitialParams(spec, 1);
+  const auto views = ParamViews(spec, params.data());
+  const Inputs in = MakeInputs();
+  int64_t round = 0;
+  std::vector<TangentKey> keys(static_cast<size_t>(k));
+  for (auto _ : state) {
+    ++round;
+    for (int i = 0; i < k; ++i) {
+      keys[i] = {1, round, 0, static_cast<uint32_t>(i),
+                 TangentDistribution::kRademacher};
+      keys[i].rank_one = rank_one;
+    }
+    auto r = ComputeJvpRules(spec, views, keys, in.x, in.y);
+    benchmark::DoNotOptimize(r);
+  }
+}
+
+// K separate libtorch forward-AD passes, each after materializing its
+// tangent (the path before the rules; still the one for batch-norm models).
+void BM_SeparateJvps(benchmark::State& state, const std::string& model,
+                     bool rank_one, int k) {
+  const ModelSpec spec = Spec(model);
+  const TangentLayout layout = spec.Layout();
+  std::vector<float> params = InitialParams(spec, 1);
+  std::vector<float> v(params.size());
+  const auto views = ParamViews(spec, params.data());
+  const auto tangent = ParamViews(spec, v.data());
+  const Inputs in = MakeInputs();
+  int64_t round = 0;
+  for (auto _ : state) {
+    ++round;
+    for (int i = 0; i < k; ++i) {
+      TangentKey key{1, round, 0, static_cast<uint32_t>(i),
+                     TangentDistribution::kRademacher};
+      key.rank_one = rank_one;
+      GenerateTangentFlat(key, layout, v.data());
+      auto r = ComputeJvp(spec, views, {tangent}, in.x, in.y);
+      benchmark::DoNotOptimize(r);
+    }
+  }
+}
+
+// The projected estimator's dot products: d_k = g . v_k for 64 Rademacher
+// tangents against one flat gradient of mlp (TangentDots, one thread).
+void BM_TangentDots64(benchmark::State& state, bool rank_one) {
+  const ModelSpec spec = Spec("mlp");
+  const TangentLayout layout = spec.Layout();
+  const std::vector<float> g = InitialParams(spec, 2);
+  std::vector<TangentKey> keys(64);
+  int64_t round = 0;
+  for (auto _ : state) {
+    ++round;
+    for (uint32_t i = 0; i < keys.size(); ++i) {
+      keys[i] = {1, round, 0, i, TangentDistribution::kRademacher};
+      keys[i].rank_one = rank_one;
+    }
+    auto d = TangentDots(keys, layout, g.data());
+    benchmark::DoNotOptimize(d);
+  }
+}
+// The same 64 rank-one dots through matrix products (RankOneDots, what the
+// client runs when every key is rank-one).
+void BM_RankOneDots64(benchmark::State& state) {
+  const ModelSpec spec = Spec("mlp");
+  std::vector<float> g = InitialParams(spec, 2);
+  const auto grads = ParamViews(spec, g.data());
+  std::vector<TangentKey> keys(64);
+  int64_t round = 0;
+  for (auto _ : state) {
+    ++round;
+    for (uint32_t i = 0; i < keys.size(); ++i) {
+      keys[i] = {1, round, 0, i, TangentDistribution::kRademacher};
+      keys[i].rank_one = true;
+    }
+    auto d = RankOneDots(spec, grads, keys);
+    benchmark::DoNotOptimize(d);
+  }
+}
+BENCHMARK(BM_RankOneDots64)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_TangentDots64, mlp_dense, false)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_TangentDots64, mlp_rank1, true)
+    ->Unit(benchmark::kMillisecond);
+
+BENCHMARK_CAPTURE(BM_RulesStep, mlp_dense_k1, "mlp", false, 1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_RulesStep, mlp_rank1_k1, "mlp", true, 1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_RulesStep, cnn_dense_k1, "cnn", false, 1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_RulesStep, cnn_rank1_k1, "cnn", true, 1)
+    ->Unit(benchmark::kMillisecond);
+#define FEDFWD_K_SWEEP(K)                                                    \
+  BENCHMARK_CAPTURE(BM_RulesStep, mlp_dense_k##K, "mlp", false, K)          \
+      ->Unit(benchmark::kMillisecond);                                       \
+  BENCHMARK_CAPTURE(BM_RulesStep, mlp_rank1_k##K, "mlp", true, K)           \
+      ->Unit(benchmark::kMillisecond);                                       \
+  BENCHMARK_CAPTURE(BM_SeparateJvps, mlp_dense_k##K, "mlp", false, K)       \
+      ->Unit(benchmark::kMillisecond);                                       \
+  BENCHMARK_CAPTURE(BM_SeparateJvps, mlp_rank1_k##K, "mlp", true, K)        \
+      ->Unit(benchmark::kMillisecond);
+FEDFWD_K_SWEEP(4)
+FEDFWD_K_SWEEP(8)
+FEDFWD_K_SWEEP(16)
+BENCHMARK_CAPTURE(BM_SeparateJvps, mlp_dense_k1, "mlp", false, 1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_SeparateJvps, mlp_rank1_k1, "mlp", true, 1)
+    ->Unit(benchmark::kMillisecond);
+
 BENCHMARK_CAPTURE(BM_Merge100, mlp_rademacher, TangentDistribution::kRademacher)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Merge100, mlp_normal, TangentDistribution::kNormal)
@@ -155,7 +298,9 @@ long PeakRssKib() {
   return u.ru_maxrss;
 }
 
-// --memory=jvp|backprop: training memory of one client step on `model` at
+// --memory=jvp|rules|rules_rank1|backprop: training memory of one client
+// step (libtorch forward AD, the hand-written rules with a dense or a
+// rank-one tangent, or backprop) on `model` at
 // `batch` (the whole batch in one piece): peak RSS after the step minus the
 // peak once model, tangent and data are in memory. One mode per process, so
 // neither side inherits the other's peak. Prints "memory_kib N".
@@ -177,12 +322,18 @@ int MemoryMode(const std::string& mode, const std::string& model,
   if (mode == "jvp") {
     auto r = ComputeJvp(spec, views, {tangent}, x, y);
     if (!r.ok()) return 1;
+  } else if (mode == "rules" || mode == "rules_rank1") {
+    TangentKey key{1, 1, 0, 0, TangentDistribution::kRademacher};
+    key.rank_one = mode == "rules_rank1";
+    auto r = ComputeJvpRules(spec, views, {key}, x, y);
+    if (!r.ok()) return 1;
   } else if (mode == "backprop") {
     at::Tensor loss =
         torch::nn::functional::cross_entropy(Forward(spec, params, x), y);
     loss.backward();
   } else {
-    std::fprintf(stderr, "--memory takes jvp or backprop\n");
+    std::fprintf(stderr,
+                 "--memory takes jvp, rules, rules_rank1 or backprop\n");
     return 2;
   }
   std::printf("memory_kib %ld\n", PeakRssKib() - before);

@@ -216,6 +216,18 @@ class ProjectedGradientEstimator final : public Estimator {
  public:
   absl::StatusOr<LocalResult> Estimate(const EstimatorContext& ctx,
                                        const LocalTask& task) override {
+    bool rank_one = !task.tangents.empty();
+    for (const TangentKey& key : task.tangents) rank_one &= key.rank_one;
+    if (rank_one) {  // matrix products against the factors (RankOneDots)
+      const Batch batch = ctx.NextBatch(task.batch_size);
+      ASSIGN_OR_RETURN(GradientResult g,
+                       ComputeGradient(ctx.spec, ctx.params, batch.x, batch.y));
+      LocalResult out;
+      ASSIGN_OR_RETURN(out.jvps, RankOneDots(ctx.spec, g.grads, task.tangents));
+      out.loss = g.loss;
+      out.num_samples = batch.x.size(0);
+      return out;
+    }
     ASSIGN_OR_RETURN(LocalResult out, MinibatchGradient(ctx, task));
     const std::vector<float> grad = std::move(out.update);
     out.update.clear();

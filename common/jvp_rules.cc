@@ -246,4 +246,53 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
   }
 }
 
+absl::StatusOr<std::vector<double>> RankOneDots(
+    const ModelSpec& spec, const std::vector<at::Tensor>& grads,
+    const std::vector<TangentKey>& keys) {
+  if (grads.size() != spec.params.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", spec.name, " has ", spec.params.size(),
+                     " parameter tensors, got ", grads.size(), " gradients"));
+  }
+  for (const TangentKey& key : keys) {
+    if (!key.rank_one) {
+      return absl::InvalidArgumentError("RankOneDots takes rank-one keys only");
+    }
+  }
+  if (keys.empty()) return std::vector<double>{};
+  try {
+    at::NoGradGuard no_grad;
+    const TangentLayout layout = spec.Layout();
+    const int64_t k = static_cast<int64_t>(keys.size());
+    std::vector<float> scales;
+    for (const TangentKey& key : keys) {
+      scales.push_back(TangentScale(key, layout));
+    }
+    const at::TensorOptions target = at::TensorOptions()
+                                         .dtype(grads[0].scalar_type())
+                                         .device(grads[0].device());
+    at::Tensor d = at::zeros({k}, target.dtype(at::kDouble));
+    for (size_t p = 0; p < grads.size(); ++p) {
+      const StackedTangent st =
+          Stack(keys, scales, layout, spec.params[p], static_cast<uint32_t>(p),
+                target);
+      if (!st.defined()) continue;
+      const at::Tensor g = grads[p].reshape({grads[p].size(0), -1});
+      if (st.u.defined()) {
+        // sum_i u_k[i] (G a_k)[i]: [rows, K] then weighted by U^T.
+        const at::Tensor ga = at::matmul(g, st.a.t());
+        d += (ga * st.u.t()).sum(0).to(at::kDouble);
+      } else {
+        d += at::matmul(st.dense.reshape({k, -1}), grads[p].reshape({-1}))
+                 .to(at::kDouble);
+      }
+    }
+    const at::Tensor c = d.cpu();
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + k);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("rank-one dots failed: ", e.what_without_backtrace()));
+  }
+}
+
 }  // namespace fedfwd

@@ -334,20 +334,45 @@ Factors MakeFactors(const TangentKey& key, uint32_t p, int64_t rows,
   return f;
 }
 
-// d[0..len) += entries [off, off + len) of (u a^T), row by row, where the
-// tensor has `cols` columns; u already carries the factor.
-void AddRankOneRange(const Factors& f, int64_t cols, int64_t off, int64_t len,
-                     float* d) {
-  const float* a = f.a.data();
+// d[0..len) += entries [off, off + len) of sum_g (u_g a_g^T) for a run of
+// rank-one terms, each entry getting the terms' products one after another
+// in the run's order (exactly the additions of one term after another:
+// entry (i, j) += (factor u_i) * a_j), but with the entry kept in a register
+// across up to 8 terms.
+template <int G>
+void AddRankOneGroupRow(const float* const* a, const float* s, int64_t j0,
+                        int64_t j1, float* __restrict o) {
+  for (int64_t j = j0; j < j1; ++j) {
+    float acc = o[j];
+    for (int g = 0; g < G; ++g) acc += s[g] * a[g][j];
+    o[j] = acc;
+  }
+}
+
+void AddRankOneRun(const std::vector<const Factors*>& run, int64_t cols,
+                   int64_t off, int64_t len, float* d) {
+  const size_t n = run.size();
+  std::vector<const float*> a(n);
+  std::vector<float> s(n);
+  for (size_t g = 0; g < n; ++g) a[g] = run[g]->a.data();
   int64_t x = off;
   const int64_t end = off + len;
   while (x < end) {
     const int64_t i = x / cols;
     const int64_t j0 = x - i * cols;
     const int64_t j1 = std::min<int64_t>(cols, j0 + (end - x));
-    const float s = f.u[static_cast<size_t>(i)];
+    for (size_t g = 0; g < n; ++g) s[g] = run[g]->u[static_cast<size_t>(i)];
     float* o = d + (x - off) - j0;
-    for (int64_t j = j0; j < j1; ++j) o[j] += s * a[j];
+    size_t g = 0;
+    for (; g + 8 <= n; g += 8) {
+      AddRankOneGroupRow<8>(a.data() + g, s.data() + g, j0, j1, o);
+    }
+    for (; g + 4 <= n; g += 4) {
+      AddRankOneGroupRow<4>(a.data() + g, s.data() + g, j0, j1, o);
+    }
+    for (; g < n; ++g) {
+      AddRankOneGroupRow<1>(a.data() + g, s.data() + g, j0, j1, o);
+    }
     x += j1 - j0;
   }
 }
@@ -406,6 +431,33 @@ void ForEachChunkFlat(const TangentKey& key, const TangentLayout& layout,
     }
   };
   RunInRanges(items.size(), threads, work);
+}
+
+// out[q] = row . a[q][0..cols) for G vectors, the row read once: eight
+// float lanes per vector, then the lanes and the tail in double.
+template <int G>
+void RowDotsT(const float* row, const float* const* a, int64_t cols,
+              double* out) {
+  float lane[G][8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= cols; j += 8) {
+    for (int q = 0; q < G; ++q) {
+      for (int l = 0; l < 8; ++l) lane[q][l] += row[j + l] * a[q][j + l];
+    }
+  }
+  for (int q = 0; q < G; ++q) {
+    double s = 0;
+    for (int l = 0; l < 8; ++l) s += lane[q][l];
+    for (int64_t t = j; t < cols; ++t) s += static_cast<double>(row[t]) * a[q][t];
+    out[q] = s;
+  }
+}
+
+void RowDots(const float* row, const float* const* a, int n, int64_t cols,
+             double* out) {
+  int q = 0;
+  for (; q + 4 <= n; q += 4) RowDotsT<4>(row, a + q, cols, out + q);
+  for (; q < n; ++q) RowDotsT<1>(row, a + q, cols, out + q);
 }
 
 // Eight float lanes over blocks of 4096, blocks summed in double.
@@ -581,45 +633,69 @@ void GenerateTangentFlat(const TangentKey& key, const TangentLayout& layout,
 std::vector<double> TangentDots(const std::vector<TangentKey>& keys,
                                 const TangentLayout& layout, const float* g,
                                 int threads) {
+  const size_t np = layout.sizes.size();
   std::vector<double> out(keys.size(), 0.0);
-  std::vector<int64_t> base(layout.sizes.size(), 0);
-  for (size_t p = 1; p < layout.sizes.size(); ++p) {
-    base[p] = base[p - 1] + layout.sizes[p - 1];
-  }
+  std::vector<int64_t> base(np, 0);
+  for (size_t p = 1; p < np; ++p) base[p] = base[p - 1] + layout.sizes[p - 1];
+  for (const TangentKey& key : keys) CheckLayout(key, layout);
+  // Keys in groups of up to 8: a factored tensor's rows are read once per
+  // group (RowDots), not once per key. Each key's sums depend only on that
+  // key, so grouping and threads do not change the values.
   auto work = [&](size_t begin, size_t end) {
     alignas(64) float buf[kChunk];
-    std::vector<float> ga;
-    for (size_t k = begin; k < end; ++k) {
-      const TangentKey& key = keys[k];
-      CheckLayout(key, layout);
-      const float scale = TangentScale(key, layout);
-      double total = 0;
-      for (size_t p = 0; p < layout.sizes.size(); ++p) {
+    for (size_t k0 = begin; k0 < end; k0 += 8) {
+      const size_t k1 = std::min(end, k0 + 8);
+      std::vector<double> part((k1 - k0) * np, 0.0);  // [key][param]
+      for (size_t p = 0; p < np; ++p) {
         const uint32_t pi = static_cast<uint32_t>(p);
-        if (!Perturbs(key, pi)) continue;
         const float* gp = g + base[p];
         const int64_t n = layout.sizes[p];
-        const int64_t rows = layout.FactorRows(key, p);
-        if (rows > 0) {
-          // u^T (G a): one pass over G.
-          const int64_t cols = n / rows;
-          const Factors f = MakeFactors(key, pi, rows, cols, 1.0f);
-          double s = 0;
-          for (int64_t i = 0; i < rows; ++i) {
-            s += static_cast<double>(f.u[static_cast<size_t>(i)]) *
-                 DotBlocks(gp + i * cols, f.a.data(), cols);
+        std::vector<size_t> fk;  // keys of the group that factor tensor p
+        std::vector<Factors> fs;
+        int64_t rows = 0;
+        for (size_t k = k0; k < k1; ++k) {
+          const TangentKey& key = keys[k];
+          if (!Perturbs(key, pi)) continue;
+          const int64_t r = layout.FactorRows(key, p);
+          if (r > 0) {
+            rows = r;
+            fk.push_back(k);
+            fs.push_back(MakeFactors(key, pi, r, n / r, 1.0f));
+            continue;
           }
-          total += s;
-          continue;
+          const TangentCounter t = MakeCounter(key, pi);
+          double sum = 0;
+          for (int64_t off = 0; off < n; off += kChunk) {
+            const int64_t len = std::min<int64_t>(kChunk, n - off);
+            FillChunk(t, key.type, off, len, buf);
+            sum += DotBlocks(gp + off, buf, len);
+          }
+          part[(k - k0) * np + p] = sum;
         }
-        const TangentCounter t = MakeCounter(key, pi);
-        for (int64_t off = 0; off < n; off += kChunk) {
-          const int64_t len = std::min<int64_t>(kChunk, n - off);
-          FillChunk(t, key.type, off, len, buf);
-          total += DotBlocks(gp + off, buf, len);
+        if (fk.empty()) continue;
+        // u^T (G a) for every factored key at once.
+        const int64_t cols = n / rows;
+        std::vector<const float*> a;
+        for (const Factors& f : fs) a.push_back(f.a.data());
+        double dots[8];
+        std::vector<double> sums(fk.size(), 0.0);
+        for (int64_t i = 0; i < rows; ++i) {
+          RowDots(gp + i * cols, a.data(), static_cast<int>(a.size()), cols,
+                  dots);
+          for (size_t q = 0; q < fk.size(); ++q) {
+            sums[q] += static_cast<double>(fs[q].u[static_cast<size_t>(i)]) *
+                       dots[q];
+          }
+        }
+        for (size_t q = 0; q < fk.size(); ++q) {
+          part[(fk[q] - k0) * np + p] = sums[q];
         }
       }
-      out[k] = total * static_cast<double>(scale);
+      for (size_t k = k0; k < k1; ++k) {
+        double total = 0;
+        for (size_t p = 0; p < np; ++p) total += part[(k - k0) * np + p];
+        out[k] = total * static_cast<double>(TangentScale(keys[k], layout));
+      }
     }
   };
   RunInRanges(keys.size(), threads, work);
@@ -716,16 +792,25 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
     for (size_t i = begin; i < end; ++i) {
       const ChunkItem& it = items[i];
       float* d = params + it.base + it.off;
+      // Consecutive rank-one terms go in one run (AddRankOneRun), flushed
+      // before any dense term, so every entry sees the terms in order.
+      std::vector<const Factors*> run;
+      int64_t run_cols = 0;
+      auto flush = [&] {
+        if (!run.empty()) AddRankOneRun(run, run_cols, it.off, it.len, d);
+        run.clear();
+      };
       for (size_t k = 0; k < terms.size(); ++k) {
         const SeedTerm& t = terms[k];
         if (!Applies(t.key, t.restrict_mask, it.param)) continue;
         const float a = factor[k];
         const int64_t rows = layout.FactorRows(t.key, it.param);
         if (rows > 0) {
-          AddRankOneRange(factors[k * np + it.param],
-                          layout.sizes[it.param] / rows, it.off, it.len, d);
+          run.push_back(&factors[k * np + it.param]);
+          run_cols = layout.sizes[it.param] / rows;
           continue;
         }
+        flush();
         if (t.key.type == TangentDistribution::kRademacher) {
           RademacherAddChunk(MakeCounter(t.key, it.param), it.off, it.len, a,
                              d);
@@ -735,6 +820,7 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
                   buf);
         for (int64_t j = 0; j < it.len; ++j) d[j] += a * buf[j];
       }
+      flush();
     }
   };
   RunInRanges(items.size(), threads, work);

@@ -124,6 +124,27 @@ TEST(JvpRules, AgreesWithLibtorchForwardAdInFloat32) {
   }
 }
 
+// The BLAS path of the projected estimator gives TangentDots' values.
+TEST(RankOneDots, EqualTangentDots) {
+  for (const std::string model : {"mlp", "cnn_small"}) {
+    auto spec = GetModelSpec(model, {1, 28, 28});
+    ASSERT_TRUE(spec.ok());
+    std::vector<float> g = InitialParams(*spec, 9);
+    std::vector<TangentKey> keys = Keys();
+    keys.erase(keys.begin());  // the dense key
+    keys.pop_back();           // the dense masked key
+    auto d = RankOneDots(*spec, ParamViews(*spec, g.data()), keys);
+    ASSERT_TRUE(d.ok()) << d.status();
+    const std::vector<double> ref = TangentDots(keys, spec->Layout(), g.data());
+    ASSERT_EQ(d->size(), ref.size());
+    for (size_t k = 0; k < ref.size(); ++k) {
+      EXPECT_NEAR((*d)[k], ref[k], 1e-4 * (1 + std::abs(ref[k])))
+          << model << " key " << k;
+    }
+    EXPECT_FALSE(RankOneDots(*spec, ParamViews(*spec, g.data()), Keys()).ok());
+  }
+}
+
 TEST(JvpRules, RefusesBatchNormAndNoKeys) {
   auto spec = GetModelSpec("mlp_small", {1, 28, 28});
   ASSERT_TRUE(spec.ok());

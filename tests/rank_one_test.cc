@@ -145,12 +145,13 @@ TEST(RankOneTangent, DotsEqualTheDotWithTheMaterializedTangent) {
 TEST(RankOneTangent,
      SeedTermsAddTheScaledTangentInOneOrderAsOneTermAfterAnother) {
   std::vector<SeedTerm> terms;
-  for (uint32_t k = 0; k < 6; ++k) {
+  for (uint32_t k = 0; k < 19; ++k) {  // runs of 8, 4 and 1 terms
     terms.push_back({RankOne(k % 2 ? TangentDistribution::kRademacher
                                    : TangentDistribution::kNormal,
                              k, /*normalized=*/k == 2),
                      0.01f * static_cast<float>(k + 1),
                      k == 4 ? uint64_t{0b0011} : uint64_t{0}});
+    if (k == 15) terms.back().key.rank_one = false;  // a dense term between
   }
   std::vector<float> start(static_cast<size_t>(Total(kLayout)));
   for (size_t i = 0; i < start.size(); ++i) start[i] = 0.001f * i;
