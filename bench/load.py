@@ -177,6 +177,22 @@ def run_once(args, secrets, data, delay_ms):
              "--credentials", os.path.join(secrets, "credentials")],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(server)
+        peak = {"kib": 0}
+
+        def sample_peak():  # the coordinator's VmHWM until it exits
+            path = f"/proc/{server.pid}/status"
+            while server.poll() is None:
+                try:
+                    with open(path) as f:
+                        for line in f:
+                            if line.startswith("VmHWM:"):
+                                peak["kib"] = max(peak["kib"],
+                                                  int(line.split()[1]))
+                except OSError:
+                    break
+                time.sleep(0.2)
+
+        threading.Thread(target=sample_peak, daemon=True).start()
         port = wait_for_line(server, "fedfwd-server listening on", 60,
                              server_log)
         target = f"127.0.0.1:{port}"
@@ -251,7 +267,8 @@ def run_once(args, secrets, data, delay_ms):
     lat = [b - a for a, b in zip([0.0] + walls[:-1], walls)]
     return {"delay": delay_ms, "rps": len(rows) / walls[-1],
             "p50": percentile(lat, 50) * 1000, "p99": percentile(lat, 99) * 1000,
-            "max": max(lat) * 1000, "wall": walls[-1]}
+            "max": max(lat) * 1000, "wall": walls[-1],
+            "server_peak_mib": peak["kib"] / 1024}
 
 
 def main():
@@ -269,6 +286,7 @@ def main():
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds one run may take")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args()
     if args.clients < 1 or args.rounds < 1 or not (
             1 <= args.processes <= args.clients):
@@ -288,9 +306,13 @@ def main():
         start = time.time()
         r = run_once(args, secrets, data, d)
         print(f"    {r['rps']:.2f} rounds/s, p50 {r['p50']:.0f} ms, p99 "
-              f"{r['p99']:.0f} ms ({time.time() - start:.0f} s with setup)",
-              flush=True)
+              f"{r['p99']:.0f} ms, coordinator peak RSS "
+              f"{r['server_peak_mib']:.0f} MiB ({time.time() - start:.0f} s "
+              "with setup)", flush=True)
         results.append(r)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f)
     cmd = "python3 bench/load.py"
     if args.clients != 200 or args.rounds != 50 or args.processes != 4:
         cmd += (f" --clients {args.clients} --rounds {args.rounds} "
@@ -318,13 +340,14 @@ def main():
         f"coordinator, adding the delay to each chunk in each direction.",
         "",
         "| added one-way delay | rounds/s | p50 round latency | p99 round "
-        "latency | max | training wall |",
-        "|---|---|---|---|---|---|",
+        "latency | max | training wall | coordinator peak RSS |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(f"| {r['delay']:g} ms | {r['rps']:.2f} | "
                      f"{r['p50']:.0f} ms | {r['p99']:.0f} ms | "
-                     f"{r['max']:.0f} ms | {r['wall']:.1f} s |")
+                     f"{r['max']:.0f} ms | {r['wall']:.1f} s | "
+                     f"{r['server_peak_mib']:.0f} MiB |")
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:

@@ -1,5 +1,7 @@
 #include "server/round_engine.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +17,14 @@
 
 namespace fedfwd {
 namespace {
+
+// User plus system CPU time of this process so far, in ms.
+double ProcessCpuMs() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return 1e3 * (static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec)) +
+         1e-3 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 // A round whose quorum was not met is retried this many times before the
 // run fails.
@@ -709,6 +719,7 @@ absl::Status RoundEngine::RunRounds() {
 
   // A resumed run's clock goes on from the checkpoint's.
   start_ = absl::Now() - absl::Seconds(resumed_elapsed_s_);
+  last_cpu_ms_ = ProcessCpuMs();
   const absl::Time start = start_;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -796,6 +807,12 @@ absl::Status RoundEngine::RunRounds() {
     }
     const absl::Time now = absl::Now();
     row.wall_s = absl::ToDoubleSeconds(now - start);
+    // The coordinator's own cost of the round: CPU time of this process
+    // (gRPC threads, merge, evaluation) since the previous row; clients'
+    // compute is not in it.
+    const double cpu_ms = ProcessCpuMs();
+    row.extra.emplace_back("coordinator_cpu_ms", cpu_ms - last_cpu_ms_);
+    last_cpu_ms_ = cpu_ms;
     row.bytes_up = bytes_up_.exchange(0);
     row.bytes_down = bytes_down_.exchange(0);
     bytes_up_total_ += row.bytes_up;

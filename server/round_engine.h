@@ -189,6 +189,7 @@ class RoundEngine final : public CoordinatorEngine {
   int64_t bytes_up_total_ = 0, bytes_down_total_ = 0;
   double final_test_acc_ = -1;
   double best_test_acc_ = -1;
+  double last_cpu_ms_ = 0;  // ProcessCpuMs() at the previous row
   bool stopped_at_target_ = false;
   int64_t rounds_done_ = 0;
   // Rounds opened, retried ones included: with privacy on, each is at most
