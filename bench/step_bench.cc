@@ -107,7 +107,8 @@ void BM_BackpropStep(benchmark::State& state, const std::string& model) {
 // The coordinator's merge of 100 client JVPs into mlp under plain SGD: 100
 // seed terms, each tangent regenerated and added straight into the
 // parameters (no tangent materialized per client), one thread.
-void BM_Merge100(benchmark::State& state, TangentDistribution dist) {
+void BM_Merge100(benchmark::State& state, TangentDistribution dist,
+                 int threads = 1) {
   const ModelSpec spec = Spec("mlp");
   std::vector<float> params = InitialParams(spec, 1);
   std::vector<SeedTerm> terms(100);
@@ -118,7 +119,7 @@ void BM_Merge100(benchmark::State& state, TangentDistribution dist) {
       terms[c].key = {1, round, c + 1, 0, dist};
       terms[c].alpha = 1e-6f * static_cast<float>(c + 1);
     }
-    ApplySeedTerms(terms, spec.ParamSizes(), params.data(), 1);
+    ApplySeedTerms(terms, spec.ParamSizes(), params.data(), threads);
     benchmark::DoNotOptimize(params.data());
   }
 }
@@ -266,6 +267,11 @@ BENCHMARK_CAPTURE(BM_Merge100, mlp_rademacher, TangentDistribution::kRademacher)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Merge100, mlp_normal, TangentDistribution::kNormal)
     ->Unit(benchmark::kMillisecond);
+// Two threads: the coordinator's --threads 2 on a 2-core machine.
+BENCHMARK_CAPTURE(BM_Merge100, mlp_rademacher_2threads,
+                  TangentDistribution::kRademacher, 2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 BENCHMARK_CAPTURE(BM_ForwardGradientStep, mlp_fd_fp32, "mlp",
                   TangentDistribution::kRademacher, Step::kFdFp32)

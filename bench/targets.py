@@ -125,7 +125,10 @@ def main():
              "report K = 1, 4, 8, 16")
     # 4. Coordinator merge of 100 JVPs into mlp.
     line("merge_100_jvps_mlp_rademacher",
-         f"{t['BM_Merge100/mlp_rademacher']:.1f}", "ms", "<= 50")
+         f"{t['BM_Merge100/mlp_rademacher']:.1f}",
+         f"ms (one thread; two threads "
+         f"{t['BM_Merge100/mlp_rademacher_2threads/real_time']:.1f} ms)",
+         "<= 50")
     line("merge_100_jvps_mlp_normal", f"{t['BM_Merge100/mlp_normal']:.1f}",
          "ms", "report")
     line("merge_100_jvps_mlp_rank1_rademacher",
