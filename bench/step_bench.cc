@@ -4,7 +4,7 @@
 // with --threads, default 1). Run side by side in one process so their ratio
 // is meaningful on a noisy machine:
 //   build/bin/fedfwd_bench --benchmark_filter='mlp|cnn' [--threads=N]
-// and the coordinator's merge of 100 JVPs (BM_Merge100, BM_Merge100RankOne);
+// and the coordinator's merge of 100 JVPs (BM_Merge100, dense and rank-one);
 // the hand-written rules with K tangents in one primal pass against K
 // separate forward-AD passes (BM_RulesStep, BM_SeparateJvps). With
 // --memory=jvp|rules|rules_rank1|backprop [--model=cnn] [--batch=256] it
@@ -106,26 +106,11 @@ void BM_BackpropStep(benchmark::State& state, const std::string& model) {
 
 // The coordinator's merge of 100 client JVPs into mlp under plain SGD: 100
 // seed terms, each tangent regenerated and added straight into the
-// parameters (no tangent materialized per client), one thread.
+// parameters (no tangent materialized per client). Rank-one terms are
+// added from their factors, (alpha u_i) a_j per entry, no per-entry random
+// numbers.
 void BM_Merge100(benchmark::State& state, TangentDistribution dist,
-                 int threads = 1) {
-  const ModelSpec spec = Spec("mlp");
-  std::vector<float> params = InitialParams(spec, 1);
-  std::vector<SeedTerm> terms(100);
-  int64_t round = 0;
-  for (auto _ : state) {
-    ++round;
-    for (uint32_t c = 0; c < terms.size(); ++c) {
-      terms[c].key = {1, round, c + 1, 0, dist};
-      terms[c].alpha = 1e-6f * static_cast<float>(c + 1);
-    }
-    ApplySeedTerms(terms, spec.ParamSizes(), params.data(), threads);
-    benchmark::DoNotOptimize(params.data());
-  }
-}
-// The same merge with rank-one tangents: each term is added from its
-// factors, (alpha u_i) a_j per entry, no per-entry random numbers.
-void BM_Merge100RankOne(benchmark::State& state, TangentDistribution dist) {
+                 int threads = 1, bool rank_one = false) {
   const ModelSpec spec = Spec("mlp");
   const TangentLayout layout = spec.Layout();
   std::vector<float> params = InitialParams(spec, 1);
@@ -135,17 +120,18 @@ void BM_Merge100RankOne(benchmark::State& state, TangentDistribution dist) {
     ++round;
     for (uint32_t c = 0; c < terms.size(); ++c) {
       terms[c].key = {1, round, c + 1, 0, dist};
-      terms[c].key.rank_one = true;
+      terms[c].key.rank_one = rank_one;
       terms[c].alpha = 1e-6f * static_cast<float>(c + 1);
     }
-    ApplySeedTerms(terms, layout, params.data(), 1);
+    ApplySeedTerms(terms, layout, params.data(), threads);
     benchmark::DoNotOptimize(params.data());
   }
 }
-BENCHMARK_CAPTURE(BM_Merge100RankOne, mlp_rademacher,
-                  TangentDistribution::kRademacher)
+BENCHMARK_CAPTURE(BM_Merge100, mlp_rank1_rademacher,
+                  TangentDistribution::kRademacher, 1, true)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Merge100RankOne, mlp_normal, TangentDistribution::kNormal)
+BENCHMARK_CAPTURE(BM_Merge100, mlp_rank1_normal, TangentDistribution::kNormal,
+                  1, true)
     ->Unit(benchmark::kMillisecond);
 
 // A forward-gradient step through the hand-written rules (jvp_rules.h), as
@@ -246,14 +232,14 @@ BENCHMARK_CAPTURE(BM_RulesStep, cnn_dense_k1, "cnn", false, 1)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_RulesStep, cnn_rank1_k1, "cnn", true, 1)
     ->Unit(benchmark::kMillisecond);
-#define FEDFWD_K_SWEEP(K)                                                    \
-  BENCHMARK_CAPTURE(BM_RulesStep, mlp_dense_k##K, "mlp", false, K)          \
-      ->Unit(benchmark::kMillisecond);                                       \
-  BENCHMARK_CAPTURE(BM_RulesStep, mlp_rank1_k##K, "mlp", true, K)           \
-      ->Unit(benchmark::kMillisecond);                                       \
-  BENCHMARK_CAPTURE(BM_SeparateJvps, mlp_dense_k##K, "mlp", false, K)       \
-      ->Unit(benchmark::kMillisecond);                                       \
-  BENCHMARK_CAPTURE(BM_SeparateJvps, mlp_rank1_k##K, "mlp", true, K)        \
+#define FEDFWD_K_SWEEP(K)                                             \
+  BENCHMARK_CAPTURE(BM_RulesStep, mlp_dense_k##K, "mlp", false, K)    \
+      ->Unit(benchmark::kMillisecond);                                \
+  BENCHMARK_CAPTURE(BM_RulesStep, mlp_rank1_k##K, "mlp", true, K)     \
+      ->Unit(benchmark::kMillisecond);                                \
+  BENCHMARK_CAPTURE(BM_SeparateJvps, mlp_dense_k##K, "mlp", false, K) \
+      ->Unit(benchmark::kMillisecond);                                \
+  BENCHMARK_CAPTURE(BM_SeparateJvps, mlp_rank1_k##K, "mlp", true, K)  \
       ->Unit(benchmark::kMillisecond);
 FEDFWD_K_SWEEP(4)
 FEDFWD_K_SWEEP(8)

@@ -132,10 +132,10 @@ def main():
     line("merge_100_jvps_mlp_normal", f"{t['BM_Merge100/mlp_normal']:.1f}",
          "ms", "report")
     line("merge_100_jvps_mlp_rank1_rademacher",
-         f"{t['BM_Merge100RankOne/mlp_rademacher']:.1f}", "ms",
+         f"{t['BM_Merge100/mlp_rank1_rademacher']:.1f}", "ms",
          "far less than dense")
     line("merge_100_jvps_mlp_rank1_normal",
-         f"{t['BM_Merge100RankOne/mlp_normal']:.1f}", "ms", "report")
+         f"{t['BM_Merge100/mlp_rank1_normal']:.1f}", "ms", "report")
     with tempfile.TemporaryDirectory() as tmp:
         # 5. Seed-replay sync: bytes per client per round, up plus down,
         # forward gradients with replay against FedAvg with snapshots.

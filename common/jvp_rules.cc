@@ -121,16 +121,17 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
       for (int64_t d = 1; d < t.dim(); ++d) s.push_back(t.size(d));
       return t.reshape(s);
     };
+    auto stack = [&](size_t q) {  // the keys' tangents of parameter q
+      return Stack(keys, scales, layout, spec.params[q],
+                   static_cast<uint32_t>(q), device);
+    };
     for (const LayerSpec& layer : spec.layers) {
       switch (layer.kind) {
         case LayerSpec::Kind::kDense: {
           const at::Tensor& w = params[p];
           const at::Tensor& bias = params[p + 1];
-          const StackedTangent wt = Stack(keys, scales, layout, spec.params[p],
-                                          static_cast<uint32_t>(p), device);
-          const StackedTangent bt =
-              Stack(keys, scales, layout, spec.params[p + 1],
-                    static_cast<uint32_t>(p + 1), device);
+          const StackedTangent wt = stack(p);
+          const StackedTangent bt = stack(p + 1);
           at::Tensor out_t;
           if (ht.defined()) Accumulate(&out_t, at::matmul(ht, w.t()));
           if (wt.u.defined()) {
@@ -150,11 +151,8 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
         case LayerSpec::Kind::kConv: {
           const at::Tensor& w = params[p];
           const at::Tensor& bias = params[p + 1];
-          const StackedTangent wt = Stack(keys, scales, layout, spec.params[p],
-                                          static_cast<uint32_t>(p), device);
-          const StackedTangent bt =
-              Stack(keys, scales, layout, spec.params[p + 1],
-                    static_cast<uint32_t>(p + 1), device);
+          const StackedTangent wt = stack(p);
+          const StackedTangent bt = stack(p + 1);
           const int64_t o = w.size(0);
           const std::vector<int64_t> stride = {1, 1};
           const std::vector<int64_t> pad = {layer.pad, layer.pad};
@@ -273,9 +271,8 @@ absl::StatusOr<std::vector<double>> RankOneDots(
                                          .device(grads[0].device());
     at::Tensor d = at::zeros({k}, target.dtype(at::kDouble));
     for (size_t p = 0; p < grads.size(); ++p) {
-      const StackedTangent st =
-          Stack(keys, scales, layout, spec.params[p], static_cast<uint32_t>(p),
-                target);
+      const StackedTangent st = Stack(keys, scales, layout, spec.params[p],
+                                      static_cast<uint32_t>(p), target);
       if (!st.defined()) continue;
       const at::Tensor g = grads[p].reshape({grads[p].size(0), -1});
       if (st.u.defined()) {

@@ -479,7 +479,8 @@ void RowDotsT(const float* row, const float* const* a, int64_t cols,
   for (int q = 0; q < G; ++q) {
     double s = 0;
     for (int l = 0; l < 8; ++l) s += lane[q][l];
-    for (int64_t t = j; t < cols; ++t) s += static_cast<double>(row[t]) * a[q][t];
+    for (int64_t t = j; t < cols; ++t)
+      s += static_cast<double>(row[t]) * a[q][t];
     out[q] = s;
   }
 }
@@ -714,8 +715,8 @@ std::vector<double> TangentDots(const std::vector<TangentKey>& keys,
           RowDots(gp + i * cols, a.data(), static_cast<int>(a.size()), cols,
                   dots);
           for (size_t q = 0; q < fk.size(); ++q) {
-            sums[q] += static_cast<double>(fs[q].u[static_cast<size_t>(i)]) *
-                       dots[q];
+            sums[q] +=
+                static_cast<double>(fs[q].u[static_cast<size_t>(i)]) * dots[q];
           }
         }
         for (size_t q = 0; q < fk.size(); ++q) {
