@@ -230,7 +230,9 @@ def run_once(args, secrets, data, delay_ms):
             sys.exit(f"load.py: the run did not finish within "
                      f"{args.timeout} s; see {out}")
         if code != 0:
-            sys.exit(f"load.py: fedfwd-server exited {code}; see "
+            with open(server_log.name, errors="replace") as f:
+                tail = "".join(f.readlines()[-15:])
+            sys.exit(f"{tail}load.py: fedfwd-server exited {code}; see "
                      f"{server_log.name}")
         for p, g in enumerate(gens):
             gc = g.wait(timeout=60)

@@ -22,7 +22,7 @@ if [[ ! -f "$ROOT/build/CMakeCache.txt" ]]; then
   exit 1
 fi
 cmake --build "$ROOT/build" -j"$(nproc)" --target fedfwd_bench fedfwd-run \
-  fedfwd-server fedfwd-client > /dev/null
+  fedfwd-server fedfwd-client fedfwd-loadgen > /dev/null
 if [[ ! -x "$ROOT/build/bin/fedfwd_bench" ]]; then
   echo "bench/run.sh: fedfwd_bench was not built (libbenchmark-dev missing?)" >&2
   exit 1

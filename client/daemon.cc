@@ -57,8 +57,15 @@ constexpr absl::Duration kHeldShardWait = absl::Seconds(20);
 
 }  // namespace
 
+namespace {
+std::string NewJoinKey() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x%08x%08x", rd(), rd(), rd(), rd());
+}
+}  // namespace
+
 ClientDaemon::ClientDaemon(DaemonOptions options)
-    : options_(std::move(options)) {}
+    : options_(std::move(options)), join_key_(NewJoinKey()) {}
 
 ClientDaemon::~ClientDaemon() = default;
 
@@ -157,6 +164,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
   v1::JoinRequest req;
   req.set_protocol_version(kProtocolVersion);
   req.set_client_name(options_.name);
+  req.set_join_key(join_key_);
   // After a first join keep the shard we were given, unless the coordinator
   // (a new run of another size, or another client holding it now) refuses
   // it: then take what it assigns.

@@ -111,6 +111,9 @@ class ClientDaemon {
   std::unique_ptr<grpc::Server> peer_server_;
   std::unique_ptr<PeerSender> peer_sender_;
   std::string peer_address_;  // advertised
+  // JoinRequest.join_key: random, one per daemon process, so that a join
+  // retried after a lost reply gets its own registration back.
+  const std::string join_key_;
   std::atomic<int> relayed_pending_{0};
   std::unique_ptr<Trainer> trainer_;
   std::atomic<bool> stop_{false};

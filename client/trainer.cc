@@ -168,12 +168,19 @@ class ForwardGradientEstimator final : public Estimator {
  private:
   // The hand-written rules (jvp_rules.h): the task's tangents share the
   // primal pass, in groups of at most max(1, 1024 / B) keys so that the
-  // stacked tangent activations stay bounded.
+  // stacked tangent activations stay bounded. Dense tangents go at most 4 at
+  // a time: each carries a whole model's worth of weight tangents, and on
+  // `mlp` (bench/run.sh, k_tangents_shared_primal_mlp_dense) one pass with 4
+  // beat 4 separate passes while one with 16 was slower than 16 separate
+  // ones; rank-one tangents carry only their factors and keep the sharing.
   static absl::StatusOr<LocalResult> RulesJvp(const EstimatorContext& ctx,
                                               const LocalTask& task,
                                               const Batch& batch) {
     const size_t b = static_cast<size_t>(std::max<int64_t>(1, batch.x.size(0)));
-    const size_t group = std::max<size_t>(1, 1024 / b);
+    bool all_rank_one = true;
+    for (const TangentKey& key : task.tangents) all_rank_one &= key.rank_one;
+    const size_t group = all_rank_one ? std::max<size_t>(1, 1024 / b)
+                                      : std::clamp<size_t>(1024 / b, 1, 4);
     LocalResult out;
     for (size_t k = 0; k < task.tangents.size(); k += group) {
       const std::vector<TangentKey> keys(

@@ -69,6 +69,38 @@ void Accumulate(at::Tensor* sum, const at::Tensor& t) {
   *sum = sum->defined() ? *sum + t : t;
 }
 
+// conv2d(h, filters) with stride 1 and padding `pad` for a few filters
+// [K, C, kh, kw]. oneDNN spends about as long on a one-filter convolution as
+// on a third of a 64-filter one (it is bound by reading the input), so for
+// K * kh * kw <= 27 this takes a 1x1 convolution with K*kh*kw outputs (one
+// per filter tap: a channel-weighted sum of the input) and adds the K sums'
+// shifted windows: the same products, read from the input once. Measured on
+// `cnn`'s 64-channel 28x28 layers at batch 64, one thread: 5.4 ms against
+// 16.5 ms for one filter, about even at four. Rounding differs from
+// conv2d's order of additions.
+at::Tensor FewFilterConv(const at::Tensor& h, const at::Tensor& filters,
+                         int64_t pad) {
+  const int64_t k = filters.size(0), c = filters.size(1);
+  const int64_t kh = filters.size(2), kw = filters.size(3);
+  if (k * kh * kw > 27 || (kh == 1 && kw == 1)) {
+    return at::conv2d(h, filters, {}, {1, 1}, {pad, pad});
+  }
+  const int64_t b = h.size(0), height = h.size(2), width = h.size(3);
+  const int64_t ho = height + 2 * pad - kh + 1, wo = width + 2 * pad - kw + 1;
+  const at::Tensor taps =
+      filters.permute({0, 2, 3, 1}).reshape({k * kh * kw, c, 1, 1});
+  at::Tensor r = at::conv2d(h, taps).reshape({b, k, kh, kw, height, width});
+  if (pad > 0) r = at::constant_pad_nd(r, {pad, pad, pad, pad});
+  at::Tensor out = at::zeros({b, k, ho, wo}, h.options());
+  for (int64_t dy = 0; dy < kh; ++dy) {
+    for (int64_t dx = 0; dx < kw; ++dx) {
+      out.add_(
+          r.select(2, dy).select(2, dx).narrow(2, dy, ho).narrow(3, dx, wo));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 bool SupportsJvpRules(const ModelSpec& spec) {
@@ -165,7 +197,7 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
             // One filter a_k per key, its output scaled by u_k per channel.
             const at::Tensor filters =
                 wt.a.reshape({k, w.size(1), w.size(2), w.size(3)});
-            const at::Tensor c = at::conv2d(h, filters, {}, stride, pad);
+            const at::Tensor c = FewFilterConv(h, filters, layer.pad);
             Accumulate(&out_t, c.transpose(0, 1).unsqueeze(2) *
                                    wt.u.reshape({k, 1, o, 1, 1}));
           } else if (wt.dense.defined()) {

@@ -39,7 +39,16 @@ struct JoinParams {
   std::string owner;  // the credential that joins it ("" without auth)
   // Where the client serves the Peer service ("": it does not).
   std::string peer_address;
+  // JoinRequest.join_key: equal keys and owners name the same daemon.
+  std::string join_key;
 };
+
+// True when a live registration made with `key` and `owner` is this join's
+// own earlier one (its reply was lost); an empty key never matches.
+inline bool SameJoin(const std::string& key, const std::string& owner,
+                     const JoinParams& p) {
+  return !p.join_key.empty() && key == p.join_key && owner == p.owner;
+}
 
 struct JoinOutcome {
   uint32_t client_id = 0;

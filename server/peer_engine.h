@@ -102,7 +102,7 @@ class PeerEngine final : public CoordinatorEngine {
  private:
   enum class State { kWaiting, kTraining, kFinished };
   struct Worker {
-    std::string name, owner, session, peer_address;
+    std::string name, owner, session, peer_address, join_key;
     int shard = 0;
     bool alive = true;
     bool assigned = false;  // took part from the start

@@ -112,6 +112,7 @@ class RoundEngine final : public CoordinatorEngine {
     std::string name;
     std::string owner;
     std::string session;
+    std::string join_key;
     int shard = 0;
     bool alive = true;
     absl::Time last_seen;

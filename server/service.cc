@@ -65,6 +65,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
   p.num_shards = req->num_shards();
   p.owner = *who;
   p.peer_address = req->peer_address().substr(0, 512);
+  p.join_key = req->join_key().substr(0, 64);
   auto out = engine_->Join(p);
   if (out.ok()) {
     if (auth_ != nullptr) {

@@ -48,10 +48,37 @@ std::vector<TangentKey> Keys() {
   return keys;
 }
 
+// The key sets each case runs: all of Keys() (a dense key makes every
+// tensor's stack dense), then rank-one keys only, one to four of them, so
+// that factored stacks go through both the few-filter convolution (up to
+// three 3x3 filters) and conv2d.
+std::vector<std::vector<TangentKey>> KeySets() {
+  std::vector<std::vector<TangentKey>> sets = {Keys()};
+  std::vector<TangentKey> rank_one;
+  for (const TangentKey& key : Keys()) {
+    if (key.rank_one) rank_one.push_back(key);
+  }
+  TangentKey fourth = rank_one[0];
+  fourth.index = 9;
+  rank_one.push_back(fourth);
+  for (size_t n = 1; n <= rank_one.size(); ++n) {
+    sets.emplace_back(rank_one.begin(), rank_one.begin() + n);
+  }
+  return sets;
+}
+
+void CheckAgainstBackprop(const Case& c, const std::vector<TangentKey>& keys);
+
 // K tangents through the hand-written rules in one pass give grad . v_k,
 // the gradient from backprop, all in float64.
 TEST_P(JvpRulesVsBackprop, MatchesGradDotTangentInFloat64) {
-  const Case c = GetParam();
+  for (const std::vector<TangentKey>& keys : KeySets()) {
+    SCOPED_TRACE(::testing::Message() << keys.size() << " keys");
+    CheckAgainstBackprop(GetParam(), keys);
+  }
+}
+
+void CheckAgainstBackprop(const Case& c, const std::vector<TangentKey>& keys) {
   auto spec = GetModelSpec(c.model, {1, 28, 28});
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_TRUE(SupportsJvpRules(*spec));
@@ -63,7 +90,6 @@ TEST_P(JvpRulesVsBackprop, MatchesGradDotTangentInFloat64) {
   torch::manual_seed(0);
   at::Tensor x = torch::randn({c.batch, 1, 28, 28}, torch::kDouble);
   at::Tensor y = torch::randint(0, 10, {c.batch}, torch::kLong);
-  const std::vector<TangentKey> keys = Keys();
   auto jvp = ComputeJvpRules(*spec, params, keys, x, y);
   ASSERT_TRUE(jvp.ok()) << jvp.status();
   ASSERT_EQ(jvp->jvps.size(), keys.size());

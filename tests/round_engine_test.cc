@@ -310,6 +310,41 @@ TEST_F(RoundEngineTest, JoinSameShardTwiceIsAlreadyExists) {
   EXPECT_THAT(s.message(), HasSubstr("shard 1"));
 }
 
+// A join retried with the same key (its first reply was lost) gets its own
+// registration back; another key, another credential or no key is refused
+// the held shard, and a keyed retry of an assigned join takes no second one.
+TEST_F(RoundEngineTest, JoinRetriedWithItsKeyGetsItsRegistrationBack) {
+  MakeEngine();
+  auto join = [&](int shard, const std::string& key, const std::string& owner) {
+    JoinParams p;
+    p.protocol_version = kProtocolVersion;
+    p.name = "test";
+    p.shard = shard;
+    p.num_shards = shard >= 0 ? config_.clients : 0;
+    p.join_key = key;
+    p.owner = owner;
+    return engine_->Join(p);
+  };
+  auto first = join(1, "k1", "alice");
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = join(1, "k1", "alice");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->client_id, first->client_id);
+  EXPECT_EQ(again->session, first->session);
+  EXPECT_EQ(again->shard, 1);
+  EXPECT_EQ(join(1, "k2", "alice").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(join(1, "k1", "mallory").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(join(1, "", "alice").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  // An assigned join retried: the same registration, shard 0 stays free.
+  auto any = join(-1, "k1", "alice");
+  ASSERT_TRUE(any.ok()) << any.status();
+  EXPECT_EQ(any->client_id, first->client_id);
+  EXPECT_EQ(MustJoin(0).shard, 0);
+}
+
 TEST_F(RoundEngineTest, JoinAnyShardGetsAFreeOneThenResourceExhausted) {
   MakeEngine();
   const JoinOutcome a = MustJoin(1);
