@@ -31,15 +31,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
 
 
-def bench(filters, min_time):
-    out = subprocess.run(
-        [os.path.join(BIN, "fedfwd_bench"), f"--benchmark_filter={filters}",
-         f"--benchmark_min_time={min_time}", "--benchmark_format=json"],
-        check=True, capture_output=True, text=True).stdout
+def bench(filters, min_time, repetitions):
+    """Real time in ms by benchmark name: the median of `repetitions` runs,
+    the repetitions of all benchmarks interleaved in random order so that a
+    slow spell of this shared machine does not land on one side of a
+    ratio."""
+    cmd = [os.path.join(BIN, "fedfwd_bench"), f"--benchmark_filter={filters}",
+           f"--benchmark_min_time={min_time}", "--benchmark_format=json"]
+    if repetitions > 1:
+        cmd += [f"--benchmark_repetitions={repetitions}",
+                "--benchmark_enable_random_interleaving=true",
+                "--benchmark_report_aggregates_only=true"]
+    out = subprocess.run(cmd, check=True, capture_output=True,
+                         text=True).stdout
     times = {}
     for b in json.loads(out)["benchmarks"]:
+        if repetitions > 1 and b.get("aggregate_name") != "median":
+            continue
         scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
-        times[b["name"]] = b["real_time"] * scale  # ms
+        times[b.get("run_name", b["name"])] = b["real_time"] * scale  # ms
     return times
 
 
@@ -99,7 +109,8 @@ def main():
     # on the path the client runs (the hand-written rules), with libtorch's
     # forward AD beside it for reference.
     t = bench("ForwardGradientStep/(mlp|cnn)_rademacher|BackpropStep|"
-              "Merge100|RulesStep|SeparateJvps", min_time)
+              "Merge100|RulesStep|SeparateJvps", min_time,
+              1 if args.smoke else (5 if args.full else 3))
     for m in ("mlp", "cnn"):
         fg = t[f"BM_RulesStep/{m}_dense_k1"]
         ad = t[f"BM_ForwardGradientStep/{m}_rademacher"]

@@ -1,6 +1,7 @@
 #include "common/jvp_rules.h"
 
 #include <ATen/ATen.h>
+#include <ATen/ExpandUtils.h>
 #include <c10/core/GradMode.h>
 
 #include <cstring>
@@ -64,9 +65,35 @@ StackedTangent Stack(const std::vector<TangentKey>& keys,
   return st;
 }
 
-// Adds t to *sum (which may be undefined: nothing yet).
+// True when broadcasting `t` against `into` leaves into's shape, so that an
+// in-place op on `into` can take t.
+bool FitsInPlace(const at::Tensor& into, at::IntArrayRef t) {
+  return at::IntArrayRef(at::infer_size(into.sizes(), t)) == into.sizes();
+}
+
+// Adds t to *sum (which may be undefined: nothing yet), in place where the
+// shapes allow. Every sum here is a tensor this pass made (or a view of
+// one), so writing into it is safe, and it saves a whole activation-sized
+// temporary per term at the memory peak.
 void Accumulate(at::Tensor* sum, const at::Tensor& t) {
-  *sum = sum->defined() ? *sum + t : t;
+  if (!sum->defined()) {
+    *sum = t;
+  } else if (FitsInPlace(*sum, t.sizes())) {
+    sum->add_(t);
+  } else {
+    *sum = *sum + t;
+  }
+}
+
+// Accumulate(sum, x * y) without the product's temporary where possible.
+void AccumulateProduct(at::Tensor* sum, const at::Tensor& x,
+                       const at::Tensor& y) {
+  if (sum->defined() &&
+      FitsInPlace(*sum, at::infer_size(x.sizes(), y.sizes()))) {
+    sum->addcmul_(x, y);
+  } else {
+    Accumulate(sum, x * y);
+  }
 }
 
 // conv2d(h, filters) with stride 1 and padding `pad` for a few filters
@@ -169,14 +196,14 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
           if (wt.u.defined()) {
             // V_k h = u_k (a_k . h): [B, K] then scaled rows of u.
             const at::Tensor c = at::matmul(h, wt.a.t());
-            Accumulate(&out_t, c.t().unsqueeze(2) * wt.u.unsqueeze(1));
+            AccumulateProduct(&out_t, c.t().unsqueeze(2), wt.u.unsqueeze(1));
           } else if (wt.dense.defined()) {
             Accumulate(&out_t,
                        at::matmul(h.unsqueeze(0), wt.dense.transpose(1, 2)));
           }
           if (bt.dense.defined()) Accumulate(&out_t, bt.dense.unsqueeze(1));
+          ht = std::move(out_t);  // the old tangents go before h's successor
           h = at::linear(h, w, bias);
-          ht = out_t;
           p += 2;
           break;
         }
@@ -198,8 +225,8 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
             const at::Tensor filters =
                 wt.a.reshape({k, w.size(1), w.size(2), w.size(3)});
             const at::Tensor c = FewFilterConv(h, filters, layer.pad);
-            Accumulate(&out_t, c.transpose(0, 1).unsqueeze(2) *
-                                   wt.u.reshape({k, 1, o, 1, 1}));
+            AccumulateProduct(&out_t, c.transpose(0, 1).unsqueeze(2),
+                              wt.u.reshape({k, 1, o, 1, 1}));
           } else if (wt.dense.defined()) {
             const at::Tensor c = at::conv2d(
                 h, wt.dense.reshape({k * o, w.size(1), w.size(2), w.size(3)}),
@@ -211,14 +238,22 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
           if (bt.dense.defined()) {
             Accumulate(&out_t, bt.dense.reshape({k, 1, o, 1, 1}));
           }
+          ht = std::move(out_t);  // the old tangents go before h's successor
           h = at::conv2d(h, w, bias, stride, pad);
-          ht = out_t;
           p += 2;
           break;
         }
         case LayerSpec::Kind::kRelu: {
-          if (ht.defined()) ht = ht * (h > 0).to(ht.scalar_type()).unsqueeze(0);
-          h = at::relu(h);
+          if (ht.defined()) {
+            const at::Tensor live = (h > 0).unsqueeze(0);
+            if (FitsInPlace(ht, live.sizes())) {
+              ht.mul_(live);
+            } else {
+              ht = ht * live;
+            }
+          }
+          // In place unless h is still the caller's input.
+          h = h.is_same(x) ? at::relu(h) : at::relu_(h);
           break;
         }
         case LayerSpec::Kind::kMaxPool: {
