@@ -50,6 +50,20 @@ inline bool SameJoin(const std::string& key, const std::string& owner,
   return !p.join_key.empty() && key == p.join_key && owner == p.owner;
 }
 
+// The live entry of `entries` (id -> entry with alive, join_key, owner and
+// shard) that this join repeats, or nullptr.
+template <typename Map>
+typename Map::value_type* FindRepeatedJoin(Map* entries, const JoinParams& p) {
+  for (auto& kv : *entries) {
+    const auto& e = kv.second;
+    if (e.alive && SameJoin(e.join_key, e.owner, p) &&
+        (p.shard < 0 || p.shard == e.shard)) {
+      return &kv;
+    }
+  }
+  return nullptr;
+}
+
 struct JoinOutcome {
   uint32_t client_id = 0;
   std::string session;

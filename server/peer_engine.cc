@@ -80,20 +80,18 @@ absl::StatusOr<JoinOutcome> PeerEngine::Join(const JoinParams& p) {
             : "this decentralized run has started; it takes no new workers");
   }
   ExpireLocked(absl::Now());
-  for (auto& [id, w] : workers_) {
-    if (w.alive && SameJoin(w.join_key, w.owner, p) &&
-        (p.shard < 0 || p.shard == w.shard)) {
-      w.last_seen = absl::Now();
-      w.peer_address = p.peer_address;
-      Log(absl::StrFormat("worker %u joined again (%s), shard %d: the reply "
-                          "to its first join was lost",
-                          id, p.name, w.shard),
-          {{"event", "join_repeat"},
-           {"client_id", id},
-           {"name", p.name},
-           {"shard", w.shard}});
-      return JoinOutcome{id, w.session, w.shard};
-    }
+  if (auto* repeat = FindRepeatedJoin(&workers_, p)) {
+    auto& [id, w] = *repeat;
+    w.last_seen = absl::Now();
+    w.peer_address = p.peer_address;
+    Log(absl::StrFormat("worker %u joined again (%s), shard %d: the reply "
+                        "to its first join was lost",
+                        id, p.name, w.shard),
+        {{"event", "join_repeat"},
+         {"client_id", id},
+         {"name", p.name},
+         {"shard", w.shard}});
+    return JoinOutcome{id, w.session, w.shard};
   }
   std::vector<bool> taken(static_cast<size_t>(config_.clients), false);
   for (const auto& [id, w] : workers_) {
