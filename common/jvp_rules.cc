@@ -167,8 +167,9 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
     const at::TensorOptions device =
         at::TensorOptions().dtype(x.scalar_type()).device(x.device());
     const int64_t b = x.size(0);
-    at::Tensor h = x;  // primal [B, ...]
-    at::Tensor ht;     // tangents [K, B, ...]; undefined = zero
+    at::Tensor h = x;        // primal [B, ...]
+    bool h_is_input = true;  // h is x or a view of it: never write into it
+    at::Tensor ht;           // tangents [K, B, ...]; undefined = zero
     size_t p = 0;
     auto merge_kb = [k, b](const at::Tensor& t) {  // [K, B, ...] -> [K*B, ...]
       std::vector<int64_t> s = {k * b};
@@ -204,6 +205,7 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
           if (bt.dense.defined()) Accumulate(&out_t, bt.dense.unsqueeze(1));
           ht = std::move(out_t);  // the old tangents go before h's successor
           h = at::linear(h, w, bias);
+          h_is_input = false;
           p += 2;
           break;
         }
@@ -240,6 +242,7 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
           }
           ht = std::move(out_t);  // the old tangents go before h's successor
           h = at::conv2d(h, w, bias, stride, pad);
+          h_is_input = false;
           p += 2;
           break;
         }
@@ -253,7 +256,8 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
             }
           }
           // In place unless h is still the caller's input.
-          h = h.is_same(x) ? at::relu(h) : at::relu_(h);
+          h = h_is_input ? at::relu(h) : at::relu_(h);
+          h_is_input = false;
           break;
         }
         case LayerSpec::Kind::kMaxPool: {
@@ -269,6 +273,7 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
                 {k, b, h.size(1), idx.size(2), idx.size(3)});
           }
           h = std::get<0>(pooled);
+          h_is_input = false;
           break;
         }
         case LayerSpec::Kind::kAvgPool: {
@@ -277,6 +282,7 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
                 at::avg_pool2d(merge_kb(ht), {layer.size, layer.size}));
           }
           h = at::avg_pool2d(h, {layer.size, layer.size});
+          h_is_input = false;
           break;
         }
         case LayerSpec::Kind::kFlatten: {
