@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/config.h"
 #include "common/dataset.h"
 #include "common/log.h"
@@ -49,6 +50,11 @@ int Fail(const std::string& what, const absl::Status& s, int code = 1) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's Abseil is built with absl::Mutex deadlock detection on, and
+  // gRPC locks through absl::Mutex: every lock and unlock updated a lock
+  // graph (GraphCycles in a profile of a 10-client round). A release
+  // service does not pay for that; the tests keep the default.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   CLI::App app{
       "fedfwd coordinator: distributes models and seeds to client daemons, "
       "merges their results (forward-gradient JVPs, FedSGD gradients or "
@@ -205,6 +211,12 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(listen, *server_creds, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(4 << 20);
+  // gRPC's synchronous server keeps at most MAX_POLLERS idle threads and
+  // ends the rest; every client's long-polled GetTask holds a thread, so
+  // with the default (2) each round ended ~clients threads and started as
+  // many again. Keep one per client (and a few spare) instead.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                              std::min(config->clients + 4, 256));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     Say(LogLevel::kError, "", absl::StrCat("cannot listen on ", listen),
