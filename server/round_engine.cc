@@ -103,7 +103,7 @@ void RoundEngine::ReportProgress(const RoundProgress& p, bool evaluated,
 
 void RoundEngine::RequestStop() {
   stop_requested_ = true;
-  cv_.notify_all();
+  NotifyAll();
 }
 
 void RoundEngine::CountBytes(int64_t up, int64_t down) {
@@ -333,7 +333,7 @@ absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
        {"shard", shard},
        {"live", live},
        {"clients", config_.clients}});
-  cv_.notify_all();
+  NotifyAll();
   return JoinOutcome{id, e.session, shard};
 }
 
@@ -430,8 +430,8 @@ absl::StatusOr<TaskOutcome> RoundEngine::NextTask(uint32_t client_id,
       out.kind = TaskOutcome::kWait;
       return out;
     }
-    cv_.wait_for(lock, absl::ToChronoNanoseconds(
-                           std::min(deadline - now, absl::Milliseconds(500))));
+    task_cv_.wait_for(lock, absl::ToChronoNanoseconds(std::min(
+                                deadline - now, absl::Milliseconds(500))));
   }
 }
 
@@ -464,7 +464,7 @@ absl::Status RoundEngine::Submit(const std::string& session,
   }
   RETURN_IF_ERROR(strategy_->ValidateResult(t->second, result));
   results_[result.client_id] = result;
-  cv_.notify_all();
+  cv_.notify_all();  // the round loop; no waiting poll gains a task
   return absl::OkStatus();
 }
 
@@ -500,7 +500,7 @@ absl::Status RoundEngine::Leave(uint32_t client_id, const std::string& session,
          {"shard", entry->shard},
          {"reason", reason}});
   }
-  cv_.notify_all();
+  NotifyAll();
   return absl::OkStatus();
 }
 
@@ -561,7 +561,7 @@ absl::StatusOr<std::vector<ClientResult>> RoundEngine::RunRound(
     for (const auto& t : *tasks) tasks_[t.client_id] = t;
     round_ = round;
     round_open_ = true;
-    cv_.notify_all();
+    NotifyAll();
     const absl::Time deadline =
         absl::Now() + absl::Seconds(config_.timeouts.round_s);
     while (true) {
@@ -613,7 +613,7 @@ absl::Status RoundEngine::Run() {
     if (status_final_wall_s_ < 0 && status_start_ != absl::InfinitePast()) {
       status_final_wall_s_ = absl::ToDoubleSeconds(absl::Now() - status_start_);
     }
-    cv_.notify_all();
+    NotifyAll();
   }
   if (!already_finished) {
     // Failure after training started: keep what was learned and tell the
@@ -695,7 +695,7 @@ absl::Status RoundEngine::RunRounds() {
   if (!WaitForLiveClients(needed, absl::Seconds(config_.timeouts.join_s))) {
     std::lock_guard<std::mutex> lock(mu_);
     state_ = State::kFinished;
-    cv_.notify_all();
+    NotifyAll();
     if (stop_requested_) return absl::CancelledError("stopped before start");
     return absl::DeadlineExceededError(
         absl::StrFormat("only %d of %d clients joined within %.0f s",
@@ -897,7 +897,7 @@ absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
   {
     std::lock_guard<std::mutex> lock(mu_);
     state_ = State::kFinished;
-    cv_.notify_all();
+    NotifyAll();
   }
   RETURN_IF_ERROR(WriteModel("final", rounds_done, final_test_acc_));
   // Interrupted: --resume goes on from here. Finished: --resume refuses.

@@ -201,6 +201,14 @@ class RoundEngine final : public CoordinatorEngine {
 
   std::mutex mu_;
   std::condition_variable cv_;
+  // Long-polled GetTask calls wait here: woken by every change cv_ hears
+  // except a submitted result, which gives no other client a task (with
+  // one condition variable each round's submits woke every waiting poll).
+  std::condition_variable task_cv_;
+  void NotifyAll() {
+    cv_.notify_all();
+    task_cv_.notify_all();
+  }
   State state_ = State::kWaiting;
   std::string stop_message_ = "the run is over";
   std::map<uint32_t, ClientEntry> clients_;
