@@ -110,7 +110,7 @@ def main():
     # forward AD beside it for reference.
     t = bench("ForwardGradientStep/(mlp|cnn)_rademacher|BackpropStep|"
               "Merge100|RulesStep|SeparateJvps", min_time,
-              1 if args.smoke else (5 if args.full else 3))
+              1 if args.smoke else (7 if args.full else 5))
     for m in ("mlp", "cnn"):
         fg = t[f"BM_RulesStep/{m}_dense_k1"]
         ad = t[f"BM_ForwardGradientStep/{m}_rademacher"]
