@@ -57,15 +57,8 @@ constexpr absl::Duration kHeldShardWait = absl::Seconds(20);
 
 }  // namespace
 
-namespace {
-std::string NewJoinKey() {
-  std::random_device rd;
-  return absl::StrFormat("%08x%08x%08x%08x", rd(), rd(), rd(), rd());
-}
-}  // namespace
-
 ClientDaemon::ClientDaemon(DaemonOptions options)
-    : options_(std::move(options)), join_key_(NewJoinKey()) {}
+    : options_(std::move(options)), join_key_(NewToken()) {}
 
 ClientDaemon::~ClientDaemon() = default;
 

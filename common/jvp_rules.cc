@@ -97,14 +97,13 @@ void AccumulateProduct(at::Tensor* sum, const at::Tensor& x,
 }
 
 // conv2d(h, filters) with stride 1 and padding `pad` for a few filters
-// [K, C, kh, kw]. oneDNN spends about as long on a one-filter convolution as
-// on a third of a 64-filter one (it is bound by reading the input), so for
-// K * kh * kw <= 27 this takes a 1x1 convolution with K*kh*kw outputs (one
-// per filter tap: a channel-weighted sum of the input) and adds the K sums'
-// shifted windows: the same products, read from the input once. Measured on
-// `cnn`'s 64-channel 28x28 layers at batch 64, one thread: 5.4 ms against
-// 16.5 ms for one filter, about even at four. Rounding differs from
-// conv2d's order of additions.
+// [K, C, kh, kw]. oneDNN spends nearly as long on a one-filter convolution
+// as on a much wider one (it is bound by reading the input), so for
+// K * kh * kw <= 27 this takes the K*kh*kw channel-weighted sums of the
+// input (one per filter tap) in one pass and adds their shifted windows:
+// the same products, the input read once. In a one-off probe on `cnn`'s
+// 64-channel layers it was several times faster for one filter and about
+// even at four. Rounding differs from conv2d's order of additions.
 at::Tensor FewFilterConv(const at::Tensor& h, const at::Tensor& filters,
                          int64_t pad) {
   const int64_t k = filters.size(0), c = filters.size(1);
@@ -191,9 +190,8 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
     const int64_t b = x.size(0);
     // Convolutions run channels-last on the CPU: oneDNN then reads and
     // writes the tensors as they are, where with NCHW it keeps a reordered
-    // copy of each convolution's output beside it (a probe of one `cnn`
-    // layer at batch 256: 97 MiB above the input against 49 MiB). Only the
-    // memory layout changes; the values are the same tensors'.
+    // copy of each convolution's output beside it (see the memory line of
+    // bench/run.sh). Only the memory layout changes, not the values.
     bool any_conv = false;
     for (const LayerSpec& layer : spec.layers) {
       any_conv |= layer.kind == LayerSpec::Kind::kConv;
@@ -202,7 +200,7 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
     const auto cl = at::MemoryFormat::ChannelsLast;
     // Tangents [K, B, C, H, W] of a channels-last h, laid out to match.
     auto kb_layout = [&](at::Tensor t) {
-      return nhwc && t.defined() && t.dim() == 5 && t.size(1) == x.size(0)
+      return nhwc && t.defined() && t.dim() == 5 && t.size(1) == b
                  ? KbChannelsLast(t)
                  : t;
     };

@@ -53,6 +53,19 @@ absl::StatusOr<int> AssignShard(const std::vector<bool>& taken, int requested) {
   return static_cast<int>(it - taken.begin());
 }
 
+void LogRepeatedJoin(const char* kind, uint32_t id, const std::string& name,
+                     int shard) {
+  LogCoordinatorEvent(
+      absl::StrFormat("%s %u joined again (%s), shard %d: the reply to its "
+                      "first join was lost",
+                      kind, id, name, shard),
+      {{"event", "join_repeat"},
+       {"client_id", id},
+       {"name", name},
+       {"shard", shard}},
+      LogLevel::kInfo);
+}
+
 void LogCoordinatorEvent(const std::string& line, LogFields fields,
                          LogLevel level) {
   Logger& logger = Logger::Global();

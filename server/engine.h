@@ -43,21 +43,23 @@ struct JoinParams {
   std::string join_key;
 };
 
-// True when a live registration made with `key` and `owner` is this join's
-// own earlier one (its reply was lost); an empty key never matches.
-inline bool SameJoin(const std::string& key, const std::string& owner,
-                     const JoinParams& p) {
-  return !p.join_key.empty() && key == p.join_key && owner == p.owner;
-}
+// "<kind> <id> joined again (<name>), shard <shard>: ..." (FindRepeatedJoin).
+void LogRepeatedJoin(const char* kind, uint32_t id, const std::string& name,
+                     int shard);
 
 // The live entry of `entries` (id -> entry with alive, join_key, owner and
-// shard) that this join repeats, or nullptr.
+// shard) that this join repeats: made with the same key and credential, its
+// reply was lost. nullptr when none (an empty key never matches); logs the
+// repeat when found. `kind` names the entry in the log ("client", "worker").
 template <typename Map>
-typename Map::value_type* FindRepeatedJoin(Map* entries, const JoinParams& p) {
+typename Map::value_type* FindRepeatedJoin(Map* entries, const JoinParams& p,
+                                           const char* kind) {
+  if (p.join_key.empty()) return nullptr;
   for (auto& kv : *entries) {
     const auto& e = kv.second;
-    if (e.alive && SameJoin(e.join_key, e.owner, p) &&
+    if (e.alive && e.join_key == p.join_key && e.owner == p.owner &&
         (p.shard < 0 || p.shard == e.shard)) {
+      LogRepeatedJoin(kind, kv.first, p.name, e.shard);
       return &kv;
     }
   }

@@ -73,25 +73,21 @@ absl::StatusOr<JoinOutcome> PeerEngine::Join(const JoinParams& p) {
         "at another address)"));
   }
   std::lock_guard<std::mutex> lock(mu_);
-  if (state_ != State::kWaiting) {
-    return absl::FailedPreconditionError(
-        state_ == State::kFinished
-            ? "the run is over"
-            : "this decentralized run has started; it takes no new workers");
+  if (state_ == State::kFinished) {
+    return absl::FailedPreconditionError("the run is over");
   }
   ExpireLocked(absl::Now());
-  if (auto* repeat = FindRepeatedJoin(&workers_, p)) {
+  // A repeat of a join that succeeded (its reply was lost) gets its
+  // registration back even once the run has started.
+  if (auto* repeat = FindRepeatedJoin(&workers_, p, "worker")) {
     auto& [id, w] = *repeat;
     w.last_seen = absl::Now();
     w.peer_address = p.peer_address;
-    Log(absl::StrFormat("worker %u joined again (%s), shard %d: the reply "
-                        "to its first join was lost",
-                        id, p.name, w.shard),
-        {{"event", "join_repeat"},
-         {"client_id", id},
-         {"name", p.name},
-         {"shard", w.shard}});
     return JoinOutcome{id, w.session, w.shard};
+  }
+  if (state_ != State::kWaiting) {
+    return absl::FailedPreconditionError(
+        "this decentralized run has started; it takes no new workers");
   }
   std::vector<bool> taken(static_cast<size_t>(config_.clients), false);
   for (const auto& [id, w] : workers_) {

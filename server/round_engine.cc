@@ -297,16 +297,9 @@ absl::StatusOr<JoinOutcome> RoundEngine::Join(const JoinParams& p) {
     return absl::FailedPreconditionError("the run is over");
   }
   ExpireClientsLocked(absl::Now());
-  if (auto* repeat = FindRepeatedJoin(&clients_, p)) {
+  if (auto* repeat = FindRepeatedJoin(&clients_, p, "client")) {
     auto& [id, c] = *repeat;
     c.last_seen = absl::Now();
-    Log(absl::StrFormat("client %u joined again (%s), shard %d: the reply "
-                        "to its first join was lost",
-                        id, p.name, c.shard),
-        {{"event", "join_repeat"},
-         {"client_id", id},
-         {"name", p.name},
-         {"shard", c.shard}});
     return JoinOutcome{id, c.session, c.shard};
   }
   std::vector<bool> taken(static_cast<size_t>(config_.clients), false);

@@ -215,8 +215,9 @@ int main(int argc, char** argv) {
   // ends the rest; every client's long-polled GetTask holds a thread, so
   // with the default (2) each round ended ~clients threads and started as
   // many again. Keep one per client (and a few spare) instead.
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
-                              std::min(config->clients + 4, 256));
+  builder.SetSyncServerOption(
+      grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+      std::min(config->clients + 4, 256));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     Say(LogLevel::kError, "", absl::StrCat("cannot listen on ", listen),

@@ -92,6 +92,7 @@ class PeerEngineTest : public ::testing::Test {
       p.protocol_version = kProtocolVersion;
       p.name = absl::StrCat("w", i);
       p.peer_address = absl::StrCat("127.0.0.1:", 7000 + i);
+      p.join_key = absl::StrCat("key", i);
       auto who = engine_->Join(p);
       ASSERT_TRUE(who.ok()) << who.status();
       workers_.push_back(*who);
@@ -175,6 +176,14 @@ TEST_F(PeerEngineTest, TasksCarryTheAlgorithmAndEveryPeer) {
   p.protocol_version = kProtocolVersion;
   p.peer_address = "127.0.0.1:1";
   EXPECT_TRUE(absl::IsFailedPrecondition(engine_->Join(p).status()));
+  // But a worker's repeated join (its reply was lost) gets its registration
+  // back.
+  p.name = "w0";
+  p.join_key = "key0";
+  auto repeat = engine_->Join(p);
+  ASSERT_TRUE(repeat.ok()) << repeat.status();
+  EXPECT_EQ(repeat->client_id, workers_[0].client_id);
+  EXPECT_EQ(repeat->session, workers_[0].session);
 }
 
 // The center moves by the sum of all workers' elastic differences at once,
