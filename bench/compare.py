@@ -72,7 +72,11 @@ def run_cell(model, kind, budget, sets, seed, target, out_dir):
     base = [f"model={model}", "dataset.name=mnist", "clients=10",
             "min_clients=10", f"rounds={budget}", f"seed={seed}",
             f"eval_every={max(1, budget // 10)}", f"targets=[{target}]",
-            "lr_schedule.type=constant", "partition.type=iid"] + sets
+            "lr_schedule.type=constant", "partition.type=iid",
+            # The base file is the forward-gradient flagship; every cell
+            # states its own tangents (backprop estimators take these
+            # defaults only).
+            "tangent.structure=dense", "tangent.count=1"] + sets
     config = os.path.join(ROOT, "configs", "mnist_fg_mlp.yaml")
     args = []
     for s in base:

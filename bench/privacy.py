@@ -8,7 +8,12 @@ the given delta), and writes a table into its own section of
 bench/RESULTS.md.
 
   python3 bench/privacy.py [--model tiny] [--rounds 300] [--clip 1]
-                           [--sigmas 0.5,1,2,4] [--seed 1] [--no-write]
+                           [--sigmas 0.5,1,2,4] [--counts 1,4] [--seed 1]
+                           [--no-write]
+
+Each client releases K = tangent.count values a round (--counts), each
+clipped and noised; the accountant counts all K (L2 sensitivity 2C sqrt(K)).
+Clients compute forward only (estimator jvp).
 """
 import argparse
 import datetime
@@ -28,6 +33,8 @@ def main():
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--sigmas", default="0.5,1,2,4")
+    p.add_argument("--counts", default="1,4",
+                   help="tangents per client per round to run (K)")
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=os.path.join(compare.ROOT, "runs",
@@ -35,24 +42,34 @@ def main():
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    cells = [("off", [])] + [
-        (s, [f"privacy.clip={args.clip}", f"privacy.noise_multiplier={s}",
-             f"privacy.delta={args.delta}"])
-        for s in args.sigmas.split(",")]
+    cells = []
+    for k in [int(x) for x in args.counts.split(",")]:
+        cells.append((k, "off", []))
+        cells += [(k, sig, [f"privacy.clip={args.clip}",
+                            f"privacy.noise_multiplier={sig}",
+                            f"privacy.delta={args.delta}"])
+                  for sig in args.sigmas.split(",")]
     rows = []
-    for name, privacy in cells:
-        print(f"{args.model} forward gradient, privacy {name} ...", flush=True)
+    for k, name, privacy in cells:
+        print(f"{args.model} forward gradient, K={k}, privacy {name} ...",
+              flush=True)
         # clip_jvp at the same C in every cell: only the noise differs.
         sets = ["estimator=jvp", "merge=average", "batch_size=64",
                 f"lr={args.lr}", f"clip_jvp={args.clip}",
+                f"tangent.count={k}", "tangent.structure=dense",
+                "tangent.distribution=rademacher",
                 "dataset.train_limit=0"] + privacy
-        out = os.path.join(args.out, f"{args.model}-{name}")
+        out = os.path.join(args.out, f"{args.model}-k{k}-{name}")
         row = compare.run_cell(args.model, "run", args.rounds, sets,
                                args.seed, 0.5, out)
         with open(os.path.join(out, "summary.json")) as f:
-            eps = json.load(f).get("privacy", {}).get("epsilon")
+            priv = json.load(f).get("privacy", {})
+        eps = priv.get("epsilon")
+        if priv and priv.get("scalars_per_release") != k:
+            sys.exit(f"privacy.py: run {out} accounted "
+                     f"{priv.get('scalars_per_release')} scalars, not {k}")
         print(f"    test acc {row['acc']:.4f}, epsilon {eps}", flush=True)
-        rows.append((name, row["acc"], eps))
+        rows.append((k, name, row["acc"], eps))
     lines = [
         f"## Local differential privacy, forward gradients, MNIST, "
         f"`{args.model}`, 10 clients ({datetime.date.today().isoformat()})",
@@ -61,21 +78,24 @@ def main():
         f"{args.rounds} --clip {args.clip} --sigmas {args.sigmas} --seed "
         f"{args.seed}`",
         "",
-        f"Machine: {platform.node()}, {os.cpu_count()} cores. Average merge, "
-        f"one Rademacher tangent per client, batch 64, lr {args.lr} "
+        f"Machine: {platform.node()}, {os.cpu_count()} cores. Clients "
+        f"compute forward only (estimator jvp). Average merge, K dense "
+        f"Rademacher tangents per client (mean combine), batch 64, lr {args.lr} "
         f"constant, {args.rounds} rounds, JVPs clipped to {args.clip} in "
         f"every cell; with privacy each client adds N(0, (sigma x "
-        f"{args.clip})^2) to its value before sending. epsilon: what the "
-        f"coordinator reports at delta {args.delta} for a client in every "
-        f"round (Renyi-DP of the Gaussian mechanism, sensitivity 2C, no "
-        f"subsampling amplification). One run per cell.",
+        f"{args.clip})^2) from the kernel CSPRNG to each of its K values "
+        f"before sending. epsilon: what the coordinator reports at delta "
+        f"{args.delta} for a client in every round (Renyi-DP of the Gaussian "
+        f"mechanism, L2 sensitivity 2C sqrt(K) per round, no subsampling "
+        f"amplification). One run per cell.",
         "",
-        "| noise multiplier sigma | final test acc | epsilon |",
-        "|---|---|---|",
+        "| clients compute | K | noise multiplier sigma | final test acc "
+        "| epsilon |",
+        "|---|---|---|---|---|",
     ]
-    for name, acc, eps in rows:
+    for k, name, acc, eps in rows:
         e = "-" if eps is None else f"{eps:,.1f}"
-        lines.append(f"| {name} | {acc:.4f} | {e} |")
+        lines.append(f"| forward only | {k} | {name} | {acc:.4f} | {e} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:

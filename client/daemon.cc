@@ -343,41 +343,53 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
   const uint64_t have = trainer_->model_version();
   const uint64_t want = task.model_version();
   if (have == want) return true;
-  if (task.updates_size() > 0) {
+  if (task.updates_size() > 0 || task.update_runs_size() > 0) {
     // Seed replay: the terms must start right after our version and end at
     // the task's, in order; then the result must hash to the checksum.
     absl::Status replay = absl::OkStatus();
-    std::vector<SeedTerm> terms;
-    terms.reserve(static_cast<size_t>(task.updates_size()));
-    uint64_t prev = have;
+    std::vector<std::pair<uint64_t, SeedTerm>> seq;  // (version, term)
+    if (task.updates_size() > 0 && task.update_runs_size() > 0) {
+      replay = absl::InvalidArgumentError(
+          "task carries seed updates both as terms and as runs");
+    }
     for (const auto& u : task.updates()) {
-      if (u.version() != prev && u.version() != prev + 1) {
-        replay = absl::InvalidArgumentError(absl::StrCat(
-            "seed updates jump from version ", prev, " to ", u.version()));
-        break;
-      }
-      prev = u.version();
+      if (!replay.ok()) break;
       auto term = FromProto(u);
       if (!term.ok()) {
         replay = term.status();
         break;
       }
-      terms.push_back(*term);
+      seq.emplace_back(u.version(), *term);
     }
-    if (replay.ok() &&
-        (task.updates(0).version() != have + 1 || prev != want)) {
+    if (replay.ok()) replay = ExpandSeedRuns(task.update_runs(), &seq);
+    std::vector<SeedTerm> terms;
+    terms.reserve(seq.size());
+    uint64_t prev = have;
+    for (const auto& [version, term] : seq) {
+      if (!replay.ok()) break;
+      if (version != prev && version != prev + 1) {
+        replay = absl::InvalidArgumentError(absl::StrCat(
+            "seed updates jump from version ", prev, " to ", version));
+        break;
+      }
+      prev = version;
+      terms.push_back(term);
+    }
+    if (replay.ok() && (seq.empty() || seq.front().first != have + 1 ||
+                        prev != want)) {
       replay = absl::InvalidArgumentError(absl::StrCat(
-          "seed updates cover versions ", task.updates(0).version(), "..", prev,
-          ", need ", have + 1, "..", want));
+          "seed updates cover versions ",
+          seq.empty() ? 0 : seq.front().first, "..", prev, ", need ",
+          have + 1, "..", want));
     }
     if (replay.ok()) {
       if (options_.drop_update_version != 0 &&
           options_.drop_update_version > have &&
           options_.drop_update_version <= want) {
         // Test fault: lose the last term of the chosen version.
-        for (int i = task.updates_size() - 1; i >= 0; --i) {
-          if (task.updates(i).version() == options_.drop_update_version) {
-            terms.erase(terms.begin() + i);
+        for (size_t i = seq.size(); i-- > 0;) {
+          if (seq[i].first == options_.drop_update_version) {
+            terms.erase(terms.begin() + static_cast<std::ptrdiff_t>(i));
             break;
           }
         }
@@ -515,8 +527,9 @@ absl::Status ClientDaemon::WorkLoop() {
             " and noise multiplier ", task->dp_noise_multiplier()));
       }
       for (double& d : r.jvps) {
-        d = PrivatizeJvp(d, task->dp_clip(), task->dp_noise_multiplier(),
-                         dp_rng_);
+        ASSIGN_OR_RETURN(d, PrivatizeJvp(d, task->dp_clip(),
+                                         task->dp_noise_multiplier(),
+                                         dp_noise_));
       }
     }
     if (options_.adversary_scale != 1.0) {

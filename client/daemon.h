@@ -29,6 +29,7 @@
 #include "client/peer_transport.h"
 #include "client/trainer.h"
 #include "common/log.h"
+#include "common/privacy.h"
 
 namespace fedfwd {
 
@@ -133,9 +134,9 @@ class ClientDaemon {
   std::mutex health_mu_;
   int64_t health_written_s_ = 0;
   bool health_error_reported_ = false;
-  // Noise for local differential privacy: seeded from the OS, never from
-  // anything the coordinator knows.
-  std::mt19937_64 dp_rng_{std::random_device{}()};
+  // Noise for local differential privacy: every draw from the kernel's
+  // CSPRNG (common/privacy.h), never from anything the coordinator knows.
+  DpNoise dp_noise_;
 };
 
 }  // namespace fedfwd

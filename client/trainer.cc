@@ -179,8 +179,13 @@ class ForwardGradientEstimator final : public Estimator {
     const size_t b = static_cast<size_t>(std::max<int64_t>(1, batch.x.size(0)));
     bool all_rank_one = true;
     for (const TangentKey& key : task.tangents) all_rank_one &= key.rank_one;
-    const size_t group = all_rank_one ? std::max<size_t>(1, 1024 / b)
-                                      : std::clamp<size_t>(1024 / b, 1, 4);
+    // The shared-u route holds [B, K] numbers, not [K, B, features]
+    // tangents: all keys in one pass.
+    const size_t group =
+        SharedRankOneJvpApplies(ctx.spec, task.tangents)
+            ? std::max<size_t>(1, task.tangents.size())
+        : all_rank_one ? std::max<size_t>(1, 1024 / b)
+                       : std::clamp<size_t>(1024 / b, 1, 4);
     LocalResult out;
     for (size_t k = 0; k < task.tangents.size(); k += group) {
       const std::vector<TangentKey> keys(

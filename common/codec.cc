@@ -171,6 +171,7 @@ v1::TangentKey ToProto(const TangentKey& key) {
   p.set_param_mask(key.param_mask);
   p.set_normalized(key.normalized);
   p.set_rank_one(key.rank_one);
+  p.set_shared_u(key.shared_u);
   return p;
 }
 
@@ -183,6 +184,7 @@ absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& p) {
   key.param_mask = p.param_mask();
   key.normalized = p.normalized();
   key.rank_one = p.rank_one();
+  key.shared_u = p.shared_u();
   switch (p.type()) {
     case v1::TANGENT_NORMAL:
       key.type = TangentDistribution::kNormal;
@@ -222,6 +224,76 @@ absl::StatusOr<SeedTerm> FromProto(const v1::SeedUpdate& u) {
   t.alpha = static_cast<float>(c);
   t.restrict_mask = u.restrict_mask();
   return t;
+}
+
+namespace {
+// Whether `next` continues the run that ends with `prev`.
+bool ContinuesRun(const SeedTerm& prev, const SeedTerm& next) {
+  TangentKey k = prev.key;
+  k.index = prev.key.index + 1;
+  return k == next.key && prev.restrict_mask == next.restrict_mask &&
+         prev.key.index + 1 < kMaxTangentIndex;
+}
+}  // namespace
+
+void AppendSeedRuns(const std::vector<SeedTerm>& terms, uint64_t version,
+                    google::protobuf::RepeatedPtrField<v1::SeedRun>* out) {
+  for (size_t i = 0; i < terms.size();) {
+    v1::SeedRun* run = out->Add();
+    *run->mutable_first() = ToProto(terms[i].key);
+    run->set_restrict_mask(terms[i].restrict_mask);
+    run->set_version(version);
+    run->add_coefficients(terms[i].alpha);
+    size_t j = i + 1;
+    while (j < terms.size() && ContinuesRun(terms[j - 1], terms[j])) {
+      run->add_coefficients(terms[j].alpha);
+      ++j;
+    }
+    i = j;
+  }
+}
+
+absl::Status ExpandSeedRuns(
+    const google::protobuf::RepeatedPtrField<v1::SeedRun>& runs,
+    std::vector<std::pair<uint64_t, SeedTerm>>* out) {
+  for (const v1::SeedRun& run : runs) {
+    ASSIGN_OR_RETURN(TangentKey key, FromProto(run.first()));
+    if (run.coefficients_size() == 0 ||
+        static_cast<uint64_t>(key.index) + run.coefficients_size() >
+            kMaxTangentIndex) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "seed run of ", run.coefficients_size(), " terms from index ",
+          key.index, " is empty or runs past the tangent index limit"));
+    }
+    for (int i = 0; i < run.coefficients_size(); ++i) {
+      SeedTerm t;
+      t.key = key;
+      t.key.index = key.index + static_cast<uint32_t>(i);
+      if (!ValidTangentKey(t.key)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("seed run key index ", t.key.index, " out of range"));
+      }
+      const float c = run.coefficients(i);
+      if (!std::isfinite(c)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("seed run coefficient is not finite: ", c));
+      }
+      t.alpha = c;
+      t.restrict_mask = run.restrict_mask();
+      out->emplace_back(run.version(), t);
+    }
+  }
+  return absl::OkStatus();
+}
+
+size_t SeedRunsWireBytes(const std::vector<SeedTerm>& terms) {
+  // A run's key, mask, version and framing ~48 bytes; 4 per coefficient.
+  size_t bytes = 0;
+  for (size_t i = 0; i < terms.size(); ++i) {
+    bytes += 4;
+    if (i == 0 || !ContinuesRun(terms[i - 1], terms[i])) bytes += 48;
+  }
+  return bytes;
 }
 
 }  // namespace fedfwd

@@ -82,6 +82,18 @@ v1::SeedUpdate ToProto(const SeedTerm& term, uint64_t version);
 // Checks the key and that the coefficient is a finite float32.
 absl::StatusOr<SeedTerm> FromProto(const v1::SeedUpdate& update);
 
+// Seed-replay terms of one version as compact runs (v1::SeedRun), and back
+// (appending (version, term) pairs in order; every key and coefficient is
+// checked as FromProto does). Exact both ways: keys are rebuilt, the
+// coefficients are the float32 values themselves.
+void AppendSeedRuns(const std::vector<SeedTerm>& terms, uint64_t version,
+                    google::protobuf::RepeatedPtrField<v1::SeedRun>* out);
+absl::Status ExpandSeedRuns(
+    const google::protobuf::RepeatedPtrField<v1::SeedRun>& runs,
+    std::vector<std::pair<uint64_t, SeedTerm>>* out);
+// Wire bytes (about) of terms sent as runs.
+size_t SeedRunsWireBytes(const std::vector<SeedTerm>& terms);
+
 }  // namespace fedfwd
 
 #endif  // FEDFWD_COMMON_CODEC_H_

@@ -524,7 +524,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                              {"mean", "projection", "projection_round"},
                              &c->tangent.combine));
     RETURN_IF_ERROR(r.Bool(t, "tangent", "normalize", &c->tangent.normalize));
-    RETURN_IF_ERROR(r.Choice(t, "tangent", "structure", {"dense", "rank1"},
+    RETURN_IF_ERROR(r.Choice(t, "tangent", "structure",
+                             {"dense", "rank1", "rank1_shared"},
                              &c->tangent.structure));
     RETURN_IF_ERROR(
         r.Choice(t, "tangent", "split", {"none", "layers"}, &c->tangent.split));

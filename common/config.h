@@ -51,6 +51,8 @@ struct TangentConfig {
   // dense: every entry drawn; rank1: each weight matrix / conv filter bank
   // is u a^T (TangentKey::rank_one), rows + columns random numbers instead
   // of rows * columns, still unbiased; biases stay dense.
+  // rank1_shared: rank1 with u shared by a client's keys of the round
+  // (TangentKey::shared_u).
   std::string structure = "dense";
   // Weight splitting (Spry): none, or layers: each client perturbs only
   // blocks_per_client layers, assigned round-robin (rotating each round);

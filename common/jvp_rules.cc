@@ -4,6 +4,7 @@
 #include <ATen/ExpandUtils.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -57,8 +58,7 @@ StackedTangent Stack(const std::vector<TangentKey>& keys,
   at::Tensor d = at::empty(shape, cpu);
   for (int64_t i = 0; i < k; ++i) {
     float* dp = d.data_ptr<float>() + i * n;
-    const int64_t rows = layout.FactorRows(keys[i], p);
-    GenerateTangent(keys[i], p, dp, n, rows);
+    GenerateTangentSlice(keys[i], layout, p, 0, dp, n);
     for (int64_t j = 0; j < n; ++j) dp[j] *= scales[i];
   }
   st.dense = d.to(target);
@@ -149,7 +149,135 @@ at::Tensor KbChannelsLast(const at::Tensor& t) {
   return t.permute({0, 1, 3, 4, 2}).contiguous().permute({0, 1, 4, 2, 3});
 }
 
+// Keys that differ only in the index, all shared-u.
+bool OneSharedGroup(const std::vector<TangentKey>& keys) {
+  if (keys.empty()) return false;
+  const TangentKey& f = keys[0];
+  for (const TangentKey& k : keys) {
+    if (!k.shared_u || !k.rank_one || k.run_seed != f.run_seed ||
+        k.round != f.round || k.client != f.client || k.type != f.type ||
+        k.param_mask != f.param_mask || k.normalized != f.normalized) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The shared-u route (see the header).
+absl::StatusOr<JvpResult> SharedRankOneJvps(
+    const ModelSpec& spec, const std::vector<at::Tensor>& params,
+    const std::vector<TangentKey>& keys, const at::Tensor& x,
+    const at::Tensor& y) {
+  const TangentLayout layout = spec.Layout();
+  const int64_t k = static_cast<int64_t>(keys.size());
+  const int64_t b = x.size(0);
+  const auto cpu = at::TensorOptions().dtype(at::kFloat);
+  const at::TensorOptions target =
+      at::TensorOptions().dtype(x.scalar_type()).device(x.device());
+  std::vector<float> scales;
+  for (const TangentKey& key : keys) {
+    scales.push_back(TangentScale(key, layout));
+  }
+  // Primal pass: each dense layer's input, each ReLU's mask.
+  const size_t nl = spec.layers.size();
+  std::vector<at::Tensor> input(nl), mask(nl);
+  at::Tensor h = x.reshape({b, -1});
+  size_t p = 0;
+  for (size_t l = 0; l < nl; ++l) {
+    const LayerSpec& layer = spec.layers[l];
+    if (layer.kind == LayerSpec::Kind::kDense) {
+      input[l] = h;
+      h = at::linear(h, params[p], params[p + 1]);
+      p += 2;
+    } else if (layer.kind == LayerSpec::Kind::kRelu) {
+      mask[l] = h > 0;
+      h = at::relu(h);
+    }
+  }
+  JvpResult result;
+  result.loss = at::cross_entropy_loss(h, y).item<double>();
+  // The cross-entropy's forward rule: dL = sum_b e_b . dz_b.
+  const at::Tensor e =
+      (at::softmax(h, 1) - at::one_hot(y, h.size(1)).to(h.scalar_type())) /
+      static_cast<double>(b);
+  at::Tensor d = at::zeros({k}, target.dtype(at::kDouble));
+  p = 0;
+  for (size_t l = 0; l < nl; ++l) {
+    if (spec.layers[l].kind != LayerSpec::Kind::kDense) continue;
+    const uint32_t pw = static_cast<uint32_t>(p), pb = pw + 1;
+    p += 2;
+    const int64_t rows = params[pw].size(0), cols = params[pw].size(1);
+    at::Tensor a = at::zeros({k, cols}, cpu);
+    at::Tensor beta = at::zeros({k}, cpu);
+    at::Tensor u = at::empty({rows}, cpu);
+    std::vector<float> scratch(static_cast<size_t>(std::max(rows, cols)));
+    bool any = false;
+    for (int64_t i = 0; i < k; ++i) {
+      const TangentKey& key = keys[static_cast<size_t>(i)];
+      if (Perturbs(key, pw)) {
+        RankOneFactors(key, pw, rows, cols, scratch.data(),
+                       a.data_ptr<float>() + i * cols);
+        any = true;
+      }
+      if (Perturbs(key, pb)) {
+        beta.data_ptr<float>()[i] = SharedBiasBeta(key, pb);
+        any = true;
+      }
+    }
+    if (!any) continue;
+    RankOneFactors(keys[0], pw, rows, cols, u.data_ptr<float>(),
+                   scratch.data());  // u (scratch takes a)
+    // s [B, K] = h a_k + beta_k, times each key's normalization.
+    const at::Tensor scale = at::from_blob(scales.data(), {k}, cpu).clone();
+    const at::Tensor s =
+        (at::matmul(input[l], a.to(target).t()) + beta.to(target)) *
+        scale.to(target);
+    // u pushed forward through the rest of the network: [B, rows] -> [B, 10].
+    at::Tensor z = u.to(target).unsqueeze(0).expand({b, rows});
+    size_t q = p;
+    for (size_t m = l + 1; m < nl; ++m) {
+      const LayerSpec& layer = spec.layers[m];
+      if (layer.kind == LayerSpec::Kind::kRelu) {
+        z = z * mask[m];
+      } else if (layer.kind == LayerSpec::Kind::kDense) {
+        z = at::matmul(z, params[q].t());
+        q += 2;
+      }
+    }
+    const at::Tensor c = (e * z).sum(1);  // [B]
+    d += at::matmul(c.unsqueeze(0), s).squeeze(0).to(at::kDouble);
+  }
+  const at::Tensor dc = d.cpu();
+  result.jvps.assign(dc.data_ptr<double>(), dc.data_ptr<double>() + k);
+  return result;
+}
+
 }  // namespace
+
+bool SharedRankOneJvpApplies(const ModelSpec& spec,
+                             const std::vector<TangentKey>& keys) {
+  if (!OneSharedGroup(keys)) return false;
+  const TangentLayout layout = spec.Layout();
+  size_t p = 0;
+  for (const LayerSpec& layer : spec.layers) {
+    switch (layer.kind) {
+      case LayerSpec::Kind::kDense:
+        // The weight must be factored and its bias the shared u * beta.
+        if (layout.FactorRows(keys[0], p) == 0 ||
+            layout.SharedBiasOf(keys[0], p + 1) != static_cast<int64_t>(p)) {
+          return false;
+        }
+        p += 2;
+        break;
+      case LayerSpec::Kind::kRelu:
+      case LayerSpec::Kind::kFlatten:
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
 
 bool SupportsJvpRules(const ModelSpec& spec) {
   for (const LayerSpec& layer : spec.layers) {
@@ -183,6 +311,9 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
     std::vector<float> scales;
     for (const TangentKey& key : keys) {
       scales.push_back(TangentScale(key, layout));
+    }
+    if (SharedRankOneJvpApplies(spec, keys)) {
+      return SharedRankOneJvps(spec, params, keys, x, y);
     }
     // Tangents in the parameters' dtype, on their device.
     const at::TensorOptions device =

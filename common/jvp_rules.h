@@ -10,6 +10,15 @@
 // and one single-filter convolution scaled per output channel for a conv.
 // Values equal ComputeJvp's to float32 rounding (tests/jvp_rules_test.cc).
 //
+// Shared-u keys (TangentKey::shared_u, one group) on a model of dense, ReLU
+// and flatten layers take a cheaper route: layer l's tangent for key k is
+// u_l s_lk[b] with s_lk[b] = a_lk . h_b + beta_lk, and everything after the
+// layer is linear in the tangent, so one vector u_l pushed forward through
+// the rest of the network carries all K keys; the K values cost one extra
+// forward pass per layer plus one [B, in] x [in, K] product, and memory
+// holds [B, K] numbers, not [K, B, features] tangents. No backward pass,
+// no autograd graph (SharedRankOneJvpApplies says when it is taken).
+//
 // Batch norm has no rule here: SupportsJvpRules() says so and callers fall
 // back to ComputeJvp.
 #ifndef FEDFWD_COMMON_JVP_RULES_H_
@@ -39,6 +48,10 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
                                           const std::vector<TangentKey>& keys,
                                           const at::Tensor& x,
                                           const at::Tensor& y);
+
+// Whether ComputeJvpRules takes the shared-u route for these keys.
+bool SharedRankOneJvpApplies(const ModelSpec& spec,
+                             const std::vector<TangentKey>& keys);
 
 // d_k = grads . v(keys[k]) for rank-one keys (every key must be rank-one),
 // `grads` one tensor per parameter: per weight matrix one matrix product

@@ -127,8 +127,9 @@ struct TangentCounter {
 TangentCounter MakeCounter(const TangentKey& key, uint32_t param_index) {
   TangentCounter t;
   // Rank-one keys set bit 30 (types are 1 and 2): streams of their own.
-  const uint32_t code =
-      static_cast<uint32_t>(key.type) | (key.rank_one ? 4u : 0u);
+  // Shared-u keys set bit 31 as well: streams of their own again.
+  const uint32_t code = static_cast<uint32_t>(key.type) |
+                        (key.rank_one ? 4u : 0u) | (key.shared_u ? 8u : 0u);
   t.c1 = (code << 28) | ((param_index & 0xfffu) << 16) | (key.index & 0xffffu);
   t.c2 = static_cast<uint32_t>(key.round);
   t.c3 = key.client & ~kDomainBit;
@@ -367,6 +368,30 @@ void CheckLayout(const TangentKey& key, const TangentLayout& layout) {
   }
 }
 
+// The shared row factor u of a shared_u key's tensor p (rows entries).
+void SharedU(const TangentKey& key, uint32_t p, int64_t rows, float* u) {
+  TangentKey s = key;
+  s.index = kSharedUIndex;
+  FillStream(MakeCounter(s, p), key.type, u, rows);
+}
+
+// Entries [off, off + len) of the raw tangent of a tensor the key does not
+// factor: the key's own stream, or, for a shared_u key's bias, u * beta.
+void FillDense(const TangentKey& key, const TangentLayout& layout, uint32_t p,
+               int64_t off, int64_t len, float* buf) {
+  const int64_t m = key.shared_u ? layout.SharedBiasOf(key, p) : -1;
+  if (m < 0) {
+    FillChunk(MakeCounter(key, p), key.type, off, len, buf);
+    return;
+  }
+  std::vector<float> u(static_cast<size_t>(layout.sizes[p]));
+  SharedU(key, static_cast<uint32_t>(m), layout.sizes[p], u.data());
+  const float beta = SharedBiasBeta(key, p);
+  for (int64_t j = 0; j < len; ++j) {
+    buf[j] = u[static_cast<size_t>(off + j)] * beta;
+  }
+}
+
 bool Applies(const TangentKey& key, uint64_t restrict_mask, uint32_t p) {
   return Perturbs(key, p) &&
          (restrict_mask == 0 || (p < 64 && ((restrict_mask >> p) & 1u)));
@@ -441,7 +466,7 @@ class ChunkFiller {
   void Fill(const ChunkItem& it, float* buf) {
     const int64_t rows = layout_.FactorRows(key_, it.param);
     if (rows == 0) {
-      FillChunk(MakeCounter(key_, it.param), key_.type, it.off, it.len, buf);
+      FillDense(key_, layout_, it.param, it.off, it.len, buf);
       return;
     }
     const int64_t cols = layout_.sizes[it.param] / rows;
@@ -583,6 +608,9 @@ void FillUniform(uint64_t seed, uint32_t stream, float lo, float hi, float* out,
 }
 
 bool ValidTangentKey(const TangentKey& key) {
+  if (key.shared_u && (!key.rank_one || key.index >= kSharedUIndex)) {
+    return false;
+  }
   return key.round >= 0 && key.round < (int64_t{1} << 32) &&
          key.client < kDomainBit && key.index < kMaxTangentIndex &&
          (key.type == TangentDistribution::kNormal ||
@@ -593,7 +621,7 @@ bool operator==(const TangentKey& a, const TangentKey& b) {
   return a.run_seed == b.run_seed && a.round == b.round &&
          a.client == b.client && a.index == b.index && a.type == b.type &&
          a.param_mask == b.param_mask && a.normalized == b.normalized &&
-         a.rank_one == b.rank_one;
+         a.rank_one == b.rank_one && a.shared_u == b.shared_u;
 }
 
 int64_t TangentLayout::FactorRows(const TangentKey& key, size_t p) const {
@@ -606,6 +634,13 @@ int64_t TangentLayout::FactorRows(const TangentKey& key, size_t p) const {
   return r;
 }
 
+int64_t TangentLayout::SharedBiasOf(const TangentKey& key, size_t p) const {
+  if (!key.shared_u || p == 0 || p >= sizes.size()) return -1;
+  if (FactorRows(key, p) != 0) return -1;
+  const int64_t r = FactorRows(key, p - 1);
+  return r > 0 && r == sizes[p] ? static_cast<int64_t>(p - 1) : -1;
+}
+
 int64_t PerturbedEntries(const TangentKey& key, const TangentLayout& layout) {
   int64_t m = 0;
   for (size_t p = 0; p < layout.sizes.size(); ++p) {
@@ -616,11 +651,23 @@ int64_t PerturbedEntries(const TangentKey& key, const TangentLayout& layout) {
 
 void RankOneFactors(const TangentKey& key, uint32_t param_index, int64_t rows,
                     int64_t cols, float* u, float* a) {
+  if (key.shared_u) {
+    // u from the group's stream; a from the key's own, from entry 0.
+    SharedU(key, param_index, rows, u);
+    FillStream(MakeCounter(key, param_index), key.type, a, cols);
+    return;
+  }
   // One stream: entries [0, rows) are u, [rows, rows + cols) are a.
   std::vector<float> all(static_cast<size_t>(rows + cols));
   FillStream(MakeCounter(key, param_index), key.type, all.data(), rows + cols);
   std::memcpy(u, all.data(), sizeof(float) * static_cast<size_t>(rows));
   std::memcpy(a, all.data() + rows, sizeof(float) * static_cast<size_t>(cols));
+}
+
+float SharedBiasBeta(const TangentKey& key, uint32_t bias_param) {
+  float beta = 0;
+  FillStream(MakeCounter(key, bias_param), key.type, &beta, 1);
+  return beta;
 }
 
 void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
@@ -719,11 +766,10 @@ std::vector<double> TangentDots(const std::vector<TangentKey>& keys,
             fs.push_back(MakeFactors(key, pi, r, n / r, 1.0f));
             continue;
           }
-          const TangentCounter t = MakeCounter(key, pi);
           double sum = 0;
           for (int64_t off = 0; off < n; off += kChunk) {
             const int64_t len = std::min<int64_t>(kChunk, n - off);
-            FillChunk(t, key.type, off, len, buf);
+            FillDense(key, layout, pi, off, len, buf);
             sum += DotBlocks(gp + off, buf, len);
           }
           part[(k - k0) * np + p] = sum;
@@ -787,6 +833,12 @@ void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
     }
     return;
   }
+  if (key.shared_u) {
+    std::fprintf(stderr,
+                 "fedfwd: internal error: a shared-u key's dense tensor needs "
+                 "the layout (GenerateTangentSlice with a TangentLayout)\n");
+    std::abort();
+  }
   const TangentCounter t = MakeCounter(key, param_index);
   alignas(64) float buf[kChunk];
   // FillChunk wants chunk-aligned offsets; start at the chunk holding
@@ -804,6 +856,39 @@ void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
   }
 }
 
+void GenerateTangentSlice(const TangentKey& key, const TangentLayout& layout,
+                          uint32_t param_index, int64_t offset, float* out,
+                          int64_t n) {
+  CheckLayout(key, layout);
+  const int64_t rows = layout.FactorRows(key, param_index);
+  if (rows > 0 || !key.shared_u || !Perturbs(key, param_index)) {
+    GenerateTangentSlice(key, param_index, offset, out, n, rows,
+                         rows > 0 ? layout.sizes[param_index] / rows : 0);
+    return;
+  }
+  alignas(64) float buf[kChunk];
+  int64_t pos = offset;
+  const int64_t end = offset + n;
+  while (pos < end) {
+    const int64_t len = std::min<int64_t>(kChunk, end - pos);
+    FillDense(key, layout, param_index, pos, len, buf);
+    std::memcpy(out + (pos - offset), buf, sizeof(float) * len);
+    pos += len;
+  }
+}
+
+namespace {
+// Consecutive terms whose shared-u keys differ only in the index.
+bool SameSharedGroup(const SeedTerm& x, const SeedTerm& y) {
+  return x.key.shared_u && y.key.shared_u && x.key.rank_one &&
+         y.key.rank_one && x.key.run_seed == y.key.run_seed &&
+         x.key.round == y.key.round && x.key.client == y.key.client &&
+         x.key.type == y.key.type && x.key.param_mask == y.key.param_mask &&
+         x.key.normalized == y.key.normalized &&
+         x.restrict_mask == y.restrict_mask;
+}
+}  // namespace
+
 // Chunk-major: for each chunk of the model, every term in order, so a
 // chunk of the parameters stays in cache across the terms instead of the
 // whole model streaming through memory once per term. Each parameter gets
@@ -819,8 +904,15 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
     CheckLayout(terms[k].key, layout);
     factor[k] = terms[k].alpha * TangentScale(terms[k].key, layout, threads);
   }
+  // lead[k]: the first term of k's shared-u group (k itself otherwise).
+  std::vector<size_t> lead(terms.size());
+  for (size_t k = 0; k < terms.size(); ++k) {
+    lead[k] = k > 0 && SameSharedGroup(terms[k - 1], terms[k]) ? lead[k - 1]
+                                                                 : k;
+  }
   // factors[k * np + p]: term k's factors of tensor p when it is rank-one
-  // there and the term applies to it.
+  // there and the term applies to it; for a shared-u group, its lead holds
+  // u and sum_k factor_k a_k (in term order), the others nothing.
   std::vector<Factors> factors;
   bool any_rank_one = false;
   for (const SeedTerm& t : terms) any_rank_one |= t.key.rank_one;
@@ -829,15 +921,34 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
     RunInRanges(terms.size(), threads, [&](size_t begin, size_t end) {
       for (size_t k = begin; k < end; ++k) {
         const SeedTerm& t = terms[k];
+        if (t.key.shared_u && lead[k] != k) continue;
+        size_t last = k + 1;  // one past the group
+        while (t.key.shared_u && last < terms.size() && lead[last] == k) {
+          ++last;
+        }
         for (size_t p = 0; p < np; ++p) {
           const int64_t rows = layout.FactorRows(t.key, p);
           if (rows == 0 ||
               !Applies(t.key, t.restrict_mask, static_cast<uint32_t>(p))) {
             continue;
           }
-          factors[k * np + p] =
-              MakeFactors(t.key, static_cast<uint32_t>(p), rows,
-                          layout.sizes[p] / rows, factor[k]);
+          const int64_t cols = layout.sizes[p] / rows;
+          const uint32_t pi = static_cast<uint32_t>(p);
+          if (!t.key.shared_u) {
+            factors[k * np + p] = MakeFactors(t.key, pi, rows, cols, factor[k]);
+            continue;
+          }
+          Factors& f = factors[k * np + p];
+          f.u.resize(static_cast<size_t>(rows));
+          SharedU(t.key, pi, rows, f.u.data());
+          f.a.assign(static_cast<size_t>(cols), 0.0f);
+          std::vector<float> a(static_cast<size_t>(cols));
+          for (size_t q = k; q < last; ++q) {
+            FillStream(MakeCounter(terms[q].key, pi), t.key.type, a.data(),
+                       cols);
+            const float c = factor[q];
+            for (int64_t j = 0; j < cols; ++j) f.a[j] += c * a[j];
+          }
         }
       }
     });
@@ -862,11 +973,17 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
         const float a = factor[k];
         const int64_t rows = layout.FactorRows(t.key, it.param);
         if (rows > 0) {
+          if (t.key.shared_u && lead[k] != k) continue;  // in its lead
           run.push_back(&factors[k * np + it.param]);
           run_cols = layout.sizes[it.param] / rows;
           continue;
         }
         flush();
+        if (t.key.shared_u && layout.SharedBiasOf(t.key, it.param) >= 0) {
+          FillDense(t.key, layout, it.param, it.off, it.len, buf);
+          for (int64_t j = 0; j < it.len; ++j) d[j] += a * buf[j];
+          continue;
+        }
         if (t.key.type == TangentDistribution::kRademacher) {
           RademacherAddChunk(MakeCounter(t.key, it.param), it.off, it.len, a,
                              d);

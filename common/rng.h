@@ -73,6 +73,17 @@ struct TangentKey {
   // instead of rows * columns. Vectors (biases) stay dense. A rank-one key
   // has its own streams: its dense entries differ from the dense key's.
   bool rank_one = false;
+  // Shared row factor (needs rank_one): all keys with the same run seed,
+  // round, client, type, mask and normalization draw the same u for each
+  // factored tensor (only a differs with the index), and a vector right
+  // after a factored matrix, of the matrix's rows (its bias), is u * beta,
+  // beta one number of the key's own: the bias is the matrix's extra
+  // column. Still E[v v^T] = I (entries of u and beta independent, zero
+  // mean). Forward mode then carries a layer's tangent for all of a task's
+  // keys as one propagated vector (jvp_rules.h), and a round's terms of one
+  // client add to a matrix as one outer product u (sum_k c_k a_k)^T
+  // (ApplySeedTerms): the cost no longer grows with K times the layer.
+  bool shared_u = false;
 };
 
 // Shapes the tangent functions need: numel per parameter tensor
@@ -94,6 +105,9 @@ struct TangentLayout {
       : sizes(std::move(s)), rows(std::move(r)) {}
   // Rows of tensor p when `key` factors it, else 0.
   int64_t FactorRows(const TangentKey& key, size_t p) const;
+  // For a shared_u key: the factored matrix whose bias tensor p is (p - 1
+  // when that matrix has as many rows as p has entries), else -1.
+  int64_t SharedBiasOf(const TangentKey& key, size_t p) const;
 };
 
 bool operator==(const TangentKey& a, const TangentKey& b);
@@ -111,6 +125,9 @@ int64_t PerturbedEntries(const TangentKey& key, const TangentLayout& layout);
 // Limits of the counter layout; keys outside them are rejected by
 // ValidTangentKey (the counter would wrap and repeat another tangent).
 inline constexpr uint32_t kMaxTangentIndex = 1u << 16;
+// A shared_u key's row factors come from this index's stream, so its own
+// index must be below it.
+inline constexpr uint32_t kSharedUIndex = kMaxTangentIndex - 1;
 inline constexpr uint32_t kMaxParamIndex = 1u << 12;
 bool ValidTangentKey(const TangentKey& key);
 
@@ -124,7 +141,8 @@ void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
                      int64_t n, int64_t rows = 0);
 
 // The factors of a rank-one key's tensor `param_index` (rows x cols):
-// u[0..rows) and a[0..cols), before normalization.
+// u[0..rows) and a[0..cols), before normalization. For a shared_u key u is
+// the one its whole group shares.
 void RankOneFactors(const TangentKey& key, uint32_t param_index, int64_t rows,
                     int64_t cols, float* u, float* a);
 
@@ -162,6 +180,12 @@ void AddScaledTangentFlat(const TangentKey& key, const TangentLayout& layout,
 // coordinator applies a plain SGD step of forward gradients as such terms
 // and sends them to the clients (seed-replay sync); both sides apply them
 // with ApplySeedTerms, in the same order, so their models agree bit for bit.
+// Consecutive shared_u terms of one group (keys equal but for the index,
+// same restrict_mask) are added to each factored matrix as one outer
+// product u (sum_k (alpha_k scale_k) a_k)^T, the sum in float in term order:
+// a thin product in a fixed order of our own (no BLAS), so every machine and
+// thread count gets the same bits; it is not the same rounding as adding
+// the terms one by one.
 struct SeedTerm {
   TangentKey key;
   float alpha = 0;
@@ -171,12 +195,22 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
                     const TangentLayout& layout, float* params,
                     int threads = 1);
 
+// beta of a shared_u key's bias tensor `bias_param` (TangentLayout::
+// SharedBiasOf): the bias tangent is u * beta, before normalization.
+float SharedBiasBeta(const TangentKey& key, uint32_t bias_param);
+
 // Raw entries [offset, offset + n) of parameter `param_index`'s tangent,
 // equal to that range of what GenerateTangent writes. A rank-one key's
 // factored tensor needs its `rows` and `cols` (FactorRows; 0 otherwise).
+// A shared_u key's bias needs the layout: use the overload below for
+// shared_u keys (this one aborts on their biases).
 void GenerateTangentSlice(const TangentKey& key, uint32_t param_index,
                           int64_t offset, float* out, int64_t n,
                           int64_t rows = 0, int64_t cols = 0);
+// The same for any key, rows and columns taken from `layout`.
+void GenerateTangentSlice(const TangentKey& key, const TangentLayout& layout,
+                          uint32_t param_index, int64_t offset, float* out,
+                          int64_t n);
 
 }  // namespace fedfwd
 

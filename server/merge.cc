@@ -171,10 +171,8 @@ std::vector<double> TangentGram(const std::vector<TangentKey>& keys,
       std::vector<size_t> live;  // keys that perturb this parameter
       for (size_t i = 0; i < k; ++i) {
         if (!Perturbs(keys[i], sl.param)) continue;
-        const int64_t r = layout.FactorRows(keys[i], sl.param);
-        GenerateTangentSlice(keys[i], sl.param, sl.off,
-                             rows.data() + i * kGramSlice, sl.len, r,
-                             r > 0 ? sizes[sl.param] / r : 0);
+        GenerateTangentSlice(keys[i], layout, sl.param, sl.off,
+                             rows.data() + i * kGramSlice, sl.len);
         live.push_back(i);
       }
       std::vector<double>& g = partial[s];

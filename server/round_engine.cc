@@ -112,8 +112,11 @@ void RoundEngine::CountBytes(int64_t up, int64_t down) {
 }
 
 double RoundEngine::Epsilon() const {
+  // Each round a client releases tangent.count scalars, each clipped and
+  // noised on its own: one Gaussian mechanism of L2 sensitivity
+  // 2C sqrt(tangent.count) per round (common/privacy.h).
   return GaussianEpsilon(round_attempts_, config_.privacy.noise_multiplier,
-                         config_.privacy.delta);
+                         config_.privacy.delta, config_.tangent.count);
 }
 
 void RoundEngine::EnableCheckpoints(std::string path, int every,
@@ -371,16 +374,17 @@ RoundEngine::ReplayFromLocked(uint64_t have_version) const {
       replay_history_.back().first != current) {
     return out;
   }
-  size_t terms = 0;
+  size_t terms = 0, wire = 0;
   for (const auto& [version, update] : replay_history_) {
     if (version <= have_version) continue;
     terms += update->size();
+    wire += SeedRunsWireBytes(*update);
     out.emplace_back(version, update);
   }
-  // A replay costs the client a tangent generation per term: past a
-  // snapshot's size in wire bytes, or sync_max_terms, a snapshot is the
-  // cheaper way.
-  if (terms * kSeedUpdateWireBytes >= snapshot_->bytes.size() ||
+  // A replay costs the client a tangent generation per term (shared-u
+  // groups: one outer product per matrix): past a snapshot's size in wire
+  // bytes, or sync_max_terms, a snapshot is the cheaper way.
+  if (wire >= snapshot_->bytes.size() ||
       terms > static_cast<size_t>(config_.sync_max_terms)) {
     out.clear();
   }
@@ -658,11 +662,13 @@ absl::Status RoundEngine::RunRounds() {
        {"lr", config_.lr}});
   if (config_.privacy.clip > 0) {
     Log(absl::StrFormat(
-        "privacy: clients clip JVPs to %g and add noise sigma %g x clip; "
-        "all %d rounds cost each client at most epsilon %.3g at delta %g",
-        config_.privacy.clip, config_.privacy.noise_multiplier, config_.rounds,
+        "privacy: clients clip each of their %d JVPs a round to %g and add "
+        "noise sigma %g x clip; all %d rounds cost each client at most "
+        "epsilon %.3g at delta %g",
+        config_.tangent.count, config_.privacy.clip,
+        config_.privacy.noise_multiplier, config_.rounds,
         GaussianEpsilon(config_.rounds, config_.privacy.noise_multiplier,
-                        config_.privacy.delta),
+                        config_.privacy.delta, config_.tangent.count),
         config_.privacy.delta));
   }
   if (resumed_) {
@@ -965,7 +971,8 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
                     {"delta", config_.privacy.delta},
                     {"clip", config_.privacy.clip},
                     {"noise_multiplier", config_.privacy.noise_multiplier},
-                    {"releases_per_client_at_most", round_attempts_}};
+                    {"releases_per_client_at_most", round_attempts_},
+                    {"scalars_per_release", config_.tangent.count}};
   }
   j["model"] = spec_.name;
   j["num_params"] = spec_.NumParams();

@@ -141,9 +141,7 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_fd_epsilon(out->task.fd_epsilon);
         reply->set_fd_fixed_point(out->task.fd_fixed_point);
         for (const auto& [version, terms] : out->replay) {
-          for (const SeedTerm& t : *terms) {
-            *reply->add_updates() = ToProto(t, version);
-          }
+          AppendSeedRuns(*terms, version, reply->mutable_update_runs());
         }
         break;
       case TaskOutcome::kPeer:

@@ -148,7 +148,9 @@ class ForwardGradientStrategy final : public Strategy {
         key.type = dist_;
         key.param_mask = mask;
         key.normalized = config_.tangent.normalize;
-        key.rank_one = config_.tangent.structure == "rank1";
+        key.rank_one = config_.tangent.structure == "rank1" ||
+                       config_.tangent.structure == "rank1_shared";
+        key.shared_u = config_.tangent.structure == "rank1_shared";
         t.tangents.push_back(key);
       }
       tasks.push_back(std::move(t));

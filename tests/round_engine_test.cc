@@ -28,6 +28,7 @@
 #include "common/metrics.h"
 #include "common/model.h"
 #include "common/model_file.h"
+#include "common/privacy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -630,6 +631,51 @@ TEST_F(RoundEngineTest, RejectsBadResultsThenRunsToTheEnd) {
   EXPECT_EQ(best->header.kind, "best");
   EXPECT_DOUBLE_EQ(best->header.test_acc,
                    summary["best_test_acc"].get<double>());
+}
+
+// A client releases tangent.count clipped and noised scalars a round: the
+// accountant composes one Gaussian mechanism of L2 sensitivity 2C sqrt(K)
+// per round, not one scalar (issue 18). The expected value is computed here
+// from the RDP of the Gaussian mechanism, not through GaussianEpsilon.
+TEST_F(RoundEngineTest, PrivacyEpsilonCountsEveryScalarOfARound) {
+  config_.estimator = "jvp";
+  config_.tangent.count = 4;
+  config_.tangent.distribution = "rademacher";
+  config_.privacy.clip = 0.5;
+  config_.privacy.noise_multiplier = 3.0;
+  config_.privacy.delta = 1e-5;
+  config_.rounds = 3;
+  MakeEngine();
+  const JoinOutcome a = MustJoin(), b = MustJoin();
+  StartRun();
+  std::atomic<bool> quit{false};
+  Background<ClientLog> ca(
+      [&] { return RunClient(engine_.get(), a, &quit, absl::Seconds(60)); });
+  Background<ClientLog> cb(
+      [&] { return RunClient(engine_.get(), b, &quit, absl::Seconds(60)); });
+  SetOnExit stop_clients(&quit);
+  ASSERT_TRUE(WaitRun(absl::Seconds(60)).ok());
+  quit = true;
+  ASSERT_TRUE(ca.WaitFor(absl::Seconds(20)));
+  ASSERT_TRUE(cb.WaitFor(absl::Seconds(20)));
+  const nlohmann::json summary = ReadJson(out_dir() + "/summary.json");
+  ASSERT_TRUE(summary.contains("privacy")) << summary.dump();
+  const nlohmann::json& p = summary["privacy"];
+  const int64_t rounds = p["releases_per_client_at_most"].get<int64_t>();
+  EXPECT_EQ(rounds, config_.rounds);
+  EXPECT_EQ(p["scalars_per_release"].get<int64_t>(), 4);
+  // Sensitivity of the released 4-vector: each entry moves by at most 2C.
+  const double c = config_.privacy.clip, sigma_c = 3.0 * c;
+  const double sensitivity = 2.0 * c * std::sqrt(4.0);
+  double expected = std::numeric_limits<double>::infinity();
+  for (double alpha = 1.0001; alpha < 1000; alpha *= 1.0001) {
+    const double rdp =
+        rounds * alpha * sensitivity * sensitivity / (2 * sigma_c * sigma_c);
+    expected = std::min(expected, rdp + std::log(1 / 1e-5) / (alpha - 1));
+  }
+  EXPECT_NEAR(p["epsilon"].get<double>(), expected, 1e-3 * expected);
+  // One scalar a round would be the old, smaller figure.
+  EXPECT_GT(p["epsilon"].get<double>(), 1.5 * GaussianEpsilon(rounds, 3.0, 1e-5));
 }
 
 TEST_F(RoundEngineTest, StoppedClientIsDroppedAndRoundClosesWithoutIt) {
