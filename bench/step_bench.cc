@@ -277,6 +277,105 @@ BENCHMARK_CAPTURE(BM_ForwardGradientStep, cnn_rademacher, "cnn",
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BackpropStep, cnn, "cnn")->Unit(benchmark::kMillisecond);
 
+// The flagship's client step (configs/mnist_fg_mlp.yaml): K rank-one keys
+// with a shared u (rank1_shared) through the hand-written rules on mlp at
+// batch 256, forward only; against it, `projected` (backprop, then the K
+// dots from the gradient) and a plain backprop step at the same batch.
+std::vector<TangentKey> SharedKeys(int64_t round, int k) {
+  std::vector<TangentKey> keys(static_cast<size_t>(k));
+  for (int i = 0; i < k; ++i) {
+    keys[i] = {1, round, 0, static_cast<uint32_t>(i),
+               TangentDistribution::kRademacher};
+    keys[i].rank_one = true;
+    keys[i].shared_u = true;
+  }
+  return keys;
+}
+
+Inputs MakeInputs256() {
+  torch::manual_seed(0);
+  return {torch::randn({256, 1, 28, 28}),
+          torch::randint(0, 10, {256}, torch::kLong)};
+}
+
+void BM_SharedStep256(benchmark::State& state) {
+  const ModelSpec spec = Spec("mlp");
+  std::vector<float> params = InitialParams(spec, 1);
+  const auto views = ParamViews(spec, params.data());
+  const Inputs in = MakeInputs256();
+  int64_t round = 0;
+  for (auto _ : state) {
+    auto r = ComputeJvpRules(spec, views, SharedKeys(++round, state.range(0)),
+                             in.x, in.y);
+    benchmark::DoNotOptimize(r);
+  }
+}
+BENCHMARK(BM_SharedStep256)
+    ->Arg(1)->Arg(16)->Arg(64)->Arg(128)->Arg(256)
+    ->Unit(benchmark::kMillisecond);
+
+void BM_ProjectedStep256(benchmark::State& state) {
+  const ModelSpec spec = Spec("mlp");
+  std::vector<float> flat = InitialParams(spec, 1);
+  std::vector<at::Tensor> params;
+  for (auto& t : ParamViews(spec, flat.data())) {
+    params.push_back(t.clone().requires_grad_(true));
+  }
+  const Inputs in = MakeInputs256();
+  int64_t round = 0;
+  for (auto _ : state) {
+    at::Tensor loss =
+        torch::nn::functional::cross_entropy(Forward(spec, params, in.x), in.y);
+    loss.backward();
+    std::vector<at::Tensor> grads;
+    for (auto& p : params) grads.push_back(p.grad());
+    std::vector<TangentKey> keys = SharedKeys(++round, state.range(0));
+    for (auto& k : keys) k.shared_u = false;  // projected's rank1 keys
+    auto d = RankOneDots(spec, grads, keys);
+    benchmark::DoNotOptimize(d);
+    for (auto& p : params) p.grad().zero_();
+  }
+}
+BENCHMARK(BM_ProjectedStep256)->Arg(128)->Unit(benchmark::kMillisecond);
+
+void BM_BackpropStep256(benchmark::State& state) {
+  const ModelSpec spec = Spec("mlp");
+  std::vector<float> flat = InitialParams(spec, 1);
+  std::vector<at::Tensor> params;
+  for (auto& t : ParamViews(spec, flat.data())) {
+    params.push_back(t.clone().requires_grad_(true));
+  }
+  const Inputs in = MakeInputs256();
+  for (auto _ : state) {
+    at::Tensor loss =
+        torch::nn::functional::cross_entropy(Forward(spec, params, in.x), in.y);
+    loss.backward();
+    for (auto& p : params) p.grad().zero_();
+  }
+}
+BENCHMARK(BM_BackpropStep256)->Unit(benchmark::kMillisecond);
+
+// A round's replay on a client of the flagship: 10 clients x 128 shared-u
+// terms into mlp (one outer product per client and matrix).
+void BM_ReplayShared1280(benchmark::State& state) {
+  const ModelSpec spec = Spec("mlp");
+  const TangentLayout layout = spec.Layout();
+  std::vector<float> params = InitialParams(spec, 1);
+  int64_t round = 0;
+  for (auto _ : state) {
+    ++round;
+    std::vector<SeedTerm> terms;
+    for (uint32_t c = 0; c < 10; ++c) {
+      for (TangentKey k : SharedKeys(round, 128)) {
+        k.client = c;
+        terms.push_back({k, 1e-6f, 0});
+      }
+    }
+    ApplySeedTerms(terms, layout, params.data(), 1);
+  }
+}
+BENCHMARK(BM_ReplayShared1280)->Unit(benchmark::kMillisecond);
+
 }  // namespace
 }  // namespace fedfwd
 
@@ -319,13 +418,44 @@ int MemoryMode(const std::string& mode, const std::string& model,
     key.rank_one = mode == "rules_rank1";
     auto r = ComputeJvpRules(spec, views, {key}, x, y);
     if (!r.ok()) return 1;
+  } else if (mode == "flagship") {
+    // The flagship client's round: K = 128 shared-u keys through the rules,
+    // then a replay of the round's 1,280 terms on a copy of the parameters
+    // (what ClientDaemon::SyncModel does).
+    std::vector<TangentKey> keys = SharedKeys(1, 128);
+    auto r = ComputeJvpRules(spec, views, keys, x, y);
+    if (!r.ok()) return 1;
+    std::vector<SeedTerm> terms;
+    for (uint32_t c = 0; c < 10; ++c) {
+      for (TangentKey k : keys) {
+        k.client = c;
+        terms.push_back({k, 1e-6f, 0});
+      }
+    }
+    std::vector<float> copy = flat;
+    ApplySeedTerms(terms, spec.Layout(), copy.data(), 1);
+  } else if (mode == "fedsgd") {
+    // A fedsgd client's round: the minibatch gradient by backprop, flattened
+    // into the update it sends.
+    at::Tensor loss =
+        torch::nn::functional::cross_entropy(Forward(spec, params, x), y);
+    loss.backward();
+    std::vector<float> update;
+    update.reserve(flat.size());
+    for (auto& p : params) {
+      const at::Tensor g = p.grad().contiguous();
+      update.insert(update.end(), g.data_ptr<float>(),
+                    g.data_ptr<float>() + g.numel());
+    }
+    benchmark::DoNotOptimize(update.data());
   } else if (mode == "backprop") {
     at::Tensor loss =
         torch::nn::functional::cross_entropy(Forward(spec, params, x), y);
     loss.backward();
   } else {
     std::fprintf(stderr,
-                 "--memory takes jvp, rules, rules_rank1 or backprop\n");
+                 "--memory takes jvp, rules, rules_rank1, flagship, fedsgd "
+                 "or backprop\n");
     return 2;
   }
   std::printf("memory_kib %ld\n", PeakRssKib() - before);

@@ -413,6 +413,17 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
          {"error", std::string(replay.message())}},
         LogLevel::kWarn);
   }
+  if (have == 0) {
+    // A client without a model regenerates the run's initial model from its
+    // seed (the same counter-based generator as the coordinator's); when it
+    // hashes to the task's checksum no snapshot needs to come down.
+    std::vector<float> initial = trainer_->InitialModel(run_seed_);
+    if (Checksum(initial.data(), initial.size() * sizeof(float)) ==
+        task.model_checksum()) {
+      RETURN_IF_ERROR(trainer_->SetModel(std::move(initial), want));
+      return true;
+    }
+  }
   std::vector<float> params;
   uint64_t checksum = 0;
   absl::Status fetched = coordinator_->FetchModel(
@@ -513,9 +524,18 @@ absl::Status ClientDaemon::WorkLoop() {
       local.fd_epsilon = task->fd_epsilon();
       local.fd_fixed_point = task->fd_fixed_point();
     }
+    if (task->tangent_run_count() > 0 && task->tangents_size() > 0) {
+      return absl::InvalidArgumentError(
+          "task carries tangents both as keys and as a run");
+    }
     for (const auto& k : task->tangents()) {
       ASSIGN_OR_RETURN(TangentKey key, FromProto(k));
       local.tangents.push_back(key);
+    }
+    if (task->tangent_run_count() > 0) {
+      ASSIGN_OR_RETURN(local.tangents,
+                       ExpandKeyRun(task->tangent_run_first(),
+                                    task->tangent_run_count()));
     }
     ASSIGN_OR_RETURN(LocalResult r, trainer_->Run(local));
     if (task->dp_clip() > 0) {
@@ -543,7 +563,18 @@ absl::Status ClientDaemon::WorkLoop() {
     result.set_session(session_);
     result.set_round(task->round());
     result.set_model_version(task->model_version());
-    for (double d : r.jvps) result.add_jvp32(static_cast<float>(d));
+    if (task->jvp_bits() == 8 && !r.jvps.empty()) {
+      if (!std::isfinite(task->jvp_clip()) || !(task->jvp_clip() > 0)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "task asks for int8 values with clip ", task->jvp_clip()));
+      }
+      float scale = 0;
+      result.set_jvp8(EncodeJvp8(r.jvps, task->jvp_clip(), run_seed_,
+                                 client_id_, task->round(), &scale));
+      result.set_jvp8_scale(scale);
+    } else {
+      for (double d : r.jvps) result.add_jvp32(static_cast<float>(d));
+    }
     result.set_num_samples(r.num_samples);
     result.set_loss(r.loss);
     result.set_compute_ms(r.compute_ms);

@@ -227,6 +227,26 @@ absl::StatusOr<SeedTerm> FromProto(const v1::SeedUpdate& u) {
 }
 
 namespace {
+// The 8-bit scale of a run's factors (0 for an all-zero run).
+float RunScale8(const SeedTerm* t, size_t n) {
+  float m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::abs(t[i].alpha));
+  return m / 127.0f;
+}
+// Whether every factor of the run is scale * q for an integer q in
+// [-127, 127], and the q's.
+bool RunAs8(const SeedTerm* t, size_t n, float* scale, std::string* q) {
+  const float s = RunScale8(t, n);
+  if (!(s > 0) || !std::isfinite(s)) return false;
+  q->resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const float r = std::nearbyint(t[i].alpha / s);
+    if (!(std::abs(r) <= 127.0f) || s * r != t[i].alpha) return false;
+    (*q)[i] = static_cast<char>(static_cast<int8_t>(r));
+  }
+  *scale = s;
+  return true;
+}
 // Whether `next` continues the run that ends with `prev`.
 bool ContinuesRun(const SeedTerm& prev, const SeedTerm& next) {
   TangentKey k = prev.key;
@@ -236,21 +256,83 @@ bool ContinuesRun(const SeedTerm& prev, const SeedTerm& next) {
 }
 }  // namespace
 
+// One past the end of the run that starts at terms[i].
+size_t RunEnd(const std::vector<SeedTerm>& terms, size_t i) {
+  size_t j = i + 1;
+  while (j < terms.size() && ContinuesRun(terms[j - 1], terms[j])) ++j;
+  return j;
+}
+
 void AppendSeedRuns(const std::vector<SeedTerm>& terms, uint64_t version,
                     google::protobuf::RepeatedPtrField<v1::SeedRun>* out) {
   for (size_t i = 0; i < terms.size();) {
+    const size_t j = RunEnd(terms, i);
     v1::SeedRun* run = out->Add();
     *run->mutable_first() = ToProto(terms[i].key);
     run->set_restrict_mask(terms[i].restrict_mask);
     run->set_version(version);
-    run->add_coefficients(terms[i].alpha);
-    size_t j = i + 1;
-    while (j < terms.size() && ContinuesRun(terms[j - 1], terms[j])) {
-      run->add_coefficients(terms[j].alpha);
-      ++j;
+    float scale = 0;
+    std::string q;
+    if (j - i >= 8 && RunAs8(terms.data() + i, j - i, &scale, &q)) {
+      run->set_scale(scale);
+      run->set_coefficients8(std::move(q));
+    } else {
+      for (size_t k = i; k < j; ++k) run->add_coefficients(terms[k].alpha);
     }
     i = j;
   }
+}
+
+void QuantizeSeedRuns(std::vector<SeedTerm>* terms) {
+  for (size_t i = 0; i < terms->size();) {
+    const size_t j = RunEnd(*terms, i);
+    const float s = RunScale8(terms->data() + i, j - i);
+    if (s > 0 && std::isfinite(s)) {
+      for (size_t k = i; k < j; ++k) {
+        SeedTerm& t = (*terms)[k];
+        t.alpha = s * std::nearbyint(t.alpha / s);
+      }
+    }
+    i = j;
+  }
+}
+
+std::string EncodeJvp8(const std::vector<double>& d, double clip,
+                       uint64_t seed, uint32_t client, int64_t round,
+                       float* scale) {
+  const double step = clip / 127.0;
+  std::string out(d.size(), '\0');
+  for (size_t i = 0; i < d.size(); ++i) {
+    const double x = std::clamp(std::isfinite(d[i]) ? d[i] : 0.0, -clip, clip);
+    const double t = x / step;
+    const double lo = std::floor(t);
+    // Up with probability t - lo: E[q] = t.
+    const uint64_t r = RandomU64(seed, RngDomain::kQuantize, client,
+                                 (static_cast<uint64_t>(round) << 16) | i);
+    const double u = static_cast<double>(r >> 11) * 0x1.0p-53;
+    const double q = std::clamp(lo + (u < t - lo ? 1.0 : 0.0), -127.0, 127.0);
+    out[i] = static_cast<char>(static_cast<int8_t>(q));
+  }
+  *scale = static_cast<float>(step);
+  return out;
+}
+
+absl::StatusOr<std::vector<double>> DecodeJvp8(const std::string& bytes,
+                                               float scale) {
+  if (!std::isfinite(scale) || !(scale > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("jvp8_scale must be finite and positive, got ", scale));
+  }
+  std::vector<double> d;
+  d.reserve(bytes.size());
+  for (char c : bytes) {
+    const int8_t q = static_cast<int8_t>(c);
+    if (q == -128) {
+      return absl::InvalidArgumentError("jvp8 value -128 is outside the grid");
+    }
+    d.push_back(static_cast<double>(static_cast<float>(q) * scale));
+  }
+  return d;
 }
 
 absl::Status ExpandSeedRuns(
@@ -258,14 +340,24 @@ absl::Status ExpandSeedRuns(
     std::vector<std::pair<uint64_t, SeedTerm>>* out) {
   for (const v1::SeedRun& run : runs) {
     ASSIGN_OR_RETURN(TangentKey key, FromProto(run.first()));
-    if (run.coefficients_size() == 0 ||
-        static_cast<uint64_t>(key.index) + run.coefficients_size() >
-            kMaxTangentIndex) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "seed run of ", run.coefficients_size(), " terms from index ",
-          key.index, " is empty or runs past the tangent index limit"));
+    const bool q8 = !run.coefficients8().empty();
+    if (q8 && run.coefficients_size() > 0) {
+      return absl::InvalidArgumentError(
+          "seed run carries float32 and int8 coefficients");
     }
-    for (int i = 0; i < run.coefficients_size(); ++i) {
+    if (q8 && (!std::isfinite(run.scale()) || !(run.scale() > 0))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("seed run scale must be finite and positive, got ",
+                       run.scale()));
+    }
+    const int n = q8 ? static_cast<int>(run.coefficients8().size())
+                     : run.coefficients_size();
+    if (n == 0 || static_cast<uint64_t>(key.index) + n > kMaxTangentIndex) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "seed run of ", n, " terms from index ", key.index,
+          " is empty or runs past the tangent index limit"));
+    }
+    for (int i = 0; i < n; ++i) {
       SeedTerm t;
       t.key = key;
       t.key.index = key.index + static_cast<uint32_t>(i);
@@ -273,7 +365,10 @@ absl::Status ExpandSeedRuns(
         return absl::InvalidArgumentError(
             absl::StrCat("seed run key index ", t.key.index, " out of range"));
       }
-      const float c = run.coefficients(i);
+      const float c =
+          q8 ? run.scale() *
+                   static_cast<float>(static_cast<int8_t>(run.coefficients8()[i]))
+             : run.coefficients(i);
       if (!std::isfinite(c)) {
         return absl::InvalidArgumentError(
             absl::StrCat("seed run coefficient is not finite: ", c));
@@ -286,12 +381,49 @@ absl::Status ExpandSeedRuns(
   return absl::OkStatus();
 }
 
+bool IsKeyRun(const std::vector<TangentKey>& keys) {
+  if (keys.size() < 2) return false;
+  for (size_t i = 1; i < keys.size(); ++i) {
+    TangentKey k = keys[0];
+    k.index = keys[0].index + static_cast<uint32_t>(i);
+    if (!(k == keys[i])) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::vector<TangentKey>> ExpandKeyRun(
+    const v1::TangentKey& first, uint32_t count) {
+  ASSIGN_OR_RETURN(TangentKey key, FromProto(first));
+  if (count < 2 || static_cast<uint64_t>(key.index) + count > kMaxTangentIndex) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tangent run of ", count, " keys from index ", key.index,
+        " is shorter than 2 or runs past the tangent index limit"));
+  }
+  std::vector<TangentKey> keys;
+  keys.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    TangentKey k = key;
+    k.index = key.index + i;
+    if (!ValidTangentKey(k)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tangent run key index ", k.index, " out of range"));
+    }
+    keys.push_back(k);
+  }
+  return keys;
+}
+
 size_t SeedRunsWireBytes(const std::vector<SeedTerm>& terms) {
-  // A run's key, mask, version and framing ~48 bytes; 4 per coefficient.
+  // A run's key, mask, version and framing ~48 bytes; 4 per coefficient,
+  // or 1 when the run goes as int8.
   size_t bytes = 0;
-  for (size_t i = 0; i < terms.size(); ++i) {
-    bytes += 4;
-    if (i == 0 || !ContinuesRun(terms[i - 1], terms[i])) bytes += 48;
+  for (size_t i = 0; i < terms.size();) {
+    const size_t j = RunEnd(terms, i);
+    float scale = 0;
+    std::string q;
+    const bool q8 = j - i >= 8 && RunAs8(terms.data() + i, j - i, &scale, &q);
+    bytes += 48 + (j - i) * (q8 ? 1 : 4);
+    i = j;
   }
   return bytes;
 }

@@ -91,6 +91,33 @@ void AppendSeedRuns(const std::vector<SeedTerm>& terms, uint64_t version,
 absl::Status ExpandSeedRuns(
     const google::protobuf::RepeatedPtrField<v1::SeedRun>& runs,
     std::vector<std::pair<uint64_t, SeedTerm>>* out);
+// Whether `keys` (two or more) differ only in an index that goes up by one
+// from keys[0]: then a task sends keys[0] and the count.
+bool IsKeyRun(const std::vector<TangentKey>& keys);
+// The `count` keys of a run from `first` (checked like FromProto), or
+// InvalidArgument.
+absl::StatusOr<std::vector<TangentKey>> ExpandKeyRun(
+    const v1::TangentKey& first, uint32_t count);
+
+// int8 JVP values (Task.jvp_bits 8): each d clamped to [-clip, clip] and
+// rounded to a multiple of clip / 127, up or down with the probabilities
+// that keep it unbiased, the coin from the counter-based generator keyed
+// by (seed, client, round, index) (reproducible, independent of d). Returns
+// the bytes; *scale = clip / 127.
+std::string EncodeJvp8(const std::vector<double>& d, double clip,
+                       uint64_t seed, uint32_t client, int64_t round,
+                       float* scale);
+// The values of EncodeJvp8's bytes: int8 * scale. InvalidArgument for a
+// scale that is not finite and positive, or the value -128.
+absl::StatusOr<std::vector<double>> DecodeJvp8(const std::string& bytes,
+                                               float scale);
+
+// int8 seed-replay factors: splits `terms` into the runs AppendSeedRuns
+// makes and rounds each run's factors to scale * q, q an integer in
+// [-127, 127], scale = max |factor| / 127 (float32). A run then travels as
+// one scale and one byte a term, and replays to the same bits.
+void QuantizeSeedRuns(std::vector<SeedTerm>* terms);
+
 // Wire bytes (about) of terms sent as runs.
 size_t SeedRunsWireBytes(const std::vector<SeedTerm>& terms);
 

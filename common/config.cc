@@ -77,6 +77,7 @@ const std::vector<std::string>& KnownKeys() {
       "lr_schedule.min_lr",
       "momentum",
       "clip_jvp",
+      "jvp_bits",
       "clip_step",
       "batch_size",
       "local_epochs",
@@ -575,6 +576,15 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   }
   RETURN_IF_ERROR(
       r.Double(root, "", "clip_jvp", 0, false, kInf, false, &c->clip_jvp));
+  RETURN_IF_ERROR(r.Int(root, "", "jvp_bits", 8, 32, &c->jvp_bits));
+  if (c->jvp_bits != 8 && c->jvp_bits != 32) {
+    return r.Error("jvp_bits", root["jvp_bits"],
+                   absl::StrCat("must be 8 or 32, got ", c->jvp_bits));
+  }
+  if (c->jvp_bits == 8 && !(c->clip_jvp > 0)) {
+    return absl::InvalidArgumentError(
+        "'jvp_bits: 8' needs 'clip_jvp' > 0 (the int8 grid spans the clip)");
+  }
   RETURN_IF_ERROR(
       r.Double(root, "", "clip_step", 0, false, kInf, false, &c->clip_step));
   if (root.IsMap() && root["fd"].IsDefined()) {
@@ -781,6 +791,7 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                       {"min_lr", c.lr_schedule.min_lr}};
   j["momentum"] = c.momentum;
   j["clip_jvp"] = c.clip_jvp;
+  j["jvp_bits"] = c.jvp_bits;
   j["clip_step"] = c.clip_step;
   j["batch_size"] = c.batch_size;
   j["local_epochs"] = c.local_epochs;

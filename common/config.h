@@ -201,6 +201,11 @@ struct Config {
   LrScheduleConfig lr_schedule;
   double momentum = 0;
   double clip_jvp = 0;  // clip each client's JVP scalar to [-c, c]; 0: off
+  // 32: JVP values go up as float32 and replay factors down as float32;
+  // 8: both as int8 with a scale (needs clip_jvp > 0): the client rounds
+  // each clipped value stochastically to a multiple of clip_jvp / 127, the
+  // coordinator rounds each client run of replay factors to 8 bits.
+  int jvp_bits = 32;
   // Forward gradients: scale the merged step down to this L2 norm when it is
   // longer; 0: off.
   double clip_step = 0;

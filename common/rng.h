@@ -32,6 +32,7 @@ enum class RngDomain : uint32_t {
   kInit = 3,
   kSampling = 4,  // which clients take part in a round
   kGossip = 5,    // gossip: SGP's random graph and noisy links
+  kQuantize = 6,  // stochastic rounding of int8 JVP values (codec.h)
 };
 uint64_t RandomU64(uint64_t seed, RngDomain domain, uint32_t stream,
                    uint64_t i);

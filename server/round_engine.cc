@@ -419,6 +419,13 @@ absl::StatusOr<TaskOutcome> RoundEngine::NextTask(uint32_t client_id,
         out.model_version = snapshot_->version;
         out.model_checksum = snapshot_->checksum;
         out.replay = ReplayFromLocked(have_version);
+        // Which way this client syncs to the round's model: a replay, or
+        // (behind and no replay) a snapshot fetch.
+        if (!out.replay.empty()) {
+          ++sync_replays_;
+        } else if (have_version != snapshot_->version) {
+          ++sync_snapshots_;
+        }
         return out;
       }
     }
@@ -827,6 +834,14 @@ absl::Status RoundEngine::RunRounds() {
     last_cpu_ms_ = cpu_ms;
     row.bytes_up = bytes_up_.exchange(0);
     row.bytes_down = bytes_down_.exchange(0);
+    // Tasks handed out since the previous row that came with a seed replay,
+    // and those whose client was behind with none offered (it fetches a
+    // snapshot, or, holding no model yet, first tries the initial model
+    // regenerated from the run seed).
+    row.extra.emplace_back("sync_replays",
+                           static_cast<double>(sync_replays_.exchange(0)));
+    row.extra.emplace_back("sync_snapshots",
+                           static_cast<double>(sync_snapshots_.exchange(0)));
     bytes_up_total_ += row.bytes_up;
     bytes_down_total_ += row.bytes_down;
     RETURN_IF_ERROR(metrics_->Append(row));

@@ -177,6 +177,7 @@ class RoundEngine final : public CoordinatorEngine {
 
   std::vector<float> params_;  // engine thread only
   std::atomic<int64_t> bytes_up_{0}, bytes_down_{0};
+  std::atomic<int64_t> sync_replays_{0}, sync_snapshots_{0};
   std::atomic<bool> stop_requested_{false};
 
   // Target bookkeeping (engine thread only).

@@ -128,8 +128,15 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_model_checksum(out->model_checksum);
         reply->set_batch_size(out->task.batch_size);
         reply->set_estimator(out->task.estimator);
-        for (const auto& k : out->task.tangents) {
-          *reply->add_tangents() = ToProto(k);
+        if (IsKeyRun(out->task.tangents)) {
+          *reply->mutable_tangent_run_first() =
+              ToProto(out->task.tangents.front());
+          reply->set_tangent_run_count(
+              static_cast<uint32_t>(out->task.tangents.size()));
+        } else {
+          for (const auto& k : out->task.tangents) {
+            *reply->add_tangents() = ToProto(k);
+          }
         }
         reply->set_local_epochs(out->task.local_epochs);
         reply->set_lr(out->task.lr);
@@ -137,6 +144,10 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_weight_decay(out->task.weight_decay);
         reply->set_compression(out->task.compression);
         reply->set_dp_clip(out->task.dp_clip);
+        if (out->task.jvp_bits == 8) {
+          reply->set_jvp_bits(8);
+          reply->set_jvp_clip(out->task.jvp_clip);
+        }
         reply->set_dp_noise_multiplier(out->task.dp_noise_multiplier);
         reply->set_fd_epsilon(out->task.fd_epsilon);
         reply->set_fd_fixed_point(out->task.fd_fixed_point);
@@ -173,9 +184,21 @@ grpc::Status CoordinatorService::SubmitResult(grpc::ServerContext* ctx,
   r.loss = req->loss();
   r.compute_ms = req->compute_ms();
   absl::Status s;
-  if (req->jvp_size() > 0 && req->jvp32_size() > 0) {
+  if (!req->jvp8().empty()) {
+    auto d = DecodeJvp8(req->jvp8(), req->jvp8_scale());
+    if (d.ok()) {
+      r.jvps.insert(r.jvps.end(), d->begin(), d->end());
+    } else {
+      s = d.status();
+    }
+  }
+  const int forms = (req->jvp_size() > 0) + (req->jvp32_size() > 0) +
+                    !req->jvp8().empty();
+  if (!s.ok()) {
+    // jvp8 did not decode
+  } else if (forms > 1) {
     s = absl::InvalidArgumentError(
-        "a result carries JVP values as jvp or as jvp32, not both");
+        "a result carries JVP values in one form (jvp, jvp32 or jvp8)");
   } else if (r.jvps.size() > 65536) {
     s = absl::InvalidArgumentError(
         absl::StrCat("too many JVP values: ", r.jvps.size()));

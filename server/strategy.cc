@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/codec.h"
 #include "common/status_macros.h"
 #include "server/merge.h"
 #include "server/optimizer.h"
@@ -133,6 +134,8 @@ class ForwardGradientStrategy final : public Strategy {
       t.estimator = config_.estimator;
       t.batch_size = config_.batch_size;
       t.dp_clip = config_.privacy.clip;
+      t.jvp_bits = config_.jvp_bits;
+      t.jvp_clip = config_.clip_jvp;
       t.dp_noise_multiplier = config_.privacy.noise_multiplier;
       if (config_.estimator == "fd") {
         t.fd_epsilon = config_.fd.epsilon;
@@ -331,6 +334,9 @@ class ForwardGradientStrategy final : public Strategy {
                                  term.restrict_mask});
         }
       }
+      // int8 replay: each run's factors rounded to 8 bits before they are
+      // applied here, so the clients' replay of the 8-bit form is exact.
+      if (config_.jvp_bits == 8) QuantizeSeedRuns(&last_terms_);
       ApplySeedTerms(last_terms_, layout_, params->data(), threads_);
       last_as_seeds_ = true;
       return;

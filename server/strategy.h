@@ -35,6 +35,8 @@ struct TaskSpec {
   double weight_decay = 0;
   std::string compression;
   // jvp with privacy: the client clips and noises its values (privacy.h).
+  int jvp_bits = 32;  // 8: int8 values up (Task.jvp_bits)
+  double jvp_clip = 0;
   double dp_clip = 0;
   double dp_noise_multiplier = 0;
   // fd: finite-difference step and fixed-point forward passes.

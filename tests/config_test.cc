@@ -171,6 +171,25 @@ TEST(Config, EveryKeyParses) {
   EXPECT_EQ(c->source_path, "");
 }
 
+TEST(Config, JvpBitsIs8Or32And8NeedsAClip) {
+  auto ok = Parse("clip_jvp: 1\njvp_bits: 8\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->jvp_bits, 8);
+  auto back = Parse(ConfigToYaml(*ok));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->jvp_bits, 8);
+  for (const char* bad : {"jvp_bits: 8\n", "clip_jvp: 1\njvp_bits: 16\n",
+                          "clip_jvp: 1\njvp_bits: 4\n"}) {
+    auto r = Parse(bad);
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << bad;
+    EXPECT_NE(r.status().message().find("jvp_bits"), std::string::npos)
+        << r.status();
+  }
+  auto shared = Parse("tangent: {structure: rank1_shared, count: 8}\n");
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->tangent.structure, "rank1_shared");
+}
+
 TEST(Config, DecentralizedKeysParseAndRoundTrip) {
   absl::StatusOr<Config> c = Parse(
       "algorithm: sgp\nclients: 8\nweight_decay: 1e-4\npeer:\n  steps: "

@@ -157,6 +157,106 @@ TEST(SeedRuns, RoundTripAndRefuseBadRuns) {
   EXPECT_FALSE(ExpandSeedRuns(bad, &back).ok());
 }
 
+// int8 values up: unbiased, on the grid, reproducible; bad bytes refused.
+TEST(Jvp8, StochasticRoundingIsUnbiasedOnTheGridAndReproducible) {
+  std::vector<double> d(4000);
+  for (size_t i = 0; i < d.size(); ++i) d[i] = 0.3 + 1e-4 * (i % 7);
+  d[0] = 5.0;   // clamped to the clip
+  d[1] = -5.0;
+  d[2] = std::nan("");  // sent as 0
+  float scale = 0;
+  const std::string q = EncodeJvp8(d, 1.0, 7, 3, 11, &scale);
+  ASSERT_EQ(q.size(), d.size());
+  EXPECT_FLOAT_EQ(scale, 1.0f / 127);
+  float again_scale = 0;
+  EXPECT_EQ(EncodeJvp8(d, 1.0, 7, 3, 11, &again_scale), q);
+  EXPECT_NE(EncodeJvp8(d, 1.0, 7, 3, 12, &again_scale), q);  // other round
+  auto back = DecodeJvp8(q, scale);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_NEAR((*back)[0], 1.0, 1e-6);
+  EXPECT_NEAR((*back)[1], -1.0, 1e-6);
+  EXPECT_EQ((*back)[2], 0.0);
+  double sum = 0, want = 0;
+  for (size_t i = 3; i < d.size(); ++i) {
+    // Each value is one of the two grid points around d.
+    EXPECT_LE(std::abs((*back)[i] - d[i]), 1.0 / 127 + 1e-6);
+    sum += (*back)[i];
+    want += d[i];
+  }
+  // Unbiased: the mean error is far below one grid step (sd of the mean
+  // about 0.5 / 127 / sqrt(4000)).
+  EXPECT_NEAR(sum / (d.size() - 3), want / (d.size() - 3), 2e-4);
+  EXPECT_FALSE(DecodeJvp8(q, 0.0f).ok());
+  EXPECT_FALSE(DecodeJvp8(q, std::nanf("")).ok());
+  EXPECT_FALSE(DecodeJvp8(std::string(1, static_cast<char>(-128)), 1.0f).ok());
+}
+
+// int8 replay factors: the coordinator rounds each run before applying it,
+// so the 8-bit wire form replays to the same bits.
+TEST(SeedRuns, Int8RunsAreExactAfterQuantizeSeedRuns) {
+  auto spec = GetModelSpec("mlp_small", {1, 28, 28});
+  ASSERT_TRUE(spec.ok());
+  const TangentLayout layout = spec->Layout();
+  std::vector<SeedTerm> terms;
+  for (uint32_t c = 0; c < 3; ++c) {
+    for (uint32_t k = 0; k < 40; ++k) {
+      terms.push_back({SharedKey(k, c), 1e-4f * std::sin(0.3f * k + c), 0});
+    }
+  }
+  QuantizeSeedRuns(&terms);
+  google::protobuf::RepeatedPtrField<v1::SeedRun> runs;
+  AppendSeedRuns(terms, 4, &runs);
+  ASSERT_EQ(runs.size(), 3);
+  for (const auto& run : runs) {
+    EXPECT_EQ(run.coefficients_size(), 0);
+    EXPECT_EQ(run.coefficients8().size(), 40u);
+  }
+  EXPECT_LT(SeedRunsWireBytes(terms), 3 * (48 + 40) + 1);
+  std::vector<std::pair<uint64_t, SeedTerm>> back;
+  ASSERT_TRUE(ExpandSeedRuns(runs, &back).ok());
+  ASSERT_EQ(back.size(), terms.size());
+  std::vector<float> a = InitialParams(*spec, 2), b = a;
+  std::vector<SeedTerm> replay;
+  for (const auto& [v, t] : back) {
+    EXPECT_EQ(t.alpha, terms[replay.size()].alpha);
+    replay.push_back(t);
+  }
+  ApplySeedTerms(terms, layout, a.data(), 1);
+  ApplySeedTerms(replay, layout, b.data(), 2);
+  EXPECT_EQ(a, b);
+  // Unquantized factors stay float32 on the wire.
+  std::vector<SeedTerm> raw = {{SharedKey(0), 0.1f, 0}, {SharedKey(1), 0.3f, 0},
+                               {SharedKey(2), 0.7f, 0}, {SharedKey(3), 0.11f, 0},
+                               {SharedKey(4), 0.13f, 0}, {SharedKey(5), 0.17f, 0},
+                               {SharedKey(6), 0.19f, 0}, {SharedKey(7), 0.23f, 0}};
+  google::protobuf::RepeatedPtrField<v1::SeedRun> fruns;
+  AppendSeedRuns(raw, 1, &fruns);
+  ASSERT_EQ(fruns.size(), 1);
+  EXPECT_EQ(fruns[0].coefficients_size(), 8);
+  auto bad = runs;
+  bad.Mutable(0)->set_scale(-1);
+  back.clear();
+  EXPECT_FALSE(ExpandSeedRuns(bad, &back).ok());
+  bad = runs;
+  bad.Mutable(0)->add_coefficients(1.0f);  // both forms
+  back.clear();
+  EXPECT_FALSE(ExpandSeedRuns(bad, &back).ok());
+}
+
+TEST(KeyRuns, TaskTangentsTravelAsARun) {
+  std::vector<TangentKey> keys;
+  for (uint32_t k = 0; k < 5; ++k) keys.push_back(SharedKey(k));
+  EXPECT_TRUE(IsKeyRun(keys));
+  EXPECT_FALSE(IsKeyRun({keys[0]}));  // one key goes as itself
+  std::vector<TangentKey> gap = {keys[0], keys[2]};
+  EXPECT_FALSE(IsKeyRun(gap));
+  auto back = ExpandKeyRun(ToProto(keys[0]), 5);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, keys);
+  EXPECT_FALSE(ExpandKeyRun(ToProto(keys[0]), 1).ok());
+  EXPECT_FALSE(ExpandKeyRun(ToProto(SharedKey(kSharedUIndex - 2)), 5).ok());
+}
+
 // The shared-u route of ComputeJvpRules equals grad . v_k from backprop and
 // the materialized tangent, in float64, for every key of the group.
 TEST(SharedUJvp, MatchesBackpropAndTakesTheSharedRoute) {
