@@ -172,6 +172,7 @@ v1::TangentKey ToProto(const TangentKey& key) {
   p.set_normalized(key.normalized);
   p.set_rank_one(key.rank_one);
   p.set_shared_u(key.shared_u);
+  p.set_u_group_size(key.u_group_size);
   return p;
 }
 
@@ -185,6 +186,7 @@ absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& p) {
   key.normalized = p.normalized();
   key.rank_one = p.rank_one();
   key.shared_u = p.shared_u();
+  key.u_group_size = p.u_group_size();
   switch (p.type()) {
     case v1::TANGENT_NORMAL:
       key.type = TangentDistribution::kNormal;

@@ -63,6 +63,7 @@ const std::vector<std::string>& KnownKeys() {
       "tangent.shared_seed",
       "tangent.count",
       "tangent.combine",
+      "tangent.u_groups",
       "tangent.normalize",
       "tangent.structure",
       "tangent.split",
@@ -529,6 +530,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                              {"dense", "rank1", "rank1_shared"},
                              &c->tangent.structure));
     RETURN_IF_ERROR(
+        r.Int(t, "tangent", "u_groups", 1, 1024, &c->tangent.u_groups));
+    RETURN_IF_ERROR(
         r.Choice(t, "tangent", "split", {"none", "layers"}, &c->tangent.split));
     RETURN_IF_ERROR(r.Int(t, "tangent", "blocks_per_client", 1, 64,
                           &c->tangent.blocks_per_client));
@@ -703,6 +706,13 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
     return absl::InvalidArgumentError(absl::StrCat(
         "'algorithm: ", c->algorithm, "' needs 'clients' >= 2 workers"));
   }
+  if (c->tangent.u_groups > 1 && (c->tangent.structure != "rank1_shared" ||
+                                  c->tangent.u_groups > c->tangent.count)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'tangent.u_groups' > 1 needs 'tangent.structure: rank1_shared' and "
+        "at most 'tangent.count' (", c->tangent.count, ") groups, got ",
+        c->tangent.u_groups, " with structure ", c->tangent.structure));
+  }
   if (c->tangent.shared_seed && c->tangent.combine == "projection_round") {
     // Shared tangents are one set for the whole round: the round projection
     // is then the per-client projection of the averaged values.
@@ -780,6 +790,7 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                   {"shared_seed", c.tangent.shared_seed},
                   {"count", c.tangent.count},
                   {"combine", c.tangent.combine},
+                  {"u_groups", c.tangent.u_groups},
                   {"normalize", c.tangent.normalize},
                   {"structure", c.tangent.structure},
                   {"split", c.tangent.split},

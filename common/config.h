@@ -54,6 +54,10 @@ struct TangentConfig {
   // rank1_shared: rank1 with u shared by a client's keys of the round
   // (TangentKey::shared_u).
   std::string structure = "dense";
+  // rank1_shared: how many u's a client's K tangents carry per matrix
+  // (blocks of ceil(K / u_groups) keys share one; 1: all share one). More
+  // u's cost one forward propagation each and lower the estimate's variance.
+  int u_groups = 1;
   // Weight splitting (Spry): none, or layers: each client perturbs only
   // blocks_per_client layers, assigned round-robin (rotating each round);
   // the coordinator merges each layer over the clients that perturbed it.

@@ -156,7 +156,8 @@ bool OneSharedGroup(const std::vector<TangentKey>& keys) {
   for (const TangentKey& k : keys) {
     if (!k.shared_u || !k.rank_one || k.run_seed != f.run_seed ||
         k.round != f.round || k.client != f.client || k.type != f.type ||
-        k.param_mask != f.param_mask || k.normalized != f.normalized) {
+        k.param_mask != f.param_mask || k.normalized != f.normalized ||
+        k.u_group_size != f.u_group_size) {
       return false;
     }
   }
@@ -201,6 +202,28 @@ absl::StatusOr<JvpResult> SharedRankOneJvps(
       (at::softmax(h, 1) - at::one_hot(y, h.size(1)).to(h.scalar_type())) /
       static_cast<double>(b);
   at::Tensor d = at::zeros({k}, target.dtype(at::kDouble));
+  // The u blocks: block_of[i] is key i's row in the stacked u's; first[j]
+  // a key of block j (whose factors give u_j).
+  std::vector<int64_t> block_of(static_cast<size_t>(k));
+  std::vector<size_t> first;
+  {
+    std::vector<int64_t> seen;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const int64_t g = SharedUGroup(keys[i]);
+      auto it = std::find(seen.begin(), seen.end(), g);
+      if (it == seen.end()) {
+        seen.push_back(g);
+        first.push_back(i);
+        it = seen.end() - 1;
+      }
+      block_of[i] = it - seen.begin();
+    }
+  }
+  const int64_t nb = static_cast<int64_t>(first.size());
+  const at::Tensor block_index =
+      at::from_blob(block_of.data(), {k}, at::TensorOptions().dtype(at::kLong))
+          .clone()
+          .to(x.device());
   p = 0;
   for (size_t l = 0; l < nl; ++l) {
     if (spec.layers[l].kind != LayerSpec::Kind::kDense) continue;
@@ -209,7 +232,7 @@ absl::StatusOr<JvpResult> SharedRankOneJvps(
     const int64_t rows = params[pw].size(0), cols = params[pw].size(1);
     at::Tensor a = at::zeros({k, cols}, cpu);
     at::Tensor beta = at::zeros({k}, cpu);
-    at::Tensor u = at::empty({rows}, cpu);
+    at::Tensor u = at::empty({nb, rows}, cpu);
     std::vector<float> scratch(static_cast<size_t>(std::max(rows, cols)));
     bool any = false;
     for (int64_t i = 0; i < k; ++i) {
@@ -225,15 +248,18 @@ absl::StatusOr<JvpResult> SharedRankOneJvps(
       }
     }
     if (!any) continue;
-    RankOneFactors(keys[0], pw, rows, cols, u.data_ptr<float>(),
-                   scratch.data());  // u (scratch takes a)
+    for (int64_t j = 0; j < nb; ++j) {  // u_j (scratch takes a)
+      RankOneFactors(keys[first[static_cast<size_t>(j)]], pw, rows, cols,
+                     u.data_ptr<float>() + j * rows, scratch.data());
+    }
     // s [B, K] = h a_k + beta_k, times each key's normalization.
     const at::Tensor scale = at::from_blob(scales.data(), {k}, cpu).clone();
     const at::Tensor s =
         (at::matmul(input[l], a.to(target).t()) + beta.to(target)) *
         scale.to(target);
-    // u pushed forward through the rest of the network: [B, rows] -> [B, 10].
-    at::Tensor z = u.to(target).unsqueeze(0).expand({b, rows});
+    // Each u_j pushed forward through the rest of the network:
+    // [nb, B, rows] -> [nb, B, 10].
+    at::Tensor z = u.to(target).unsqueeze(1).expand({nb, b, rows});
     size_t q = p;
     for (size_t m = l + 1; m < nl; ++m) {
       const LayerSpec& layer = spec.layers[m];
@@ -244,8 +270,9 @@ absl::StatusOr<JvpResult> SharedRankOneJvps(
         q += 2;
       }
     }
-    const at::Tensor c = (e * z).sum(1);  // [B]
-    d += at::matmul(c.unsqueeze(0), s).squeeze(0).to(at::kDouble);
+    const at::Tensor c = (e.unsqueeze(0) * z).sum(2);  // [nb, B]
+    // d_i += sum_b c[block(i), b] s[b, i]
+    d += (c.index_select(0, block_index) * s.t()).sum(1).to(at::kDouble);
   }
   const at::Tensor dc = d.cpu();
   result.jvps.assign(dc.data_ptr<double>(), dc.data_ptr<double>() + k);

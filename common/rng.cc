@@ -371,7 +371,7 @@ void CheckLayout(const TangentKey& key, const TangentLayout& layout) {
 // The shared row factor u of a shared_u key's tensor p (rows entries).
 void SharedU(const TangentKey& key, uint32_t p, int64_t rows, float* u) {
   TangentKey s = key;
-  s.index = kSharedUIndex;
+  s.index = kSharedUIndex - SharedUGroup(key);
   FillStream(MakeCounter(s, p), key.type, u, rows);
 }
 
@@ -611,6 +611,12 @@ bool ValidTangentKey(const TangentKey& key) {
   if (key.shared_u && (!key.rank_one || key.index >= kSharedUIndex)) {
     return false;
   }
+  // Block u streams count down from kSharedUIndex: keep them above every
+  // index.
+  if (key.u_group_size > 0 &&
+      (!key.shared_u || key.index >= kSharedUIndex / 2)) {
+    return false;
+  }
   return key.round >= 0 && key.round < (int64_t{1} << 32) &&
          key.client < kDomainBit && key.index < kMaxTangentIndex &&
          (key.type == TangentDistribution::kNormal ||
@@ -621,7 +627,8 @@ bool operator==(const TangentKey& a, const TangentKey& b) {
   return a.run_seed == b.run_seed && a.round == b.round &&
          a.client == b.client && a.index == b.index && a.type == b.type &&
          a.param_mask == b.param_mask && a.normalized == b.normalized &&
-         a.rank_one == b.rank_one && a.shared_u == b.shared_u;
+         a.rank_one == b.rank_one && a.shared_u == b.shared_u &&
+         a.u_group_size == b.u_group_size;
 }
 
 int64_t TangentLayout::FactorRows(const TangentKey& key, size_t p) const {
@@ -885,6 +892,8 @@ bool SameSharedGroup(const SeedTerm& x, const SeedTerm& y) {
          x.key.round == y.key.round && x.key.client == y.key.client &&
          x.key.type == y.key.type && x.key.param_mask == y.key.param_mask &&
          x.key.normalized == y.key.normalized &&
+         x.key.u_group_size == y.key.u_group_size &&
+         SharedUGroup(x.key) == SharedUGroup(y.key) &&
          x.restrict_mask == y.restrict_mask;
 }
 }  // namespace

@@ -85,6 +85,10 @@ struct TangentKey {
   // client add to a matrix as one outer product u (sum_k c_k a_k)^T
   // (ApplySeedTerms): the cost no longer grows with K times the layer.
   bool shared_u = false;
+  // shared_u only: 0, one u for all the keys above; G > 0, keys share u
+  // only within index blocks [jG, (j+1)G) (u of block j from the stream of
+  // index kSharedUIndex - j), so a client's K keys carry ceil(K/G) u's.
+  uint32_t u_group_size = 0;
 };
 
 // Shapes the tangent functions need: numel per parameter tensor
@@ -129,6 +133,10 @@ inline constexpr uint32_t kMaxTangentIndex = 1u << 16;
 // A shared_u key's row factors come from this index's stream, so its own
 // index must be below it.
 inline constexpr uint32_t kSharedUIndex = kMaxTangentIndex - 1;
+// The u block of a shared_u key (0 when u_group_size is 0).
+inline uint32_t SharedUGroup(const TangentKey& key) {
+  return key.u_group_size > 0 ? key.index / key.u_group_size : 0;
+}
 inline constexpr uint32_t kMaxParamIndex = 1u << 12;
 bool ValidTangentKey(const TangentKey& key);
 

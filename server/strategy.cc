@@ -154,6 +154,11 @@ class ForwardGradientStrategy final : public Strategy {
         key.rank_one = config_.tangent.structure == "rank1" ||
                        config_.tangent.structure == "rank1_shared";
         key.shared_u = config_.tangent.structure == "rank1_shared";
+        if (key.shared_u && config_.tangent.u_groups > 1) {
+          key.u_group_size = static_cast<uint32_t>(
+              (config_.tangent.count + config_.tangent.u_groups - 1) /
+              config_.tangent.u_groups);
+        }
         t.tangents.push_back(key);
       }
       tasks.push_back(std::move(t));

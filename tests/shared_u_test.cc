@@ -306,6 +306,80 @@ TEST(SharedUJvp, MatchesBackpropAndTakesTheSharedRoute) {
   }
 }
 
+// u blocks (tangent.u_groups): keys share u only within their block; the
+// forward route, the merge and the replay handle several blocks at once.
+TEST(SharedUBlocks, UPerBlockJvpsMatchBackpropAndReplayIsExact) {
+  auto block_key = [](uint32_t index, uint32_t client) {
+    TangentKey k = SharedKey(index, client);
+    k.u_group_size = 2;
+    return k;
+  };
+  float u0[3], u1[3], u2[3], a[4];
+  RankOneFactors(block_key(0, 2), 0, 3, 4, u0, a);
+  RankOneFactors(block_key(1, 2), 0, 3, 4, u1, a);
+  RankOneFactors(block_key(2, 2), 0, 3, 4, u2, a);
+  bool differs = false;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(u0[i], u1[i]);
+    differs |= u0[i] != u2[i];
+  }
+  EXPECT_TRUE(differs);
+  EXPECT_FALSE(ValidTangentKey(block_key(kSharedUIndex / 2, 2)));
+  TangentKey plain = block_key(0, 2);
+  plain.shared_u = false;
+  EXPECT_FALSE(ValidTangentKey(plain));
+
+  auto spec = GetModelSpec("mlp_small", {1, 28, 28});
+  ASSERT_TRUE(spec.ok());
+  std::vector<TangentKey> keys;
+  for (uint32_t k = 0; k < 7; ++k) keys.push_back(block_key(k, 2));
+  ASSERT_TRUE(SharedRankOneJvpApplies(*spec, keys));
+  std::vector<float> flat = InitialParams(*spec, 3);
+  std::vector<at::Tensor> params;
+  for (auto& t : ParamViews(*spec, flat.data())) {
+    params.push_back(t.to(at::kDouble));
+  }
+  torch::manual_seed(2);
+  at::Tensor x = torch::randn({12, 1, 28, 28}, torch::kDouble);
+  at::Tensor y = torch::randint(0, 10, {12}, torch::kLong);
+  auto jvp = ComputeJvpRules(*spec, params, keys, x, y);
+  ASSERT_TRUE(jvp.ok()) << jvp.status();
+  std::vector<at::Tensor> leaves;
+  for (const auto& p : params) leaves.push_back(p.detach().requires_grad_(true));
+  torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y).backward();
+  const TangentLayout layout = spec->Layout();
+  for (size_t k = 0; k < keys.size(); ++k) {
+    std::vector<float> v(flat.size());
+    GenerateTangentFlat(keys[k], layout, v.data());
+    auto views = ParamViews(*spec, v.data());
+    double dot = 0;
+    for (size_t i = 0; i < leaves.size(); ++i) {
+      dot += (leaves[i].grad() * views[i].to(at::kDouble)).sum().item<double>();
+    }
+    EXPECT_LT(std::abs(jvp->jvps[k] - dot) / std::abs(dot), 1e-9) << k;
+  }
+
+  std::vector<SeedTerm> terms;
+  for (uint32_t c = 0; c < 2; ++c) {
+    for (uint32_t k = 0; k < 9; ++k) {
+      terms.push_back({block_key(k, c), 1e-3f * float(int(k % 5) - 2), 0});
+    }
+  }
+  std::vector<float> one = flat, two = flat;
+  ApplySeedTerms(terms, layout, one.data(), 1);
+  ApplySeedTerms(terms, layout, two.data(), 2);
+  EXPECT_EQ(one, two);
+  std::vector<double> want(flat.begin(), flat.end());
+  std::vector<float> v(flat.size());
+  for (const SeedTerm& t : terms) {
+    GenerateTangentFlat(t.key, layout, v.data());
+    for (size_t i = 0; i < v.size(); ++i) want[i] += double(t.alpha) * v[i];
+  }
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_NEAR(want[i], one[i], 1e-5) << i;
+  }
+}
+
 // Models with convolutions keep the general rules (the shared u is then
 // just another rank-one factor) and still get grad . v_k.
 TEST(SharedUJvp, ConvModelsUseTheGeneralRulesAndAgree) {
