@@ -389,7 +389,8 @@ long PeakRssKib() {
   return u.ru_maxrss;
 }
 
-// --memory=jvp|rules|rules_rank1|backprop: training memory of one client
+// --memory=jvp|rules|rules_rank1|flagship|fedsgd|backprop: training memory
+// of one client
 // step (libtorch forward AD, the hand-written rules with a dense or a
 // rank-one tangent, or backprop) on `model` at
 // `batch` (the whole batch in one piece): peak RSS after the step minus the
@@ -419,10 +420,12 @@ int MemoryMode(const std::string& mode, const std::string& model,
     auto r = ComputeJvpRules(spec, views, {key}, x, y);
     if (!r.ok()) return 1;
   } else if (mode == "flagship") {
-    // The flagship client's round: K = 128 shared-u keys through the rules,
-    // then a replay of the round's 1,280 terms on a copy of the parameters
-    // (what ClientDaemon::SyncModel does).
-    std::vector<TangentKey> keys = SharedKeys(1, 128);
+    // The flagship client's round (configs/mnist_fg_mlp.yaml): K = 800
+    // shared-u keys in 4 u blocks through the rules, then a replay of the
+    // round's 8,000 terms on a copy of the parameters (what
+    // ClientDaemon::SyncModel does).
+    std::vector<TangentKey> keys = SharedKeys(1, 800);
+    for (TangentKey& k : keys) k.u_group_size = 200;
     auto r = ComputeJvpRules(spec, views, keys, x, y);
     if (!r.ok()) return 1;
     std::vector<SeedTerm> terms;
