@@ -76,7 +76,8 @@ def run_cell(model, kind, budget, sets, seed, target, out_dir):
             # The base file is the forward-gradient flagship; every cell
             # states its own tangents (backprop estimators take these
             # defaults only).
-            "tangent.structure=dense", "tangent.count=1"] + sets
+            "tangent.structure=dense", "tangent.count=1",
+            "tangent.u_groups=1", "jvp_bits=32"] + sets
     config = os.path.join(ROOT, "configs", "mnist_fg_mlp.yaml")
     args = []
     for s in base:

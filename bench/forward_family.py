@@ -2,7 +2,7 @@
 """The forward-gradient family side by side (issue 7): one federation per
 method on real MNIST, mlp, 10 client daemons, each from its own config:
 
-  single tangent            configs/mnist_fg_mlp.yaml
+  single tangent            configs/mnist_fg_mlp.yaml set to one dense one
   multi-tangent mean K=4    configs/mnist_multitangent_mean_mlp.yaml
   multi-tangent mean K=16   the same, tangent.count=16
   multi-tangent proj K=4    configs/mnist_multitangent_proj_mlp.yaml
@@ -42,7 +42,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
 
 METHODS = [
-    ("single", "single tangent (jvp)", "mnist_fg_mlp.yaml", []),
+    # The flagship file with its tangents set back to one dense tangent per
+    # client and the schedule it had when this comparison was made.
+    ("single", "single tangent (jvp)", "mnist_fg_mlp.yaml",
+     ["tangent.structure=dense", "tangent.count=1", "tangent.u_groups=1",
+      "jvp_bits=32", "lr=3e-3", "lr_schedule.min_lr=2e-4"]),
     ("mean4", "multi-tangent mean, K=4", "mnist_multitangent_mean_mlp.yaml",
      []),
     ("mean16", "multi-tangent mean, K=16",

@@ -41,7 +41,10 @@ def run(bin_dir, model, rounds, sets, seed, scale, out_dir):
             "min_clients=10", f"rounds={rounds}", f"seed={seed}",
             f"eval_every={max(1, rounds // 4)}", "targets=[]",
             "lr_schedule.type=constant", "partition.type=iid",
-            "timeouts.round_s=600", "timeouts.client_s=60"] + sets
+            "timeouts.round_s=600", "timeouts.client_s=60",
+            # the base file is the flagship: one dense tangent here
+            "tangent.structure=dense", "tangent.count=1",
+            "tangent.u_groups=1", "jvp_bits=32"] + sets
     cmd = [os.path.join(bin_dir, "fedfwd-run"),
            os.path.join(compare.ROOT, "configs", "mnist_fg_mlp.yaml"),
            "--out", out_dir, "--server-threads", "1"]

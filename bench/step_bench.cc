@@ -311,7 +311,11 @@ void BM_SharedStep256(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SharedStep256)
-    ->Arg(1)->Arg(16)->Arg(64)->Arg(128)->Arg(256)
+    ->Arg(1)
+    ->Arg(16)
+    ->Arg(64)
+    ->Arg(128)
+    ->Arg(256)
     ->Unit(benchmark::kMillisecond);
 
 void BM_ProjectedStep256(benchmark::State& state) {

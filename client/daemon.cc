@@ -375,12 +375,11 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
       prev = version;
       terms.push_back(term);
     }
-    if (replay.ok() && (seq.empty() || seq.front().first != have + 1 ||
-                        prev != want)) {
+    if (replay.ok() &&
+        (seq.empty() || seq.front().first != have + 1 || prev != want)) {
       replay = absl::InvalidArgumentError(absl::StrCat(
-          "seed updates cover versions ",
-          seq.empty() ? 0 : seq.front().first, "..", prev, ", need ",
-          have + 1, "..", want));
+          "seed updates cover versions ", seq.empty() ? 0 : seq.front().first,
+          "..", prev, ", need ", have + 1, "..", want));
     }
     if (replay.ok()) {
       if (options_.drop_update_version != 0 &&
@@ -533,9 +532,8 @@ absl::Status ClientDaemon::WorkLoop() {
       local.tangents.push_back(key);
     }
     if (task->tangent_run_count() > 0) {
-      ASSIGN_OR_RETURN(local.tangents,
-                       ExpandKeyRun(task->tangent_run_first(),
-                                    task->tangent_run_count()));
+      ASSIGN_OR_RETURN(local.tangents, ExpandKeyRun(task->tangent_run_first(),
+                                                    task->tangent_run_count()));
     }
     ASSIGN_OR_RETURN(LocalResult r, trainer_->Run(local));
     if (task->dp_clip() > 0) {
@@ -547,9 +545,9 @@ absl::Status ClientDaemon::WorkLoop() {
             " and noise multiplier ", task->dp_noise_multiplier()));
       }
       for (double& d : r.jvps) {
-        ASSIGN_OR_RETURN(d, PrivatizeJvp(d, task->dp_clip(),
-                                         task->dp_noise_multiplier(),
-                                         dp_noise_));
+        ASSIGN_OR_RETURN(
+            d, PrivatizeJvp(d, task->dp_clip(), task->dp_noise_multiplier(),
+                            dp_noise_));
       }
     }
     if (options_.adversary_scale != 1.0) {

@@ -181,11 +181,10 @@ class ForwardGradientEstimator final : public Estimator {
     for (const TangentKey& key : task.tangents) all_rank_one &= key.rank_one;
     // The shared-u route holds [B, K] numbers, not [K, B, features]
     // tangents: all keys in one pass.
-    const size_t group =
-        SharedRankOneJvpApplies(ctx.spec, task.tangents)
-            ? std::max<size_t>(1, task.tangents.size())
-        : all_rank_one ? std::max<size_t>(1, 1024 / b)
-                       : std::clamp<size_t>(1024 / b, 1, 4);
+    const size_t group = SharedRankOneJvpApplies(ctx.spec, task.tangents)
+                             ? std::max<size_t>(1, task.tangents.size())
+                         : all_rank_one ? std::max<size_t>(1, 1024 / b)
+                                        : std::clamp<size_t>(1024 / b, 1, 4);
     LocalResult out;
     for (size_t k = 0; k < task.tangents.size(); k += group) {
       const std::vector<TangentKey> keys(

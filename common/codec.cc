@@ -299,9 +299,8 @@ void QuantizeSeedRuns(std::vector<SeedTerm>* terms) {
   }
 }
 
-std::string EncodeJvp8(const std::vector<double>& d, double clip,
-                       uint64_t seed, uint32_t client, int64_t round,
-                       float* scale) {
+std::string EncodeJvp8(const std::vector<double>& d, double clip, uint64_t seed,
+                       uint32_t client, int64_t round, float* scale) {
   const double step = clip / 127.0;
   std::string out(d.size(), '\0');
   for (size_t i = 0; i < d.size(); ++i) {
@@ -348,16 +347,15 @@ absl::Status ExpandSeedRuns(
           "seed run carries float32 and int8 coefficients");
     }
     if (q8 && (!std::isfinite(run.scale()) || !(run.scale() > 0))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("seed run scale must be finite and positive, got ",
-                       run.scale()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "seed run scale must be finite and positive, got ", run.scale()));
     }
     const int n = q8 ? static_cast<int>(run.coefficients8().size())
                      : run.coefficients_size();
     if (n == 0 || static_cast<uint64_t>(key.index) + n > kMaxTangentIndex) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "seed run of ", n, " terms from index ", key.index,
-          " is empty or runs past the tangent index limit"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("seed run of ", n, " terms from index ", key.index,
+                       " is empty or runs past the tangent index limit"));
     }
     for (int i = 0; i < n; ++i) {
       SeedTerm t;
@@ -367,10 +365,9 @@ absl::Status ExpandSeedRuns(
         return absl::InvalidArgumentError(
             absl::StrCat("seed run key index ", t.key.index, " out of range"));
       }
-      const float c =
-          q8 ? run.scale() *
-                   static_cast<float>(static_cast<int8_t>(run.coefficients8()[i]))
-             : run.coefficients(i);
+      const float c = q8 ? run.scale() * static_cast<float>(static_cast<int8_t>(
+                                             run.coefficients8()[i]))
+                         : run.coefficients(i);
       if (!std::isfinite(c)) {
         return absl::InvalidArgumentError(
             absl::StrCat("seed run coefficient is not finite: ", c));
@@ -396,7 +393,8 @@ bool IsKeyRun(const std::vector<TangentKey>& keys) {
 absl::StatusOr<std::vector<TangentKey>> ExpandKeyRun(
     const v1::TangentKey& first, uint32_t count) {
   ASSIGN_OR_RETURN(TangentKey key, FromProto(first));
-  if (count < 2 || static_cast<uint64_t>(key.index) + count > kMaxTangentIndex) {
+  if (count < 2 ||
+      static_cast<uint64_t>(key.index) + count > kMaxTangentIndex) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tangent run of ", count, " keys from index ", key.index,
         " is shorter than 2 or runs past the tangent index limit"));

@@ -104,9 +104,8 @@ absl::StatusOr<std::vector<TangentKey>> ExpandKeyRun(
 // that keep it unbiased, the coin from the counter-based generator keyed
 // by (seed, client, round, index) (reproducible, independent of d). Returns
 // the bytes; *scale = clip / 127.
-std::string EncodeJvp8(const std::vector<double>& d, double clip,
-                       uint64_t seed, uint32_t client, int64_t round,
-                       float* scale);
+std::string EncodeJvp8(const std::vector<double>& d, double clip, uint64_t seed,
+                       uint32_t client, int64_t round, float* scale);
 // The values of EncodeJvp8's bytes: int8 * scale. InvalidArgument for a
 // scale that is not finite and positive, or the value -128.
 absl::StatusOr<std::vector<double>> DecodeJvp8(const std::string& bytes,

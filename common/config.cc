@@ -696,11 +696,12 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   if (!forward && (c->tangent.count != 1 || c->tangent.combine != "mean" ||
                    c->tangent.split != "none" || c->tangent.normalize ||
                    c->tangent.structure != "dense")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'tangent.count', 'tangent.combine', 'tangent.split', "
-        "'tangent.normalize' and 'tangent.structure' apply to forward gradients (estimator: jvp, fd "
-        "or projected), not to ",
-        c->estimator));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'tangent.count', 'tangent.combine', 'tangent.split', "
+                     "'tangent.normalize' and 'tangent.structure' apply to "
+                     "forward gradients (estimator: jvp, fd "
+                     "or projected), not to ",
+                     c->estimator));
   }
   if (c->algorithm != "federated" && c->clients < 2) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -710,8 +711,9 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                                   c->tangent.u_groups > c->tangent.count)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "'tangent.u_groups' > 1 needs 'tangent.structure: rank1_shared' and "
-        "at most 'tangent.count' (", c->tangent.count, ") groups, got ",
-        c->tangent.u_groups, " with structure ", c->tangent.structure));
+        "at most 'tangent.count' (",
+        c->tangent.count, ") groups, got ", c->tangent.u_groups,
+        " with structure ", c->tangent.structure));
   }
   if (c->tangent.shared_seed && c->tangent.combine == "projection_round") {
     // Shared tangents are one set for the whole round: the round projection

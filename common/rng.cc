@@ -887,10 +887,10 @@ void GenerateTangentSlice(const TangentKey& key, const TangentLayout& layout,
 namespace {
 // Consecutive terms whose shared-u keys differ only in the index.
 bool SameSharedGroup(const SeedTerm& x, const SeedTerm& y) {
-  return x.key.shared_u && y.key.shared_u && x.key.rank_one &&
-         y.key.rank_one && x.key.run_seed == y.key.run_seed &&
-         x.key.round == y.key.round && x.key.client == y.key.client &&
-         x.key.type == y.key.type && x.key.param_mask == y.key.param_mask &&
+  return x.key.shared_u && y.key.shared_u && x.key.rank_one && y.key.rank_one &&
+         x.key.run_seed == y.key.run_seed && x.key.round == y.key.round &&
+         x.key.client == y.key.client && x.key.type == y.key.type &&
+         x.key.param_mask == y.key.param_mask &&
          x.key.normalized == y.key.normalized &&
          x.key.u_group_size == y.key.u_group_size &&
          SharedUGroup(x.key) == SharedUGroup(y.key) &&
@@ -916,8 +916,8 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
   // lead[k]: the first term of k's shared-u group (k itself otherwise).
   std::vector<size_t> lead(terms.size());
   for (size_t k = 0; k < terms.size(); ++k) {
-    lead[k] = k > 0 && SameSharedGroup(terms[k - 1], terms[k]) ? lead[k - 1]
-                                                                 : k;
+    lead[k] =
+        k > 0 && SameSharedGroup(terms[k - 1], terms[k]) ? lead[k - 1] : k;
   }
   // factors[k * np + p]: term k's factors of tensor p when it is rank-one
   // there and the term applies to it; for a shared-u group, its lead holds

@@ -192,8 +192,8 @@ grpc::Status CoordinatorService::SubmitResult(grpc::ServerContext* ctx,
       s = d.status();
     }
   }
-  const int forms = (req->jvp_size() > 0) + (req->jvp32_size() > 0) +
-                    !req->jvp8().empty();
+  const int forms =
+      (req->jvp_size() > 0) + (req->jvp32_size() > 0) + !req->jvp8().empty();
   if (!s.ok()) {
     // jvp8 did not decode
   } else if (forms > 1) {

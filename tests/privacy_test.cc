@@ -110,9 +110,8 @@ TEST(DpNoise, OutputDependsOnTheSourceBytesAlone) {
 }
 
 TEST(DpNoise, AFailingSourceIsAnErrorNotSilentZeroNoise) {
-  DpNoise noise([](void*, size_t) {
-    return absl::UnavailableError("no entropy");
-  });
+  DpNoise noise(
+      [](void*, size_t) { return absl::UnavailableError("no entropy"); });
   absl::StatusOr<double> r = PrivatizeJvp(0.3, 1.0, 1.0, noise);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("no entropy"), std::string::npos);
@@ -226,9 +225,9 @@ TEST(PrivacyConfig, TheReadmeSaysWhatTheConfigDoes) {
     EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << e;
   }
   for (const std::string& e : covered) {
-    auto r = ParseConfig("estimator: " + e +
-                             "\nprivacy: {clip: 1, noise_multiplier: 1}\n",
-                         "/", {});
+    auto r = ParseConfig(
+        "estimator: " + e + "\nprivacy: {clip: 1, noise_multiplier: 1}\n", "/",
+        {});
     EXPECT_TRUE(r.ok()) << e << ": " << r.status();
   }
 }

@@ -675,7 +675,8 @@ TEST_F(RoundEngineTest, PrivacyEpsilonCountsEveryScalarOfARound) {
   }
   EXPECT_NEAR(p["epsilon"].get<double>(), expected, 1e-3 * expected);
   // One scalar a round would be the old, smaller figure.
-  EXPECT_GT(p["epsilon"].get<double>(), 1.5 * GaussianEpsilon(rounds, 3.0, 1e-5));
+  EXPECT_GT(p["epsilon"].get<double>(),
+            1.5 * GaussianEpsilon(rounds, 3.0, 1e-5));
 }
 
 TEST_F(RoundEngineTest, StoppedClientIsDroppedAndRoundClosesWithoutIt) {

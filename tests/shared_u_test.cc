@@ -130,7 +130,7 @@ TEST(SharedUTangent, ThinProductReplayIsExactAcrossThreadsAndCloseToTheSum) {
 TEST(SeedRuns, RoundTripAndRefuseBadRuns) {
   std::vector<SeedTerm> terms = {{SharedKey(0), 0.5f, 0},
                                  {SharedKey(1), -0.25f, 0},
-                                 {SharedKey(3), 1.0f, 0},  // gap: new run
+                                 {SharedKey(3), 1.0f, 0},   // gap: new run
                                  {SharedKey(4), 2.0f, 4}};  // mask: new run
   google::protobuf::RepeatedPtrField<v1::SeedRun> runs;
   AppendSeedRuns(terms, 2, &runs);
@@ -161,7 +161,7 @@ TEST(SeedRuns, RoundTripAndRefuseBadRuns) {
 TEST(Jvp8, StochasticRoundingIsUnbiasedOnTheGridAndReproducible) {
   std::vector<double> d(4000);
   for (size_t i = 0; i < d.size(); ++i) d[i] = 0.3 + 1e-4 * (i % 7);
-  d[0] = 5.0;   // clamped to the clip
+  d[0] = 5.0;  // clamped to the clip
   d[1] = -5.0;
   d[2] = std::nan("");  // sent as 0
   float scale = 0;
@@ -225,10 +225,11 @@ TEST(SeedRuns, Int8RunsAreExactAfterQuantizeSeedRuns) {
   ApplySeedTerms(replay, layout, b.data(), 2);
   EXPECT_EQ(a, b);
   // Unquantized factors stay float32 on the wire.
-  std::vector<SeedTerm> raw = {{SharedKey(0), 0.1f, 0}, {SharedKey(1), 0.3f, 0},
-                               {SharedKey(2), 0.7f, 0}, {SharedKey(3), 0.11f, 0},
-                               {SharedKey(4), 0.13f, 0}, {SharedKey(5), 0.17f, 0},
-                               {SharedKey(6), 0.19f, 0}, {SharedKey(7), 0.23f, 0}};
+  std::vector<SeedTerm> raw = {
+      {SharedKey(0), 0.1f, 0},  {SharedKey(1), 0.3f, 0},
+      {SharedKey(2), 0.7f, 0},  {SharedKey(3), 0.11f, 0},
+      {SharedKey(4), 0.13f, 0}, {SharedKey(5), 0.17f, 0},
+      {SharedKey(6), 0.19f, 0}, {SharedKey(7), 0.23f, 0}};
   google::protobuf::RepeatedPtrField<v1::SeedRun> fruns;
   AppendSeedRuns(raw, 1, &fruns);
   ASSERT_EQ(fruns.size(), 1);
@@ -345,7 +346,8 @@ TEST(SharedUBlocks, UPerBlockJvpsMatchBackpropAndReplayIsExact) {
   auto jvp = ComputeJvpRules(*spec, params, keys, x, y);
   ASSERT_TRUE(jvp.ok()) << jvp.status();
   std::vector<at::Tensor> leaves;
-  for (const auto& p : params) leaves.push_back(p.detach().requires_grad_(true));
+  for (const auto& p : params)
+    leaves.push_back(p.detach().requires_grad_(true));
   torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y).backward();
   const TangentLayout layout = spec->Layout();
   for (size_t k = 0; k < keys.size(); ++k) {
@@ -399,7 +401,8 @@ TEST(SharedUJvp, ConvModelsUseTheGeneralRulesAndAgree) {
   auto jvp = ComputeJvpRules(*spec, params, group, x, y);
   ASSERT_TRUE(jvp.ok()) << jvp.status();
   std::vector<at::Tensor> leaves;
-  for (const auto& p : params) leaves.push_back(p.detach().requires_grad_(true));
+  for (const auto& p : params)
+    leaves.push_back(p.detach().requires_grad_(true));
   torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y).backward();
   const TangentLayout layout = spec->Layout();
   for (size_t k = 0; k < group.size(); ++k) {
