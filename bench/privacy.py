@@ -75,8 +75,8 @@ def main():
         f"`{args.model}`, 10 clients ({datetime.date.today().isoformat()})",
         "",
         f"`python3 bench/privacy.py --model {args.model} --rounds "
-        f"{args.rounds} --clip {args.clip} --sigmas {args.sigmas} --seed "
-        f"{args.seed}`",
+        f"{args.rounds} --clip {args.clip} --sigmas {args.sigmas} "
+        f"--counts {args.counts} --seed {args.seed}`",
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} cores. Clients "
         f"compute forward only (estimator jvp). Average merge, K dense "
