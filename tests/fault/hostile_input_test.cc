@@ -732,7 +732,22 @@ TEST_F(HostileInputTest, JvpRunRefusesBadResultsAndMergesOnlyValidOnes) {
     f32 = with_jvp({0.5});
     f32.add_jvp32(0.5f);
     EXPECT_TRUE(Is(StatusCode::INVALID_ARGUMENT, a.rpc->Submit(f32),
-                   "jvp or as jvp32, not both"));
+                   "in one form (jvp, jvp32 or jvp8)"));
+    // int8 values: a bad scale, the value -128, or two forms are refused.
+    v1::TaskResult q8 = good_a1;
+    q8.clear_jvp();
+    q8.set_jvp8(std::string(1, '\x10'));
+    q8.set_jvp8_scale(-1.0f);
+    EXPECT_TRUE(Is(StatusCode::INVALID_ARGUMENT, a.rpc->Submit(q8),
+                   "jvp8_scale must be finite and positive"));
+    q8.set_jvp8_scale(1.0f / 127);
+    q8.set_jvp8(std::string(1, static_cast<char>(-128)));
+    EXPECT_TRUE(Is(StatusCode::INVALID_ARGUMENT, a.rpc->Submit(q8),
+                   "outside the grid"));
+    q8.set_jvp8(std::string(1, '\x10'));
+    q8.add_jvp32(0.5f);
+    EXPECT_TRUE(Is(StatusCode::INVALID_ARGUMENT, a.rpc->Submit(q8),
+                   "in one form (jvp, jvp32 or jvp8)"));
     // Under the transport limit but over the service's cap.
     v1::TaskResult many = good_a1;
     many.mutable_jvp()->Resize(100000, 0.5);
