@@ -30,6 +30,46 @@ TangentLayout SmallLayout() {
   return TangentLayout({12, 3, 6, 2, 5}, {3, 0, 2, 0, 0});
 }
 
+// ComputeJvpRules on `model` (float64, a random batch) against grad . v_k
+// from backprop and the materialized tangent, relative error below `rel`.
+void ExpectRulesMatchBackprop(const char* model,
+                              const std::vector<TangentKey>& keys,
+                              int64_t batch, uint64_t seed, double rel) {
+  auto spec = GetModelSpec(model, {1, 28, 28});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  std::vector<float> flat = InitialParams(*spec, 3);
+  std::vector<at::Tensor> params;
+  for (auto& t : ParamViews(*spec, flat.data())) {
+    params.push_back(t.to(at::kDouble));
+  }
+  torch::manual_seed(seed);
+  at::Tensor x = torch::randn({batch, 1, 28, 28}, torch::kDouble);
+  at::Tensor y = torch::randint(0, 10, {batch}, torch::kLong);
+  auto jvp = ComputeJvpRules(*spec, params, keys, x, y);
+  ASSERT_TRUE(jvp.ok()) << jvp.status();
+  std::vector<at::Tensor> leaves;
+  for (const auto& p : params) {
+    leaves.push_back(p.detach().requires_grad_(true));
+  }
+  at::Tensor loss =
+      torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y);
+  loss.backward();
+  EXPECT_NEAR(jvp->loss, loss.item<double>(), 1e-12);
+  const TangentLayout layout = spec->Layout();
+  for (size_t k = 0; k < keys.size(); ++k) {
+    std::vector<float> v(flat.size());
+    GenerateTangentFlat(keys[k], layout, v.data());
+    auto views = ParamViews(*spec, v.data());
+    double dot = 0;
+    for (size_t i = 0; i < leaves.size(); ++i) {
+      dot += (leaves[i].grad() * views[i].to(at::kDouble)).sum().item<double>();
+    }
+    ASSERT_NE(dot, 0.0) << k;
+    EXPECT_LT(std::abs(jvp->jvps[k] - dot) / std::abs(dot), rel)
+        << "key " << k << ": rules " << jvp->jvps[k] << " backprop " << dot;
+  }
+}
+
 TEST(SharedUTangent, KeysOfAGroupShareUAndBiasesAreUTimesBeta) {
   const TangentLayout layout = SmallLayout();
   std::vector<float> v0(28), v1(28);
@@ -272,38 +312,7 @@ TEST(SharedUJvp, MatchesBackpropAndTakesTheSharedRoute) {
     std::vector<TangentKey> group(keys.begin(), keys.begin() + 4);
     ASSERT_TRUE(SharedRankOneJvpApplies(*spec, group));
     ASSERT_FALSE(SharedRankOneJvpApplies(*spec, keys));  // masks differ
-    std::vector<float> flat = InitialParams(*spec, 3);
-    std::vector<at::Tensor> params;
-    for (auto& t : ParamViews(*spec, flat.data())) {
-      params.push_back(t.to(at::kDouble));
-    }
-    torch::manual_seed(0);
-    at::Tensor x = torch::randn({16, 1, 28, 28}, torch::kDouble);
-    at::Tensor y = torch::randint(0, 10, {16}, torch::kLong);
-    auto jvp = ComputeJvpRules(*spec, params, group, x, y);
-    ASSERT_TRUE(jvp.ok()) << jvp.status();
-    std::vector<at::Tensor> leaves;
-    for (const auto& p : params) {
-      leaves.push_back(p.detach().requires_grad_(true));
-    }
-    at::Tensor loss =
-        torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y);
-    loss.backward();
-    EXPECT_NEAR(jvp->loss, loss.item<double>(), 1e-12);
-    const TangentLayout layout = spec->Layout();
-    for (size_t k = 0; k < group.size(); ++k) {
-      std::vector<float> v(flat.size());
-      GenerateTangentFlat(group[k], layout, v.data());
-      auto views = ParamViews(*spec, v.data());
-      double dot = 0;
-      for (size_t i = 0; i < leaves.size(); ++i) {
-        dot +=
-            (leaves[i].grad() * views[i].to(at::kDouble)).sum().item<double>();
-      }
-      ASSERT_NE(dot, 0.0);
-      EXPECT_LT(std::abs(jvp->jvps[k] - dot) / std::abs(dot), 1e-9)
-          << "key " << k << ": rules " << jvp->jvps[k] << " backprop " << dot;
-    }
+    ExpectRulesMatchBackprop(model, group, 16, 0, 1e-9);
   }
 }
 
@@ -335,31 +344,9 @@ TEST(SharedUBlocks, UPerBlockJvpsMatchBackpropAndReplayIsExact) {
   std::vector<TangentKey> keys;
   for (uint32_t k = 0; k < 7; ++k) keys.push_back(block_key(k, 2));
   ASSERT_TRUE(SharedRankOneJvpApplies(*spec, keys));
-  std::vector<float> flat = InitialParams(*spec, 3);
-  std::vector<at::Tensor> params;
-  for (auto& t : ParamViews(*spec, flat.data())) {
-    params.push_back(t.to(at::kDouble));
-  }
-  torch::manual_seed(2);
-  at::Tensor x = torch::randn({12, 1, 28, 28}, torch::kDouble);
-  at::Tensor y = torch::randint(0, 10, {12}, torch::kLong);
-  auto jvp = ComputeJvpRules(*spec, params, keys, x, y);
-  ASSERT_TRUE(jvp.ok()) << jvp.status();
-  std::vector<at::Tensor> leaves;
-  for (const auto& p : params)
-    leaves.push_back(p.detach().requires_grad_(true));
-  torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y).backward();
+  ExpectRulesMatchBackprop("mlp_small", keys, 12, 2, 1e-9);
   const TangentLayout layout = spec->Layout();
-  for (size_t k = 0; k < keys.size(); ++k) {
-    std::vector<float> v(flat.size());
-    GenerateTangentFlat(keys[k], layout, v.data());
-    auto views = ParamViews(*spec, v.data());
-    double dot = 0;
-    for (size_t i = 0; i < leaves.size(); ++i) {
-      dot += (leaves[i].grad() * views[i].to(at::kDouble)).sum().item<double>();
-    }
-    EXPECT_LT(std::abs(jvp->jvps[k] - dot) / std::abs(dot), 1e-9) << k;
-  }
+  std::vector<float> flat = InitialParams(*spec, 3);
 
   std::vector<SeedTerm> terms;
   for (uint32_t c = 0; c < 2; ++c) {
@@ -390,31 +377,7 @@ TEST(SharedUJvp, ConvModelsUseTheGeneralRulesAndAgree) {
   std::vector<TangentKey> group;
   for (uint32_t k = 0; k < 3; ++k) group.push_back(SharedKey(k));
   EXPECT_FALSE(SharedRankOneJvpApplies(*spec, group));
-  std::vector<float> flat = InitialParams(*spec, 3);
-  std::vector<at::Tensor> params;
-  for (auto& t : ParamViews(*spec, flat.data())) {
-    params.push_back(t.to(at::kDouble));
-  }
-  torch::manual_seed(1);
-  at::Tensor x = torch::randn({4, 1, 28, 28}, torch::kDouble);
-  at::Tensor y = torch::randint(0, 10, {4}, torch::kLong);
-  auto jvp = ComputeJvpRules(*spec, params, group, x, y);
-  ASSERT_TRUE(jvp.ok()) << jvp.status();
-  std::vector<at::Tensor> leaves;
-  for (const auto& p : params)
-    leaves.push_back(p.detach().requires_grad_(true));
-  torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y).backward();
-  const TangentLayout layout = spec->Layout();
-  for (size_t k = 0; k < group.size(); ++k) {
-    std::vector<float> v(flat.size());
-    GenerateTangentFlat(group[k], layout, v.data());
-    auto views = ParamViews(*spec, v.data());
-    double dot = 0;
-    for (size_t i = 0; i < leaves.size(); ++i) {
-      dot += (leaves[i].grad() * views[i].to(at::kDouble)).sum().item<double>();
-    }
-    EXPECT_LT(std::abs(jvp->jvps[k] - dot) / std::abs(dot), 1e-6) << k;
-  }
+  ExpectRulesMatchBackprop("cnn_small", group, 4, 1, 1e-6);
 }
 
 // The flagship's estimator (jvp, rank1_shared, K = 128, mlp, batch 256)
