@@ -146,7 +146,11 @@ constexpr int kBatchBlocks = 64;
 inline void PhiloxBatch(const TangentCounter& t, uint32_t b0, int nb,
                         uint32_t* w0, uint32_t* w1, uint32_t* w2,
                         uint32_t* w3) {
-  for (int i = 0; i < kBatchBlocks; ++i) {
+  // Only the lanes asked for, rounded up to 8 so the loops still vectorize:
+  // a 784-entry row needs 7 blocks, not 64 (lanes are independent, so the
+  // bits of the lanes computed do not change).
+  const int lanes = std::min(kBatchBlocks, (nb + 7) / 8 * 8);
+  for (int i = 0; i < lanes; ++i) {
     w0[i] = b0 + static_cast<uint32_t>(i);
     w1[i] = t.c1;
     w2[i] = t.c2;
@@ -154,7 +158,7 @@ inline void PhiloxBatch(const TangentCounter& t, uint32_t b0, int nb,
   }
   uint32_t k0 = t.k0, k1 = t.k1;
   for (int r = 0; r < 10; ++r) {
-    for (int i = 0; i < kBatchBlocks; ++i) {
+    for (int i = 0; i < lanes; ++i) {
       const uint64_t p0 = static_cast<uint64_t>(kM0) * w0[i];
       const uint64_t p1 = static_cast<uint64_t>(kM1) * w2[i];
       const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ w1[i] ^ k0;
@@ -167,7 +171,6 @@ inline void PhiloxBatch(const TangentCounter& t, uint32_t b0, int nb,
     k0 += kW0;
     k1 += kW1;
   }
-  (void)nb;
 }
 
 // Normal entries [4*b0, 4*(b0+nb)) of one parameter's tangent into out.
@@ -176,7 +179,7 @@ void NormalBlocks(const TangentCounter& t, uint32_t b0, int nb, float* out) {
       w3[kBatchBlocks];
   PhiloxBatch(t, b0, nb, w0, w1, w2, w3);
   alignas(64) float z[4][kBatchBlocks];
-  for (int i = 0; i < kBatchBlocks; ++i) {
+  for (int i = 0; i < nb; ++i) {
     BoxMuller(w0[i], w1[i], &z[0][i], &z[1][i]);
     BoxMuller(w2[i], w3[i], &z[2][i], &z[3][i]);
   }
@@ -661,7 +664,7 @@ void RankOneFactors(const TangentKey& key, uint32_t param_index, int64_t rows,
   if (key.shared_u) {
     // u from the group's stream; a from the key's own, from entry 0.
     SharedU(key, param_index, rows, u);
-    FillStream(MakeCounter(key, param_index), key.type, a, cols);
+    SharedRankOneA(key, param_index, cols, a);
     return;
   }
   // One stream: entries [0, rows) are u, [rows, rows + cols) are a.
@@ -669,6 +672,11 @@ void RankOneFactors(const TangentKey& key, uint32_t param_index, int64_t rows,
   FillStream(MakeCounter(key, param_index), key.type, all.data(), rows + cols);
   std::memcpy(u, all.data(), sizeof(float) * static_cast<size_t>(rows));
   std::memcpy(a, all.data() + rows, sizeof(float) * static_cast<size_t>(cols));
+}
+
+void SharedRankOneA(const TangentKey& key, uint32_t param_index, int64_t cols,
+                    float* a) {
+  FillStream(MakeCounter(key, param_index), key.type, a, cols);
 }
 
 float SharedBiasBeta(const TangentKey& key, uint32_t bias_param) {
@@ -919,38 +927,65 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
     lead[k] =
         k > 0 && SameSharedGroup(terms[k - 1], terms[k]) ? lead[k - 1] : k;
   }
-  // factors[k * np + p]: term k's factors of tensor p when it is rank-one
-  // there and the term applies to it; for a shared-u group, its lead holds
-  // u and sum_k factor_k a_k (in term order), the others nothing.
+  // factors[slot[k] * np + p]: term k's factors of tensor p when it is
+  // rank-one there and the term applies to it; for a shared-u group, its
+  // lead holds u and sum_k factor_k a_k (in term order) per matrix, and u
+  // and sum_k factor_k beta_k per bias; the others have no slot.
   std::vector<Factors> factors;
-  bool any_rank_one = false;
-  for (const SeedTerm& t : terms) any_rank_one |= t.key.rank_one;
-  if (any_rank_one) {
-    factors.resize(terms.size() * np);
+  std::vector<size_t> slot(terms.size(), 0);
+  size_t slots = 0;
+  for (size_t k = 0; k < terms.size(); ++k) {
+    const SeedTerm& t = terms[k];
+    if ((t.key.rank_one || t.key.shared_u) && lead[k] == k) slot[k] = slots++;
+  }
+  if (slots > 0) {
+    factors.resize(slots * np);
     RunInRanges(terms.size(), threads, [&](size_t begin, size_t end) {
       for (size_t k = begin; k < end; ++k) {
         const SeedTerm& t = terms[k];
-        if (t.key.shared_u && lead[k] != k) continue;
+        if (!(t.key.rank_one || t.key.shared_u) || lead[k] != k) continue;
         size_t last = k + 1;  // one past the group
         while (t.key.shared_u && last < terms.size() && lead[last] == k) {
           ++last;
         }
         for (size_t p = 0; p < np; ++p) {
-          const int64_t rows = layout.FactorRows(t.key, p);
-          if (rows == 0 ||
-              !Applies(t.key, t.restrict_mask, static_cast<uint32_t>(p))) {
-            continue;
-          }
-          const int64_t cols = layout.sizes[p] / rows;
           const uint32_t pi = static_cast<uint32_t>(p);
-          if (!t.key.shared_u) {
-            factors[k * np + p] = MakeFactors(t.key, pi, rows, cols, factor[k]);
+          if (!Applies(t.key, t.restrict_mask, pi)) continue;
+          const int64_t m = t.key.shared_u ? layout.SharedBiasOf(t.key, p) : -1;
+          if (m >= 0) {
+            // A shared-u group's bias: u times sum_k factor_k beta_k (in
+            // term order), one add per entry for the whole group.
+            Factors& f = factors[slot[k] * np + p];
+            f.u.resize(static_cast<size_t>(layout.sizes[p]));
+            SharedU(t.key, static_cast<uint32_t>(m), layout.sizes[p],
+                    f.u.data());
+            float sum = 0.0f;
+            for (size_t q = k; q < last; ++q) {
+              sum += factor[q] * SharedBiasBeta(terms[q].key, pi);
+            }
+            f.a.assign(1, sum);
             continue;
           }
-          Factors& f = factors[k * np + p];
+          const int64_t rows = layout.FactorRows(t.key, p);
+          if (rows == 0) continue;
+          const int64_t cols = layout.sizes[p] / rows;
+          if (!t.key.shared_u) {
+            factors[slot[k] * np + p] = MakeFactors(t.key, pi, rows, cols, factor[k]);
+            continue;
+          }
+          Factors& f = factors[slot[k] * np + p];
           f.u.resize(static_cast<size_t>(rows));
           SharedU(t.key, pi, rows, f.u.data());
           f.a.assign(static_cast<size_t>(cols), 0.0f);
+          if (t.key.type == TangentDistribution::kRademacher) {
+            // c * (+-1) is +-c exactly: the sign flips of the adder give
+            // the same bits as the multiply below, without a buffer.
+            for (size_t q = k; q < last; ++q) {
+              RademacherAddChunk(MakeCounter(terms[q].key, pi), 0, cols,
+                                 factor[q], f.a.data());
+            }
+            continue;
+          }
           std::vector<float> a(static_cast<size_t>(cols));
           for (size_t q = k; q < last; ++q) {
             FillStream(MakeCounter(terms[q].key, pi), t.key.type, a.data(),
@@ -961,6 +996,20 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
         }
       }
     });
+  }
+  // The terms the chunk pass visits: a shared-u group's other terms are in
+  // its lead's factors wherever the tensor is a factored matrix or a shared
+  // bias, so they need no visit unless they perturb some other tensor.
+  std::vector<size_t> active;
+  for (size_t k = 0; k < terms.size(); ++k) {
+    const SeedTerm& t = terms[k];
+    bool visit = !t.key.shared_u || lead[k] == k;
+    for (size_t p = 0; p < np && !visit; ++p) {
+      visit = Applies(t.key, t.restrict_mask, static_cast<uint32_t>(p)) &&
+              layout.FactorRows(t.key, p) == 0 &&
+              layout.SharedBiasOf(t.key, p) < 0;
+    }
+    if (visit) active.push_back(k);
   }
   const std::vector<ChunkItem> items = ChunkItems(layout.sizes);
   auto work = [&](size_t begin, size_t end) {
@@ -976,21 +1025,24 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
         if (!run.empty()) AddRankOneRun(run, run_cols, it.off, it.len, d);
         run.clear();
       };
-      for (size_t k = 0; k < terms.size(); ++k) {
+      for (const size_t k : active) {
         const SeedTerm& t = terms[k];
         if (!Applies(t.key, t.restrict_mask, it.param)) continue;
         const float a = factor[k];
         const int64_t rows = layout.FactorRows(t.key, it.param);
         if (rows > 0) {
           if (t.key.shared_u && lead[k] != k) continue;  // in its lead
-          run.push_back(&factors[k * np + it.param]);
+          run.push_back(&factors[slot[k] * np + it.param]);
           run_cols = layout.sizes[it.param] / rows;
           continue;
         }
         flush();
         if (t.key.shared_u && layout.SharedBiasOf(t.key, it.param) >= 0) {
-          FillDense(t.key, layout, it.param, it.off, it.len, buf);
-          for (int64_t j = 0; j < it.len; ++j) d[j] += a * buf[j];
+          if (lead[k] != k) continue;  // in its lead's sum
+          const Factors& f = factors[slot[k] * np + it.param];
+          const float* u = f.u.data() + it.off;
+          const float sum = f.a[0];
+          for (int64_t j = 0; j < it.len; ++j) d[j] += u[j] * sum;
           continue;
         }
         if (t.key.type == TangentDistribution::kRademacher) {

@@ -154,6 +154,10 @@ void GenerateTangent(const TangentKey& key, uint32_t param_index, float* out,
 // the one its whole group shares.
 void RankOneFactors(const TangentKey& key, uint32_t param_index, int64_t rows,
                     int64_t cols, float* u, float* a);
+// A shared_u key's own column factor a[0..cols) of tensor `param_index`
+// (what RankOneFactors gives as a, without making the group's u).
+void SharedRankOneA(const TangentKey& key, uint32_t param_index, int64_t cols,
+                    float* a);
 
 // The tangent over a whole model: parameters of `sizes` (registration order)
 // laid out back to back in out[0..sum(sizes)). `threads` > 1 splits the work
