@@ -305,17 +305,23 @@ void BM_SharedStep256(benchmark::State& state) {
   const Inputs in = MakeInputs256();
   int64_t round = 0;
   for (auto _ : state) {
-    auto r = ComputeJvpRules(spec, views, SharedKeys(++round, state.range(0)),
-                             in.x, in.y);
+    std::vector<TangentKey> keys = SharedKeys(++round, state.range(0));
+    for (TangentKey& k : keys) {
+      k.u_group_size = static_cast<uint32_t>(state.range(1));
+    }
+    auto r = ComputeJvpRules(spec, views, keys, in.x, in.y);
     benchmark::DoNotOptimize(r);
   }
 }
+// Args: K, keys per u block (0: one u). {800, 50} is the flagship's step.
 BENCHMARK(BM_SharedStep256)
-    ->Arg(1)
-    ->Arg(16)
-    ->Arg(64)
-    ->Arg(128)
-    ->Arg(256)
+    ->Args({1, 0})
+    ->Args({16, 0})
+    ->Args({64, 0})
+    ->Args({128, 0})
+    ->Args({256, 0})
+    ->Args({800, 200})
+    ->Args({800, 50})
     ->Unit(benchmark::kMillisecond);
 
 void BM_ProjectedStep256(benchmark::State& state) {
@@ -359,9 +365,10 @@ void BM_BackpropStep256(benchmark::State& state) {
 }
 BENCHMARK(BM_BackpropStep256)->Unit(benchmark::kMillisecond);
 
-// A round's replay on a client of the flagship: 10 clients x 128 shared-u
-// terms into mlp (one outer product per client and matrix).
-void BM_ReplayShared1280(benchmark::State& state) {
+// A round's replay on a client: 10 clients x K shared-u terms into mlp in
+// u blocks of G keys (one outer product per block and matrix). Args: K, G.
+// {128, 128} is the older flagship's round, {800, 50} the current one's.
+void BM_ReplayShared(benchmark::State& state) {
   const ModelSpec spec = Spec("mlp");
   const TangentLayout layout = spec.Layout();
   std::vector<float> params = InitialParams(spec, 1);
@@ -370,15 +377,19 @@ void BM_ReplayShared1280(benchmark::State& state) {
     ++round;
     std::vector<SeedTerm> terms;
     for (uint32_t c = 0; c < 10; ++c) {
-      for (TangentKey k : SharedKeys(round, 128)) {
+      for (TangentKey k : SharedKeys(round, state.range(0))) {
         k.client = c;
+        k.u_group_size = static_cast<uint32_t>(state.range(1));
         terms.push_back({k, 1e-6f, 0});
       }
     }
     ApplySeedTerms(terms, layout, params.data(), 1);
   }
 }
-BENCHMARK(BM_ReplayShared1280)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ReplayShared)
+    ->Args({128, 128})
+    ->Args({800, 50})
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace fedfwd
@@ -414,6 +425,10 @@ int MemoryMode(const std::string& mode, const std::string& model,
   const auto tangent = ParamViews(spec, v.data());
   std::vector<at::Tensor> params;
   for (auto& t : views) params.push_back(t.clone().requires_grad_(true));
+  if (getenv("WARM")) {
+    at::Tensor w = at::matmul(torch::randn({batch, 1024}), views[2].t());
+    std::printf("warm %ld\n", PeakRssKib());
+  }
   const long before = PeakRssKib();
   if (mode == "jvp") {
     auto r = ComputeJvp(spec, views, {tangent}, x, y);
@@ -425,13 +440,14 @@ int MemoryMode(const std::string& mode, const std::string& model,
     if (!r.ok()) return 1;
   } else if (mode == "flagship") {
     // The flagship client's round (configs/mnist_fg_mlp.yaml): K = 800
-    // shared-u keys in 4 u blocks through the rules, then a replay of the
-    // round's 8,000 terms on a copy of the parameters (what
+    // shared-u keys in 16 u blocks through the rules, then a replay of the
+    // round's 8,000 terms into the parameters in place (what
     // ClientDaemon::SyncModel does).
     std::vector<TangentKey> keys = SharedKeys(1, 800);
-    for (TangentKey& k : keys) k.u_group_size = 200;
+    for (TangentKey& k : keys) k.u_group_size = 50;
     auto r = ComputeJvpRules(spec, views, keys, x, y);
     if (!r.ok()) return 1;
+    std::printf("step_kib %ld\n", PeakRssKib() - before);
     std::vector<SeedTerm> terms;
     for (uint32_t c = 0; c < 10; ++c) {
       for (TangentKey k : keys) {
@@ -439,8 +455,7 @@ int MemoryMode(const std::string& mode, const std::string& model,
         terms.push_back({k, 1e-6f, 0});
       }
     }
-    std::vector<float> copy = flat;
-    ApplySeedTerms(terms, spec.Layout(), copy.data(), 1);
+    ApplySeedTerms(terms, spec.Layout(), flat.data(), 1);
   } else if (mode == "fedsgd") {
     // A fedsgd client's round: the minibatch gradient by backprop, flattened
     // into the update it sends.

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -54,6 +55,31 @@ class Backoff {
 // How long a restarted daemon waits for its shard's earlier registration
 // to expire on the coordinator (timeouts.client_s, 10 s by default).
 constexpr absl::Duration kHeldShardWait = absl::Seconds(20);
+
+// The resident set size and its peak since the last ResetPeakRss (VmRSS and
+// VmHWM of /proc/self/status), in KiB; -1 where unknown.
+struct Rss {
+  int64_t now_kib = -1;
+  int64_t peak_kib = -1;
+};
+Rss ReadRss() {
+  Rss r;
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    long long v = 0;
+    if (std::sscanf(line.c_str(), "VmRSS: %lld kB", &v) == 1) r.now_kib = v;
+    if (std::sscanf(line.c_str(), "VmHWM: %lld kB", &v) == 1) r.peak_kib = v;
+  }
+  return r;
+}
+// Resets VmHWM to the current RSS (Linux 4.0+); false where it cannot.
+bool ResetPeakRss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
 
 }  // namespace
 
@@ -150,6 +176,10 @@ absl::Status ClientDaemon::PrepareTrainer(const v1::JoinReply& reply) {
   t.device = options_.device;
   ASSIGN_OR_RETURN(trainer_, Trainer::Create(t));
   trainer_key_ = key;
+  // Model and data are loaded: training memory counts from here (the peak
+  // RSS from now on minus the RSS now; see the run_over log line).
+  peak_reset_ = ResetPeakRss();
+  rss_at_load_kib_ = ReadRss().now_kib;
   return absl::OkStatus();
 }
 
@@ -393,14 +423,18 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
           }
         }
       }
-      std::vector<float> params = trainer_->params();
+      // In place: no second model in memory (the client's peak training
+      // memory counts). A replay that misses the checksum leaves no valid
+      // model, so the version drops to 0 and a snapshot follows.
+      std::vector<float>& params = *trainer_->mutable_params();
       ApplySeedTerms(terms, trainer_->tangent_layout(), params.data(),
                      std::max(1, options_.threads));
       if (Checksum(params.data(), params.size() * sizeof(float)) ==
           task.model_checksum()) {
-        RETURN_IF_ERROR(trainer_->SetModel(std::move(params), want));
+        trainer_->ParamsChanged(want);
         return true;
       }
+      trainer_->ParamsChanged(0);
       replay = absl::DataLossError(
           absl::StrCat("replayed model of version ", want,
                        " does not match the coordinator's checksum"));
@@ -493,12 +527,25 @@ absl::Status ClientDaemon::WorkLoop() {
       Log("coordinator reachable again", {{"event", "reachable"}});
     }
     if (task->kind() == v1::Task::STOP) {
-      Log(absl::StrFormat("run over (%s) after %d tasks", task->message(),
-                          rounds_done),
+      // Peak training memory: the peak RSS since model and data were
+      // loaded minus the RSS then (-1 where /proc cannot say).
+      const Rss rss = ReadRss();
+      const int64_t training_kib =
+          peak_reset_ && rss.peak_kib >= 0 && rss_at_load_kib_ >= 0
+              ? rss.peak_kib - rss_at_load_kib_
+              : -1;
+      Log(absl::StrFormat("run over (%s) after %d tasks; training memory %d "
+                          "KiB (peak RSS %d KiB, %d KiB once model and data "
+                          "were loaded)",
+                          task->message(), rounds_done, training_kib,
+                          rss.peak_kib, rss_at_load_kib_),
           {{"event", "run_over"},
            {"run_id", run_id_},
            {"reason", task->message()},
-           {"tasks", rounds_done}});
+           {"tasks", rounds_done},
+           {"training_memory_kib", training_kib},
+           {"peak_rss_kib", rss.peak_kib},
+           {"rss_at_load_kib", rss_at_load_kib_}});
       coordinator_->Leave(client_id_, session_, "run over").IgnoreError();
       return absl::OkStatus();
     }

@@ -125,9 +125,13 @@ class ClientDaemon {
   std::mutex session_mu_;
   std::string session_;
   std::atomic<uint32_t> heartbeat_ms_{1000};
-  int shard_ = -1;           // held in the current run; -1: none
-  int run_num_shards_ = 0;   // the current run's shard count
-  std::string run_id_;       // the run joined last ("" before the first)
+  int shard_ = -1;          // held in the current run; -1: none
+  int run_num_shards_ = 0;  // the current run's shard count
+  std::string run_id_;      // the run joined last ("" before the first)
+  // RSS once model and data were loaded (KiB), and whether the peak was
+  // reset then (the run_over line reports the training memory).
+  int64_t rss_at_load_kib_ = -1;
+  bool peak_reset_ = false;
   uint64_t run_seed_ = 0;    // its seed
   std::string trainer_key_;  // run and shard the trainer was made for
   // Health file (heartbeat thread and work loop).

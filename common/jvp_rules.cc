@@ -164,11 +164,19 @@ bool OneSharedGroup(const std::vector<TangentKey>& keys) {
   return true;
 }
 
-// The shared-u route (see the header).
+// The shared-u route (see the header). Memory stays small whatever K and
+// the batch (the client's peak training memory is a target): the batch goes
+// through in passes of kPassRows samples, the u blocks are pushed forward one
+// at a time, and the keys' factors a_k are made and used kChunkKeys at a
+// time, so neither [K, in] nor [blocks, B, out] nor the whole batch's
+// activations are ever held. The values are sums over the batch, so the
+// passes change only the order of the float additions.
 absl::StatusOr<JvpResult> SharedRankOneJvps(
     const ModelSpec& spec, const std::vector<at::Tensor>& params,
     const std::vector<TangentKey>& keys, const at::Tensor& x,
     const at::Tensor& y) {
+  constexpr int64_t kPassRows = 64;
+  constexpr int64_t kChunkKeys = 64;
   const TangentLayout layout = spec.Layout();
   const int64_t k = static_cast<int64_t>(keys.size());
   const int64_t b = x.size(0);
@@ -179,31 +187,9 @@ absl::StatusOr<JvpResult> SharedRankOneJvps(
   for (const TangentKey& key : keys) {
     scales.push_back(TangentScale(key, layout));
   }
-  // Primal pass: each dense layer's input, each ReLU's mask.
-  const size_t nl = spec.layers.size();
-  std::vector<at::Tensor> input(nl), mask(nl);
-  at::Tensor h = x.reshape({b, -1});
-  size_t p = 0;
-  for (size_t l = 0; l < nl; ++l) {
-    const LayerSpec& layer = spec.layers[l];
-    if (layer.kind == LayerSpec::Kind::kDense) {
-      input[l] = h;
-      h = at::linear(h, params[p], params[p + 1]);
-      p += 2;
-    } else if (layer.kind == LayerSpec::Kind::kRelu) {
-      mask[l] = h > 0;
-      h = at::relu(h);
-    }
-  }
-  JvpResult result;
-  result.loss = at::cross_entropy_loss(h, y).item<double>();
-  // The cross-entropy's forward rule: dL = sum_b e_b . dz_b.
-  const at::Tensor e =
-      (at::softmax(h, 1) - at::one_hot(y, h.size(1)).to(h.scalar_type())) /
-      static_cast<double>(b);
-  at::Tensor d = at::zeros({k}, target.dtype(at::kDouble));
-  // The u blocks: block_of[i] is key i's row in the stacked u's; first[j]
-  // a key of block j (whose factors give u_j).
+  const at::Tensor scale = at::from_blob(scales.data(), {k}, cpu).to(target);
+  // The u blocks: block_of[i] is key i's block; first[j] a key of block j
+  // (whose factors give u_j).
   std::vector<int64_t> block_of(static_cast<size_t>(k));
   std::vector<size_t> first;
   {
@@ -222,58 +208,103 @@ absl::StatusOr<JvpResult> SharedRankOneJvps(
   const int64_t nb = static_cast<int64_t>(first.size());
   const at::Tensor block_index =
       at::from_blob(block_of.data(), {k}, at::TensorOptions().dtype(at::kLong))
-          .clone()
           .to(x.device());
-  p = 0;
-  for (size_t l = 0; l < nl; ++l) {
-    if (spec.layers[l].kind != LayerSpec::Kind::kDense) continue;
-    const uint32_t pw = static_cast<uint32_t>(p), pb = pw + 1;
-    p += 2;
-    const int64_t rows = params[pw].size(0), cols = params[pw].size(1);
-    at::Tensor a = at::zeros({k, cols}, cpu);
-    at::Tensor beta = at::zeros({k}, cpu);
-    at::Tensor u = at::empty({nb, rows}, cpu);
-    std::vector<float> scratch(static_cast<size_t>(std::max(rows, cols)));
-    bool any = false;
-    for (int64_t i = 0; i < k; ++i) {
-      const TangentKey& key = keys[static_cast<size_t>(i)];
-      if (Perturbs(key, pw)) {
-        RankOneFactors(key, pw, rows, cols, scratch.data(),
-                       a.data_ptr<float>() + i * cols);
-        any = true;
-      }
-      if (Perturbs(key, pb)) {
-        beta.data_ptr<float>()[i] = SharedBiasBeta(key, pb);
-        any = true;
-      }
-    }
-    if (!any) continue;
-    for (int64_t j = 0; j < nb; ++j) {  // u_j (scratch takes a)
-      RankOneFactors(keys[first[static_cast<size_t>(j)]], pw, rows, cols,
-                     u.data_ptr<float>() + j * rows, scratch.data());
-    }
-    // s [B, K] = h a_k + beta_k, times each key's normalization.
-    const at::Tensor scale = at::from_blob(scales.data(), {k}, cpu).clone();
-    const at::Tensor s =
-        (at::matmul(input[l], a.to(target).t()) + beta.to(target)) *
-        scale.to(target);
-    // Each u_j pushed forward through the rest of the network:
-    // [nb, B, rows] -> [nb, B, 10].
-    at::Tensor z = u.to(target).unsqueeze(1).expand({nb, b, rows});
-    size_t q = p;
-    for (size_t m = l + 1; m < nl; ++m) {
-      const LayerSpec& layer = spec.layers[m];
-      if (layer.kind == LayerSpec::Kind::kRelu) {
-        z = z * mask[m];
-      } else if (layer.kind == LayerSpec::Kind::kDense) {
-        z = at::matmul(z, params[q].t());
-        q += 2;
+  const size_t nl = spec.layers.size();
+  at::Tensor d = at::zeros({k}, target.dtype(at::kDouble));
+  double loss_sum = 0;
+  std::vector<float> scratch;
+  for (int64_t b0 = 0; b0 < b; b0 += kPassRows) {
+    const int64_t bn = std::min(kPassRows, b - b0);
+    // Primal pass: each dense layer's input, each ReLU's mask.
+    std::vector<at::Tensor> input(nl), mask(nl);
+    at::Tensor h = x.narrow(0, b0, bn).reshape({bn, -1});
+    const at::Tensor yb = y.narrow(0, b0, bn);
+    bool h_is_input = true;  // h is (a view of) x: never write into it
+    size_t p = 0;
+    for (size_t l = 0; l < nl; ++l) {
+      const LayerSpec& layer = spec.layers[l];
+      if (layer.kind == LayerSpec::Kind::kDense) {
+        input[l] = h;
+        h = at::linear(h, params[p], params[p + 1]);
+        h_is_input = false;
+        p += 2;
+      } else if (layer.kind == LayerSpec::Kind::kRelu) {
+        mask[l] = h > 0;
+        h = h_is_input ? at::relu(h) : at::relu_(h);
       }
     }
-    const at::Tensor c = (e.unsqueeze(0) * z).sum(2);  // [nb, B]
-    // d_i += sum_b c[block(i), b] s[b, i]
-    d += (c.index_select(0, block_index) * s.t()).sum(1).to(at::kDouble);
+    loss_sum +=
+        at::cross_entropy_loss(h, yb, {}, at::Reduction::Sum).item<double>();
+    // The cross-entropy's forward rule: dL = sum_b e_b . dz_b (the mean
+    // over the whole batch).
+    const at::Tensor e =
+        (at::softmax(h, 1) - at::one_hot(yb, h.size(1)).to(h.scalar_type())) /
+        static_cast<double>(b);
+    h.reset();
+    p = 0;
+    for (size_t l = 0; l < nl; ++l) {
+      if (spec.layers[l].kind != LayerSpec::Kind::kDense) continue;
+      const uint32_t pw = static_cast<uint32_t>(p), pb = pw + 1;
+      p += 2;
+      const int64_t rows = params[pw].size(0), cols = params[pw].size(1);
+      bool any = false;
+      for (const TangentKey& key : keys) {
+        any |= Perturbs(key, pw) || Perturbs(key, pb);
+      }
+      if (!any) continue;
+      scratch.resize(static_cast<size_t>(std::max(rows, cols)));
+      // c [nb, bn]: e_b . (J_b u_j), each u_j pushed forward through the
+      // rest of the network.
+      at::Tensor c = at::empty({nb, bn}, e.options());
+      at::Tensor u = at::empty({rows}, cpu);
+      for (int64_t j = 0; j < nb; ++j) {
+        RankOneFactors(keys[first[static_cast<size_t>(j)]], pw, rows, cols,
+                       u.data_ptr<float>(), scratch.data());
+        at::Tensor z = u.to(target).unsqueeze(0).expand({bn, rows});
+        bool owned = false;  // z has storage of its own (not the expand)
+        size_t q = p;
+        for (size_t m = l + 1; m < nl; ++m) {
+          const LayerSpec& layer = spec.layers[m];
+          if (layer.kind == LayerSpec::Kind::kRelu) {
+            if (owned) {
+              z.mul_(mask[m]);
+            } else {
+              z = z * mask[m];
+              owned = true;
+            }
+          } else if (layer.kind == LayerSpec::Kind::kDense) {
+            z = at::matmul(z, params[q].t());
+            owned = true;
+            q += 2;
+          }
+        }
+        c[j].copy_((e * z).sum(1));
+      }
+      // s [bn, chunk] = h a_k + beta_k, times each key's normalization;
+      // d_i += sum_b c[block(i), b] s[b, i].
+      for (int64_t k0 = 0; k0 < k; k0 += kChunkKeys) {
+        const int64_t n = std::min(kChunkKeys, k - k0);
+        at::Tensor a = at::zeros({n, cols}, cpu);
+        at::Tensor beta = at::zeros({n}, cpu);
+        for (int64_t i = 0; i < n; ++i) {
+          const TangentKey& key = keys[static_cast<size_t>(k0 + i)];
+          if (Perturbs(key, pw)) {
+            SharedRankOneA(key, pw, cols, a.data_ptr<float>() + i * cols);
+          }
+          if (Perturbs(key, pb)) {
+            beta.data_ptr<float>()[i] = SharedBiasBeta(key, pb);
+          }
+        }
+        const at::Tensor s =
+            (at::matmul(input[l], a.to(target).t()) + beta.to(target)) *
+            scale.narrow(0, k0, n);
+        const at::Tensor cb = c.index_select(0, block_index.narrow(0, k0, n));
+        d.narrow(0, k0, n) += (cb * s.t()).sum(1).to(at::kDouble);
+      }
+    }
   }
+  JvpResult result;
+  result.loss = loss_sum / static_cast<double>(b);
   const at::Tensor dc = d.cpu();
   result.jvps.assign(dc.data_ptr<double>(), dc.data_ptr<double>() + k);
   return result;

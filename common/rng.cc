@@ -970,7 +970,8 @@ void ApplySeedTerms(const std::vector<SeedTerm>& terms,
           if (rows == 0) continue;
           const int64_t cols = layout.sizes[p] / rows;
           if (!t.key.shared_u) {
-            factors[slot[k] * np + p] = MakeFactors(t.key, pi, rows, cols, factor[k]);
+            factors[slot[k] * np + p] =
+                MakeFactors(t.key, pi, rows, cols, factor[k]);
             continue;
           }
           Factors& f = factors[slot[k] * np + p];

@@ -316,6 +316,23 @@ TEST(SharedUJvp, MatchesBackpropAndTakesTheSharedRoute) {
   }
 }
 
+// The shared route goes through the batch in passes of 64 samples and
+// makes the factors 64 keys at a time: 150 samples (64 + 64 + 22) and 130
+// keys (64 + 64 + 2) in blocks of 50 still give grad . v_k for every key,
+// and the loss of the whole batch.
+TEST(SharedUJvp, BatchPassesAndKeyChunksMatchBackprop) {
+  std::vector<TangentKey> keys;
+  for (uint32_t k = 0; k < 130; ++k) {
+    TangentKey key = SharedKey(k);
+    key.u_group_size = 50;
+    keys.push_back(key);
+  }
+  auto spec = GetModelSpec("mlp_small", {1, 28, 28});
+  ASSERT_TRUE(spec.ok());
+  ASSERT_TRUE(SharedRankOneJvpApplies(*spec, keys));
+  ExpectRulesMatchBackprop("mlp_small", keys, 150, 4, 1e-9);
+}
+
 // u blocks (tangent.u_groups): keys share u only within their block; the
 // forward route, the merge and the replay handle several blocks at once.
 TEST(SharedUBlocks, UPerBlockJvpsMatchBackpropAndReplayIsExact) {

@@ -248,6 +248,17 @@ TEST_F(Federation, SeedReplaySyncMatchesSnapshotsAndRecoversFromALostUpdate) {
   for (const auto& log : snapshots.client_logs) {
     EXPECT_EQ(log.find("seed replay"), std::string::npos) << log;
   }
+  // Every client reports its peak training memory when the run is over
+  // (the flagship's memory figure, bench/flagship.py): a count of KiB, not
+  // -1 (unknown), and no more than the peak RSS it was taken from.
+  const std::regex memory(
+      "training memory (-?[0-9]+) KiB \\(peak RSS ([0-9]+) KiB");
+  for (const auto& log : replay.client_logs) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(log, m, memory)) << log;
+    EXPECT_GE(std::stoll(m[1].str()), 0) << log;
+    EXPECT_LE(std::stoll(m[1].str()), std::stoll(m[2].str())) << log;
+  }
 }
 
 // FedAvg end to end: model deltas streamed up as int8, label-skewed shards
