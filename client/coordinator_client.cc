@@ -199,13 +199,15 @@ absl::StatusOr<std::vector<PeerMessage>> CoordinatorClient::FetchRelayed(
 
 absl::Status CoordinatorClient::FetchModel(
     uint32_t client_id, const std::string& session, uint64_t version,
-    int64_t expected_params, std::vector<float>* out, uint64_t* checksum) {
+    int64_t expected_params, std::vector<float>* out, uint64_t* checksum,
+    bool step_state) {
   grpc::ClientContext ctx;
   Prepare(&ctx, kFetchDeadline);
   v1::FetchModelRequest req;
   req.set_client_id(client_id);
   req.set_session(session);
   req.set_model_version(version);
+  req.set_step_state(step_state);
   auto reader = stub_->FetchModel(&ctx, req);
   SnapshotAssembler assembler(expected_params, version);
   v1::ModelChunk chunk;

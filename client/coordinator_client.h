@@ -44,10 +44,12 @@ class CoordinatorClient {
                             const std::string& encoding,
                             const std::string& bytes);
   // Streams the snapshot of `version` into `out` (expected_params floats),
-  // verifying size, order and checksum.
+  // verifying size, order and checksum; `step_state`: the optimizer state
+  // that goes with that model instead (FetchModelRequest.step_state).
   absl::Status FetchModel(uint32_t client_id, const std::string& session,
                           uint64_t version, int64_t expected_params,
-                          std::vector<float>* out, uint64_t* checksum);
+                          std::vector<float>* out, uint64_t* checksum,
+                          bool step_state = false);
   // `relayed`, when given, gets the number of relayed peer messages that
   // wait for this client (decentralized runs).
   absl::Status Heartbeat(uint32_t client_id, const std::string& session,

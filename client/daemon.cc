@@ -81,6 +81,31 @@ bool ResetPeakRss() {
   return static_cast<bool>(out);
 }
 
+// The run's step rule as the coordinator sent it (unset: plain SGD), with
+// the ranges the coordinator's config allows.
+absl::StatusOr<StepRule> StepRuleFromProto(const v1::RunSpec& run) {
+  StepRule r;
+  if (!run.has_step_rule()) return r;
+  const v1::StepRule& p = run.step_rule();
+  r.momentum = p.momentum();
+  r.adam = p.adam();
+  r.beta1 = p.beta1();
+  r.beta2 = p.beta2();
+  r.eps = p.eps();
+  r.clip_step = p.clip_step();
+  const bool ok = r.momentum >= 0 && r.momentum < 1 && r.clip_step >= 0 &&
+                  std::isfinite(r.clip_step) &&
+                  (!r.adam || (r.beta1 >= 0 && r.beta1 < 1 && r.beta2 >= 0 &&
+                               r.beta2 < 1 && r.eps > 0 && std::isfinite(r.eps)));
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the coordinator's step rule is out of range: momentum ", r.momentum,
+        ", adam ", r.adam, " (beta1 ", r.beta1, ", beta2 ", r.beta2, ", eps ",
+        r.eps, "), clip_step ", r.clip_step));
+  }
+  return r;
+}
+
 }  // namespace
 
 ClientDaemon::ClientDaemon(DaemonOptions options)
@@ -240,6 +265,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
       }
       run_id_ = run.run_id();
       run_seed_ = run.seed();
+      ASSIGN_OR_RETURN(step_rule_, StepRuleFromProto(run));
       RETURN_IF_ERROR(PrepareTrainer(*reply));
       shard_ = reply->shard();
       run_num_shards_ = run.num_shards();
@@ -392,10 +418,9 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
       seq.emplace_back(u.version(), *term);
     }
     if (replay.ok()) replay = ExpandSeedRuns(task.update_runs(), &seq);
-    std::vector<SeedTerm> terms;
-    terms.reserve(seq.size());
     uint64_t prev = have;
-    for (const auto& [version, term] : seq) {
+    for (const auto& entry : seq) {
+      const uint64_t version = entry.first;
       if (!replay.ok()) break;
       if (version != prev && version != prev + 1) {
         replay = absl::InvalidArgumentError(absl::StrCat(
@@ -403,13 +428,26 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
         break;
       }
       prev = version;
-      terms.push_back(term);
     }
     if (replay.ok() &&
         (seq.empty() || seq.front().first != have + 1 || prev != want)) {
       replay = absl::InvalidArgumentError(absl::StrCat(
           "seed updates cover versions ", seq.empty() ? 0 : seq.front().first,
           "..", prev, ", need ", have + 1, "..", want));
+    }
+    const bool stateful = step_rule_.Stateful();
+    if (replay.ok() && stateful &&
+        static_cast<uint64_t>(task.replay_lr_size()) != want - have) {
+      replay = absl::InvalidArgumentError(absl::StrCat(
+          "a replay with the optimizer step needs a learning rate per version: "
+          "got ",
+          task.replay_lr_size(), " for ", want - have));
+    }
+    for (int v = 0; replay.ok() && v < task.replay_lr_size(); ++v) {
+      if (!std::isfinite(task.replay_lr(v))) {
+        replay = absl::InvalidArgumentError(
+            absl::StrCat("replay learning rate ", task.replay_lr(v)));
+      }
     }
     if (replay.ok()) {
       if (options_.drop_update_version != 0 &&
@@ -418,7 +456,7 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
         // Test fault: lose the last term of the chosen version.
         for (size_t i = seq.size(); i-- > 0;) {
           if (seq[i].first == options_.drop_update_version) {
-            terms.erase(terms.begin() + static_cast<std::ptrdiff_t>(i));
+            seq.erase(seq.begin() + static_cast<std::ptrdiff_t>(i));
             break;
           }
         }
@@ -427,17 +465,44 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
       // memory counts). A replay that misses the checksum leaves no valid
       // model, so the version drops to 0 and a snapshot follows.
       std::vector<float>& params = *trainer_->mutable_params();
-      ApplySeedTerms(terms, trainer_->tangent_layout(), params.data(),
-                     std::max(1, options_.threads));
-      if (Checksum(params.data(), params.size() * sizeof(float)) ==
-          task.model_checksum()) {
+      const int threads = std::max(1, options_.threads);
+      if (!stateful) {
+        std::vector<SeedTerm> terms;
+        terms.reserve(seq.size());
+        for (const auto& entry : seq) terms.push_back(entry.second);
+        ApplySeedTerms(terms, trainer_->tangent_layout(), params.data(),
+                       threads);
+      } else {
+        // The coordinator's optimizer step, version by version, on this
+        // client's copy of the state (common/step_rule.h).
+        SeedStep step;
+        size_t i = 0;
+        for (uint64_t v = have + 1; v <= want; ++v) {
+          step.terms.clear();
+          step.lr = task.replay_lr(static_cast<int>(v - have - 1));
+          while (i < seq.size() && seq[i].first == v) {
+            step.terms.push_back(seq[i++].second);
+          }
+          if (step.terms.empty()) continue;  // the coordinator's no-op too
+          ApplySeedStep(step, step_rule_, trainer_->tangent_layout(),
+                        &step_state_, params.data(), &step_scratch_, threads);
+        }
+      }
+      const bool model_ok =
+          Checksum(params.data(), params.size() * sizeof(float)) ==
+          task.model_checksum();
+      const bool state_ok =
+          !stateful || Checksum(step_state_.data(),
+                                step_state_.size() * sizeof(float)) ==
+                           task.step_state_checksum();
+      if (model_ok && state_ok) {
         trainer_->ParamsChanged(want);
         return true;
       }
       trainer_->ParamsChanged(0);
-      replay = absl::DataLossError(
-          absl::StrCat("replayed model of version ", want,
-                       " does not match the coordinator's checksum"));
+      replay = absl::DataLossError(absl::StrCat(
+          "replayed ", model_ok ? "optimizer state" : "model", " of version ",
+          want, " does not match the coordinator's checksum"));
     }
     Log(absl::StrCat("seed replay failed (", replay.message(),
                      "); fetching a snapshot"),
@@ -451,9 +516,17 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
     // seed (the same counter-based generator as the coordinator's); when it
     // hashes to the task's checksum no snapshot needs to come down.
     std::vector<float> initial = trainer_->InitialModel(run_seed_);
+    // The optimizer state starts at zeros (replay with momentum or Adam).
+    std::vector<float> state(
+        static_cast<size_t>(step_rule_.StateSize(trainer_->num_params())),
+        0.0f);
     if (Checksum(initial.data(), initial.size() * sizeof(float)) ==
-        task.model_checksum()) {
+            task.model_checksum() &&
+        (!step_rule_.Stateful() ||
+         Checksum(state.data(), state.size() * sizeof(float)) ==
+             task.step_state_checksum())) {
       RETURN_IF_ERROR(trainer_->SetModel(std::move(initial), want));
+      step_state_ = std::move(state);
       return true;
     }
   }
@@ -464,6 +537,19 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
   if (fetched.ok() && checksum != task.model_checksum()) {
     fetched = absl::DataLossError("snapshot checksum differs from task's");
   }
+  std::vector<float> state;
+  if (fetched.ok() && step_rule_.Stateful()) {
+    // The optimizer state that goes with the model, for the replays that
+    // follow.
+    uint64_t state_checksum = 0;
+    fetched = coordinator_->FetchModel(
+        client_id_, session_, want, step_rule_.StateSize(trainer_->num_params()),
+        &state, &state_checksum, /*step_state=*/true);
+    if (fetched.ok() && state_checksum != task.step_state_checksum()) {
+      fetched = absl::DataLossError(
+          "optimizer state checksum differs from task's");
+    }
+  }
   if (!fetched.ok()) {
     // The round moved on, or the transfer broke: ask again.
     Log(absl::StrCat("model fetch failed: ", fetched.message()),
@@ -473,6 +559,7 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
   }
   TouchHealthFile();
   RETURN_IF_ERROR(trainer_->SetModel(std::move(params), want));
+  step_state_ = std::move(state);
   return true;
 }
 

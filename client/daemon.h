@@ -23,6 +23,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "client/coordinator_client.h"
@@ -30,6 +31,7 @@
 #include "client/trainer.h"
 #include "common/log.h"
 #include "common/privacy.h"
+#include "common/step_rule.h"
 
 namespace fedfwd {
 
@@ -133,6 +135,12 @@ class ClientDaemon {
   int64_t rss_at_load_kib_ = -1;
   bool peak_reset_ = false;
   uint64_t run_seed_ = 0;    // its seed
+  // The coordinator's optimizer step that seed replay carries (RunSpec;
+  // common/step_rule.h), and this client's copy of its state, valid while
+  // the trainer holds a model (version != 0).
+  StepRule step_rule_;
+  std::vector<float> step_state_;
+  std::vector<float> step_scratch_;  // the step's gradient (Adam, clip_step)
   std::string trainer_key_;  // run and shard the trainer was made for
   // Health file (heartbeat thread and work loop).
   std::mutex health_mu_;

@@ -220,9 +220,11 @@ struct Config {
   // Encoding of uploaded deltas/gradients: none (float32) | fp16 | int8.
   std::string compression = "none";
   // How clients get the next model. auto: seed-replay sync when a round's
-  // update is seed terms (forward gradients under plain SGD: the task
-  // carries the (seed, coefficient) list and each client replays it),
-  // snapshots otherwise; snapshot: always the full model.
+  // update is seed terms (forward gradients: the task carries the (seed,
+  // coefficient) list and each client replays it; with server momentum,
+  // Adam or clip_step the client also takes the coordinator's optimizer
+  // step on its own copy of the state, common/step_rule.h), snapshots
+  // otherwise; snapshot: always the full model.
   std::string sync = "auto";
   // sync auto: a replay of more terms than this (each costs the client a
   // tangent generation over the model) is replaced by a snapshot.

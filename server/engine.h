@@ -72,6 +72,12 @@ struct JoinOutcome {
   int shard = 0;
 };
 
+// One model version's change as seeds (seed-replay sync).
+struct ReplayEntry {
+  uint64_t version = 0;
+  std::shared_ptr<const SeedStep> step;
+};
+
 struct TaskOutcome {
   enum Kind { kWait, kCompute, kStop, kPeer } kind = kWait;
   TaskSpec task;
@@ -79,10 +85,14 @@ struct TaskOutcome {
   uint64_t model_checksum = 0;
   std::string message;
   // Seed-replay sync: the updates from the client's model version to
-  // model_version, oldest first, as (version, terms); empty when the client
-  // must fetch a snapshot instead.
-  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
-      replay;
+  // model_version, oldest first; empty when the client must fetch a
+  // snapshot instead.
+  std::vector<ReplayEntry> replay;
+  // Replay with optimizer state (StepRule::Stateful): XXH64 of the state
+  // snapshot of model_version (GetStepState), which a replaying client's
+  // state must hash to.
+  bool has_step_state = false;
+  uint64_t step_state_checksum = 0;
   // kPeer: the decentralized worker's assignment.
   v1::PeerTask peer;
 };
@@ -180,6 +190,18 @@ class CoordinatorEngine {
   // The model of `version` (0: current).
   virtual absl::StatusOr<std::shared_ptr<const Snapshot>> GetSnapshot(
       uint32_t client_id, const std::string& session, uint64_t version) = 0;
+  // The optimizer state that goes with the model of `version` (0: current)
+  // in a run whose seed replay carries it (momentum, Adam; float32 like a
+  // snapshot: the momentum buffer, or Adam's m then v), for a client that
+  // fetched the model instead of replaying. Runs without it refuse.
+  virtual absl::StatusOr<std::shared_ptr<const Snapshot>> GetStepState(
+      uint32_t client_id, const std::string& session, uint64_t version) {
+    (void)client_id;
+    (void)session;
+    (void)version;
+    return absl::FailedPreconditionError(
+        "this run's model comes without optimizer state");
+  }
   virtual absl::Status Heartbeat(uint32_t client_id,
                                  const std::string& session) = 0;
   virtual absl::Status Leave(uint32_t client_id, const std::string& session,

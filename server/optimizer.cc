@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/rng.h"
+#include "common/step_rule.h"
 
 namespace fedfwd {
 
@@ -48,17 +49,8 @@ void SgdOptimizer::Apply(const GradientStep& step, double lr, float* params) {
 void SgdOptimizer::ApplyDense(const std::vector<float>& grad, double lr,
                               float* params) {
   const size_t n = grad.size();
-  const float a = static_cast<float>(-lr);
-  if (momentum_ == 0) {
-    for (size_t i = 0; i < n; ++i) params[i] += a * grad[i];
-    return;
-  }
-  if (buffer_.empty()) buffer_.assign(n, 0.0f);
-  const float mu = static_cast<float>(momentum_);
-  for (size_t i = 0; i < n; ++i) {
-    buffer_[i] = mu * buffer_[i] + grad[i];
-    params[i] += a * buffer_[i];
-  }
+  if (momentum_ != 0 && buffer_.empty()) buffer_.assign(n, 0.0f);
+  MomentumStep(grad.data(), n, lr, momentum_, buffer_.data(), params);
 }
 
 void AdamOptimizer::ApplyDense(const std::vector<float>& grad, double lr,
@@ -68,14 +60,8 @@ void AdamOptimizer::ApplyDense(const std::vector<float>& grad, double lr,
     m_.assign(n, 0.0f);
     v_.assign(n, 0.0f);
   }
-  const float b1 = static_cast<float>(beta1_), b2 = static_cast<float>(beta2_);
-  const float eps = static_cast<float>(eps_), a = static_cast<float>(lr);
-  for (size_t i = 0; i < n; ++i) {
-    const float g = grad[i];
-    m_[i] = b1 * m_[i] + (1.0f - b1) * g;
-    v_[i] = b2 * v_[i] + (1.0f - b2) * g * g;
-    params[i] -= a * m_[i] / (std::sqrt(v_[i]) + eps);
-  }
+  AdamStep(grad.data(), n, lr, beta1_, beta2_, eps_, m_.data(), v_.data(),
+           params);
 }
 
 }  // namespace fedfwd

@@ -190,10 +190,8 @@ absl::Status RoundEngine::Resume(const ckpt::Checkpoint& c) {
     targets_[i] = {t.target(), t.round(), t.wall_s(), t.bytes_up(),
                    t.bytes_down()};
   }
-  auto snap = std::make_shared<const Snapshot>(
-      MakeSnapshot(params_, c.model_version()));
+  PublishSnapshot(nullptr, c.model_version());
   std::lock_guard<std::mutex> lock(mu_);
-  snapshot_ = std::move(snap);
   last_test_acc_ = c.last_test_acc();
   round_ = rounds_done_;
   next_client_id_ = std::max<uint32_t>(1, c.next_client_id());
@@ -275,21 +273,25 @@ absl::Status RoundEngine::SaveCheckpoint(bool finished) {
   return absl::OkStatus();
 }
 
-void RoundEngine::PublishSnapshot(
-    std::shared_ptr<const std::vector<SeedTerm>> replay) {
-  uint64_t version;
-  {
+void RoundEngine::PublishSnapshot(std::shared_ptr<const SeedStep> replay,
+                                  uint64_t version) {
+  if (version == 0) {
     std::lock_guard<std::mutex> lock(mu_);
     version = snapshot_ ? snapshot_->version + 1 : 1;
   }
   auto snap = std::make_shared<const Snapshot>(MakeSnapshot(params_, version));
+  std::shared_ptr<const Snapshot> state;
+  if (const std::vector<float>* s = strategy_->ReplayState()) {
+    state = std::make_shared<const Snapshot>(MakeSnapshot(*s, version));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   snapshot_ = std::move(snap);
+  step_state_ = std::move(state);
   if (replay == nullptr) {
     replay_history_.clear();
     return;
   }
-  replay_history_.emplace_back(version, std::move(replay));
+  replay_history_.push_back({version, std::move(replay)});
   while (replay_history_.size() > kReplayHistory) replay_history_.pop_front();
 }
 
@@ -364,28 +366,29 @@ std::vector<uint32_t> RoundEngine::LiveClientsLocked() const {
   return ids;
 }
 
-std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
-RoundEngine::ReplayFromLocked(uint64_t have_version) const {
-  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
-      out;
+std::vector<ReplayEntry> RoundEngine::ReplayFromLocked(
+    uint64_t have_version) const {
+  std::vector<ReplayEntry> out;
   const uint64_t current = snapshot_->version;
   if (have_version == 0 || have_version >= current || replay_history_.empty() ||
-      replay_history_.front().first > have_version + 1 ||
-      replay_history_.back().first != current) {
+      replay_history_.front().version > have_version + 1 ||
+      replay_history_.back().version != current) {
     return out;
   }
   size_t terms = 0, wire = 0;
-  for (const auto& [version, update] : replay_history_) {
-    if (version <= have_version) continue;
-    terms += update->size();
-    wire += SeedRunsWireBytes(*update);
-    out.emplace_back(version, update);
+  for (const auto& entry : replay_history_) {
+    if (entry.version <= have_version) continue;
+    terms += entry.step->terms.size();
+    wire += SeedRunsWireBytes(entry.step->terms);
+    out.push_back(entry);
   }
   // A replay costs the client a tangent generation per term (shared-u
   // groups: one outer product per matrix): past a snapshot's size in wire
-  // bytes, or sync_max_terms, a snapshot is the cheaper way.
-  if (wire >= snapshot_->bytes.size() ||
-      terms > static_cast<size_t>(config_.sync_max_terms)) {
+  // bytes (with the optimizer state that comes with it), or
+  // sync_max_terms, a snapshot is the cheaper way.
+  const size_t fetch =
+      snapshot_->bytes.size() + (step_state_ ? step_state_->bytes.size() : 0);
+  if (wire >= fetch || terms > static_cast<size_t>(config_.sync_max_terms)) {
     out.clear();
   }
   return out;
@@ -419,6 +422,10 @@ absl::StatusOr<TaskOutcome> RoundEngine::NextTask(uint32_t client_id,
         out.model_version = snapshot_->version;
         out.model_checksum = snapshot_->checksum;
         out.replay = ReplayFromLocked(have_version);
+        if (step_state_) {
+          out.has_step_state = true;
+          out.step_state_checksum = step_state_->checksum;
+        }
         // Which way this client syncs to the round's model: a replay, or
         // (behind and no replay) a snapshot fetch.
         if (!out.replay.empty()) {
@@ -483,6 +490,23 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> RoundEngine::GetSnapshot(
                                                       snapshot_->version));
   }
   return snapshot_;
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> RoundEngine::GetStepState(
+    uint32_t client_id, const std::string& session, uint64_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(ClientEntry * entry, CheckClientLocked(client_id, session));
+  (void)entry;
+  if (step_state_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "this run's model comes without optimizer state");
+  }
+  if (version != 0 && version != step_state_->version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model version ", version, " is gone; current is ",
+        step_state_->version));
+  }
+  return step_state_;
 }
 
 absl::Status RoundEngine::Heartbeat(uint32_t client_id,
@@ -793,10 +817,10 @@ absl::Status RoundEngine::RunRounds() {
     }
     ASSIGN_OR_RETURN(MergeReport report,
                      strategy_->Aggregate(round, tasks, results, &params_));
-    std::shared_ptr<const std::vector<SeedTerm>> replay;
+    std::shared_ptr<const SeedStep> replay;
     if (config_.sync == "auto") {
-      auto terms = std::make_shared<std::vector<SeedTerm>>();
-      if (strategy_->LastUpdateAsSeeds(terms.get())) replay = std::move(terms);
+      auto step = std::make_shared<SeedStep>();
+      if (strategy_->LastUpdateAsSeeds(step.get())) replay = std::move(step);
     }
     PublishSnapshot(std::move(replay));
     rounds_done_ = round;

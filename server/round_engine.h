@@ -91,6 +91,9 @@ class RoundEngine final : public CoordinatorEngine {
   absl::StatusOr<std::shared_ptr<const Snapshot>> GetSnapshot(
       uint32_t client_id, const std::string& session,
       uint64_t version) override;
+  absl::StatusOr<std::shared_ptr<const Snapshot>> GetStepState(
+      uint32_t client_id, const std::string& session,
+      uint64_t version) override;
   absl::Status Heartbeat(uint32_t client_id,
                          const std::string& session) override;
   absl::Status Leave(uint32_t client_id, const std::string& session,
@@ -126,18 +129,19 @@ class RoundEngine final : public CoordinatorEngine {
   std::vector<uint32_t> LiveClientsLocked() const;
   int LiveCountLocked() const;
   // The replay from `have_version` to the current snapshot (TaskOutcome).
-  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
-  ReplayFromLocked(uint64_t have_version) const;
+  std::vector<ReplayEntry> ReplayFromLocked(uint64_t have_version) const;
   // About what one SeedUpdate takes on the wire.
   static constexpr size_t kSeedUpdateWireBytes = 48;
   bool WaitForLiveClients(int count, absl::Duration timeout);
   absl::StatusOr<std::vector<ClientResult>> RunRound(
       int64_t round, std::vector<TaskSpec>* tasks);
-  // Publishes params_ as the next model version; `replay`: the seed terms
-  // that turned the previous version into it (null: not expressible, which
-  // ends the replay chain until the next such update).
-  void PublishSnapshot(
-      std::shared_ptr<const std::vector<SeedTerm>> replay = nullptr);
+  // Publishes params_ as the next model version (`version`: that number
+  // instead, for a resumed run), with the strategy's replay state beside it
+  // when its replay carries one; `replay`: the seed step that turned the
+  // previous version into it (null: not expressible, which ends the replay
+  // chain until the next such update).
+  void PublishSnapshot(std::shared_ptr<const SeedStep> replay = nullptr,
+                       uint64_t version = 0);
   absl::Status RunRounds();
   absl::Status Finish(int64_t rounds_done, double wall_s, bool interrupted);
   void WaitForClientsToLeave(absl::Duration timeout);
@@ -219,9 +223,10 @@ class RoundEngine final : public CoordinatorEngine {
   std::map<uint32_t, TaskSpec> tasks_;
   std::map<uint32_t, ClientResult> results_;
   std::shared_ptr<const Snapshot> snapshot_;
+  // The strategy's replay state at snapshot_'s version (null: none).
+  std::shared_ptr<const Snapshot> step_state_;
   // Seed updates of the latest versions (consecutive, oldest first).
-  std::deque<std::pair<uint64_t, std::shared_ptr<const std::vector<SeedTerm>>>>
-      replay_history_;
+  std::deque<ReplayEntry> replay_history_;
   double last_test_acc_ = -1;
   int64_t last_test_round_ = -1;
   std::deque<std::pair<int64_t, double>> accuracy_history_;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/codec.h"
 #include "common/status_macros.h"
+#include "common/step_rule.h"
 #include "common/update_codec.h"
 
 namespace fedfwd {
@@ -93,6 +94,20 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
     run->set_estimator(c.estimator);
     run->set_train_limit(c.dataset.train_limit);
     run->set_rounds(c.rounds);
+    // Forward-gradient runs replay the coordinator's optimizer step
+    // (common/step_rule.h); the client needs its rule.
+    const StepRule rule = StepRuleOf(c);
+    if ((c.estimator == "jvp" || c.estimator == "fd" ||
+         c.estimator == "projected") &&
+        rule.Stateful()) {
+      v1::StepRule* r = run->mutable_step_rule();
+      r->set_momentum(rule.momentum);
+      r->set_adam(rule.adam);
+      r->set_beta1(rule.beta1);
+      r->set_beta2(rule.beta2);
+      r->set_eps(rule.eps);
+      r->set_clip_step(rule.clip_step);
+    }
   }
   engine_->CountBytes(Size(*req), Size(*reply));
   return ToGrpc(out.status());
@@ -151,8 +166,17 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_dp_noise_multiplier(out->task.dp_noise_multiplier);
         reply->set_fd_epsilon(out->task.fd_epsilon);
         reply->set_fd_fixed_point(out->task.fd_fixed_point);
-        for (const auto& [version, terms] : out->replay) {
-          AppendSeedRuns(*terms, version, reply->mutable_update_runs());
+        for (const auto& entry : out->replay) {
+          AppendSeedRuns(entry.step->terms, entry.version,
+                         reply->mutable_update_runs());
+        }
+        if (out->has_step_state) {
+          // Replay with optimizer state: the rule's step per version needs
+          // its lr, and the state its checksum.
+          for (const auto& entry : out->replay) {
+            reply->add_replay_lr(entry.step->lr);
+          }
+          reply->set_step_state_checksum(out->step_state_checksum);
         }
         break;
       case TaskOutcome::kPeer:
@@ -371,8 +395,11 @@ grpc::Status CoordinatorService::FetchModel(
   auto who = Authorize(ctx, Role::kClient, req->client_id());
   if (!who.ok()) return ToGrpc(who.status());
   int64_t down = 0;
-  auto snap = engine_->GetSnapshot(req->client_id(), req->session(),
-                                   req->model_version());
+  auto snap = req->step_state()
+                  ? engine_->GetStepState(req->client_id(), req->session(),
+                                          req->model_version())
+                  : engine_->GetSnapshot(req->client_id(), req->session(),
+                                         req->model_version());
   if (!snap.ok()) {
     engine_->CountBytes(Size(*req), 0);
     return ToGrpc(snap.status());

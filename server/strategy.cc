@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "server/merge.h"
 #include "server/optimizer.h"
+#include "common/step_rule.h"
 
 namespace fedfwd {
 namespace {
@@ -112,9 +113,8 @@ class ForwardGradientStrategy final : public Strategy {
         num_params_(spec.NumParams()),
         layout_(spec.Layout()),
         threads_(threads),
-        optimizer_(spec.Layout(), config.momentum, threads),
-        adam_(config.server_optimizer.beta1, config.server_optimizer.beta2,
-              config.server_optimizer.eps) {
+        rule_(StepRuleOf(config)),
+        step_state_(static_cast<size_t>(rule_.StateSize(num_params_)), 0.0f) {
     if (config.tangent.split == "layers") {
       std::vector<std::string> names;
       for (const auto& p : spec.params) names.push_back(p.name);
@@ -257,15 +257,28 @@ class ForwardGradientStrategy final : public Strategy {
     return report;
   }
 
-  bool LastUpdateAsSeeds(std::vector<SeedTerm>* terms) const override {
+  bool LastUpdateAsSeeds(SeedStep* step) const override {
     if (!last_as_seeds_) return false;
-    *terms = last_terms_;
+    *step = last_step_;
     return true;
+  }
+
+  const std::vector<float>* ReplayState() const override {
+    return rule_.Stateful() ? &step_state_ : nullptr;
   }
 
   StrategyState SaveState() const override {
     StrategyState state;
-    SaveOptimizers(optimizer_, adam_, &state);
+    // The checkpoint names of the dense optimizers' state (SaveOptimizers).
+    const size_t n = static_cast<size_t>(num_params_);
+    if (rule_.adam) {
+      state.emplace_back("adam.m", std::vector<float>(step_state_.begin(),
+                                                      step_state_.begin() + n));
+      state.emplace_back("adam.v", std::vector<float>(step_state_.begin() + n,
+                                                      step_state_.end()));
+    } else if (rule_.momentum != 0) {
+      state.emplace_back("sgd.momentum", step_state_);
+    }
     if (!abs_window_.empty()) {
       state.emplace_back(kWindowName, abs_window_);
     }
@@ -297,7 +310,29 @@ class ForwardGradientStrategy final : public Strategy {
       }
       window = entry.second;
     }
-    RETURN_IF_ERROR(RestoreOptimizers(rest, num_params_, &optimizer_, &adam_));
+    std::vector<float> buffer, m, v;
+    std::vector<std::pair<std::string, int64_t>> known;
+    std::vector<std::vector<float>*> outs;
+    if (rule_.adam) {
+      known = {{"adam.m", num_params_}, {"adam.v", num_params_}};
+      outs = {&m, &v};
+    } else if (rule_.momentum != 0) {
+      known = {{"sgd.momentum", num_params_}};
+      outs = {&buffer};
+    }
+    RETURN_IF_ERROR(TakeState(rest, known, outs));
+    if (m.empty() != v.empty()) {
+      return absl::InvalidArgumentError(
+          "optimizer state has one Adam moment without the other");
+    }
+    // Absent: the run had not stepped yet (zeros).
+    std::vector<float> loaded =
+        rule_.adam ? std::move(m) : std::move(buffer);
+    if (rule_.adam && !loaded.empty()) loaded.insert(loaded.end(), v.begin(), v.end());
+    if (loaded.empty()) {
+      loaded.assign(static_cast<size_t>(rule_.StateSize(num_params_)), 0.0f);
+    }
+    step_state_ = std::move(loaded);
     abs_window_ = std::move(window);
     return absl::OkStatus();
   }
@@ -327,51 +362,32 @@ class ForwardGradientStrategy final : public Strategy {
 
   // SGD straight from the seed terms; or, with Adam or a step clip, the
   // step materialized first (naive's sequential steps summed into one).
+  // The round's merged steps as one seed step under the run's rule
+  // (common/step_rule.h), kept for seed-replay sync: plain SGD folds -lr
+  // into each term; momentum, Adam and clip_step take one optimizer step
+  // on the sum of the round's steps (under the naive merge too), which the
+  // clients replay with the same code and state.
   void ApplySteps(const std::vector<GradientStep>& steps, double lr,
                   std::vector<float>* params) {
-    const bool adam = config_.server_optimizer.type == "adam";
-    if (!adam && !(config_.clip_step > 0) && config_.momentum == 0) {
-      // Plain SGD: the step is its seed terms, kept for seed-replay sync.
-      last_terms_.clear();
-      for (const auto& step : steps) {
-        for (const auto& term : step) {
-          last_terms_.push_back({term.key, static_cast<float>(-lr * term.coef),
-                                 term.restrict_mask});
-        }
-      }
-      // int8 replay: each run's factors rounded to 8 bits before they are
-      // applied here, so the clients' replay of the 8-bit form is exact.
-      if (config_.jvp_bits == 8) QuantizeSeedRuns(&last_terms_);
-      ApplySeedTerms(last_terms_, layout_, params->data(), threads_);
-      last_as_seeds_ = true;
-      return;
-    }
-    if (!adam && !(config_.clip_step > 0)) {
-      for (const auto& step : steps) optimizer_.Apply(step, lr, params->data());
-      return;
-    }
-    if (steps.empty()) return;
-    grad_.assign(static_cast<size_t>(num_params_), 0.0f);
+    const bool stateful = rule_.Stateful();
+    last_step_.terms.clear();
+    last_step_.lr = lr;
     for (const auto& step : steps) {
       for (const auto& term : step) {
-        AddScaledTangentFlat(term.key, layout_, static_cast<float>(term.coef),
-                             grad_.data(), threads_, term.restrict_mask);
+        last_step_.terms.push_back(
+            {term.key, static_cast<float>(stateful ? term.coef : -lr * term.coef),
+             term.restrict_mask});
       }
     }
-    if (config_.clip_step > 0) {
-      double sq = 0;
-      for (float g : grad_) sq += static_cast<double>(g) * g;
-      const double norm = std::sqrt(sq);
-      if (norm > config_.clip_step) {
-        const float f = static_cast<float>(config_.clip_step / norm);
-        for (float& g : grad_) g *= f;
-      }
-    }
-    if (adam) {
-      adam_.ApplyDense(grad_, lr, params->data());
-    } else {
-      optimizer_.ApplyDense(grad_, lr, params->data());
-    }
+    // int8 replay: each run's factors rounded to 8 bits before they are
+    // applied here, so the clients' replay of the 8-bit form is exact.
+    if (config_.jvp_bits == 8) QuantizeSeedRuns(&last_step_.terms);
+    last_as_seeds_ = true;
+    // A round without steps changes nothing (not even the optimizer state);
+    // the clients' replay of it is the same no-op.
+    if (last_step_.terms.empty()) return;
+    ApplySeedStep(last_step_, rule_, layout_, &step_state_, params->data(),
+                  &grad_, threads_);
   }
 
   Config config_;
@@ -381,12 +397,14 @@ class ForwardGradientStrategy final : public Strategy {
   int64_t num_params_;
   TangentLayout layout_;
   int threads_;
-  SgdOptimizer optimizer_;
-  AdamOptimizer adam_;
+  StepRule rule_;
+  // The rule's optimizer state (StepRule::StateSize floats: the momentum
+  // buffer, or Adam's m then v), zeros from the start.
+  std::vector<float> step_state_;
   std::vector<uint64_t> layer_masks_;  // split: layers; empty: no split
   std::vector<float> grad_;            // materialized step (Adam, clip_step)
-  // The last Aggregate's change as seed terms (plain SGD only).
-  std::vector<SeedTerm> last_terms_;
+  // The last Aggregate's change as a seed step.
+  SeedStep last_step_;
   bool last_as_seeds_ = false;
   // robust quantile_clip/skip: past |d|, oldest first (PlanRobustMerge).
   std::vector<float> abs_window_;

@@ -18,6 +18,7 @@
 #include "common/config.h"
 #include "common/model.h"
 #include "common/rng.h"
+#include "common/step_rule.h"
 
 namespace fedfwd {
 
@@ -83,13 +84,19 @@ class Strategy {
   virtual StrategyState SaveState() const = 0;
   virtual absl::Status LoadState(const StrategyState& state) = 0;
   // Seed-replay sync: true when the last Aggregate changed the model by
-  // exactly ApplySeedTerms(*terms) (forward gradients under plain SGD), with
-  // the terms set; false when its change is not expressible as seed terms
-  // (dense updates, momentum, Adam, a clipped step).
-  virtual bool LastUpdateAsSeeds(std::vector<SeedTerm>* terms) const {
-    (void)terms;
+  // exactly ApplySeedStep(*step) under the run's StepRule (forward
+  // gradients: plain SGD, momentum, Adam, clip_step; common/step_rule.h),
+  // with the step set; false when its change is not expressible as seeds
+  // (dense updates).
+  virtual bool LastUpdateAsSeeds(SeedStep* step) const {
+    (void)step;
     return false;
   }
+  // The optimizer state a replaying client holds beside the model (the
+  // momentum buffer, Adam's m then v; empty for clip_step alone), current
+  // after the last Aggregate; null when the replay is plain SGD or there is
+  // no replay.
+  virtual const std::vector<float>* ReplayState() const { return nullptr; }
 };
 
 // The clients that take part in `round`: all of `live` when

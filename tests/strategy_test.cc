@@ -10,6 +10,7 @@
 #include "common/config.h"
 #include "common/model.h"
 #include "common/rng.h"
+#include "common/step_rule.h"
 #include "gtest/gtest.h"
 
 namespace fedfwd {
@@ -180,10 +181,13 @@ TEST(ForwardGradientStrategy, RejectsAModelUpdate) {
   EXPECT_FALSE((*s)->ValidateResult(tasks[0], r).ok());
 }
 
-// Seed-replay sync rests on this: under plain SGD the terms a strategy
-// reports reproduce its Aggregate bit for bit when applied to the model it
-// started from (here with weight splitting's per-layer restrict masks and
-// normalized normal tangents); with momentum or Adam there are none.
+// Seed-replay sync rests on this: the step a strategy reports reproduces
+// its Aggregate bit for bit when applied to the model it started from (here
+// with weight splitting's per-layer restrict masks and normalized normal
+// tangents). Under plain SGD the terms carry -lr * coefficient; with
+// momentum, Adam or clip_step they are the raw gradient and a client takes
+// the same optimizer step (common/step_rule.h) on its own copy of the
+// state, which must end equal to the strategy's, at 1 and 2 threads.
 TEST(ForwardGradientStrategy, LastUpdateAsSeedsReplaysTheMergeExactly) {
   const ModelSpec spec = GetModelSpec("mlp", {1, 28, 28}).value();
   Config c;
@@ -191,47 +195,105 @@ TEST(ForwardGradientStrategy, LastUpdateAsSeedsReplaysTheMergeExactly) {
   c.tangent.count = 2;
   c.tangent.normalize = true;
   c.tangent.split = "layers";
-  auto s = MakeStrategy(c, spec, 2);
-  ASSERT_TRUE(s.ok()) << s.status();
-  std::vector<float> params = InitialParams(spec, 3);
-  for (int64_t round = 1; round <= 3; ++round) {
-    const auto tasks = (*s)->ConfigureRound(round, {1, 2, 3, 4});
-    std::vector<ClientResult> results;
-    for (const auto& t : tasks) {
-      ClientResult r;
-      r.client_id = t.client_id;
-      r.round = round;
-      r.jvps = {0.25 * t.client_id, -0.5 + 0.1 * static_cast<double>(round)};
-      r.num_samples = 10 + t.client_id;
-      results.push_back(r);
-    }
-    const std::vector<float> before = params;
-    ASSERT_TRUE((*s)->Aggregate(round, tasks, results, &params).ok());
-    std::vector<SeedTerm> terms;
-    ASSERT_TRUE((*s)->LastUpdateAsSeeds(&terms));
-    EXPECT_EQ(terms.size(), 8u);
-    std::vector<float> replayed = before;
-    ApplySeedTerms(terms, spec.ParamSizes(), replayed.data(), 1);
-    EXPECT_EQ(replayed, params) << "round " << round;
-    EXPECT_NE(replayed, before);
-  }
-  for (const char* variant : {"momentum", "adam", "clip_step"}) {
+  for (const char* variant :
+       {"sgd", "momentum", "adam", "clip_step", "momentum+clip_step"}) {
     Config m = c;
-    if (std::string(variant) == "momentum") m.momentum = 0.9;
-    if (std::string(variant) == "adam") m.server_optimizer.type = "adam";
-    if (std::string(variant) == "clip_step") m.clip_step = 1.0;
-    auto ms = MakeStrategy(m, spec);
-    ASSERT_TRUE(ms.ok());
-    const auto tasks = (*ms)->ConfigureRound(1, {1});
-    ClientResult r;
-    r.client_id = 1;
-    r.round = 1;
-    r.jvps = {0.5, 0.5};
-    r.num_samples = 10;
-    std::vector<float> p = InitialParams(spec, 3);
-    ASSERT_TRUE((*ms)->Aggregate(1, tasks, {r}, &p).ok());
-    std::vector<SeedTerm> terms;
-    EXPECT_FALSE((*ms)->LastUpdateAsSeeds(&terms)) << variant;
+    const std::string v = variant;
+    if (v == "momentum" || v == "momentum+clip_step") m.momentum = 0.9;
+    if (v == "adam") m.server_optimizer.type = "adam";
+    if (v == "clip_step" || v == "momentum+clip_step") m.clip_step = 0.05;
+    const StepRule rule = StepRuleOf(m);
+    EXPECT_EQ(rule.Stateful(), v != "sgd") << v;
+    for (int threads : {1, 2}) {
+      auto s = MakeStrategy(m, spec, threads);
+      ASSERT_TRUE(s.ok()) << s.status();
+      std::vector<float> params = InitialParams(spec, 3);
+      std::vector<float> replayed = params;
+      std::vector<float> state, scratch;
+      if (rule.Stateful()) {
+        const std::vector<float>* start = (*s)->ReplayState();
+        ASSERT_NE(start, nullptr) << v;
+        state = *start;  // zeros: what a client starts from
+        EXPECT_EQ(state, std::vector<float>(
+                             static_cast<size_t>(rule.StateSize(
+                                 spec.NumParams())),
+                             0.0f))
+            << v;
+      } else {
+        EXPECT_EQ((*s)->ReplayState(), nullptr);
+      }
+      for (int64_t round = 1; round <= 4; ++round) {
+        const auto tasks = (*s)->ConfigureRound(round, {1, 2, 3, 4});
+        std::vector<ClientResult> results;
+        for (const auto& t : tasks) {
+          ClientResult r;
+          r.client_id = t.client_id;
+          r.round = round;
+          r.jvps = {0.25 * t.client_id,
+                    -0.5 + 0.1 * static_cast<double>(round)};
+          r.num_samples = 10 + t.client_id;
+          results.push_back(r);
+        }
+        const std::vector<float> before = params;
+        ASSERT_TRUE((*s)->Aggregate(round, tasks, results, &params).ok());
+        SeedStep step;
+        ASSERT_TRUE((*s)->LastUpdateAsSeeds(&step)) << v;
+        EXPECT_EQ(step.terms.size(), 8u);
+        ApplySeedStep(step, rule, spec.Layout(), &state, replayed.data(),
+                      &scratch, 3 - threads);
+        EXPECT_EQ(replayed, params) << v << " round " << round;
+        EXPECT_NE(params, before) << v << " round " << round;
+        if (rule.Stateful()) {
+          EXPECT_EQ(state, *(*s)->ReplayState()) << v << " round " << round;
+        }
+      }
+    }
+  }
+}
+
+// The optimizer state a forward-gradient strategy carries survives a
+// checkpoint under its old names (sgd.momentum; adam.m and adam.v), and a
+// restored strategy steps exactly as the saved one.
+TEST(ForwardGradientStrategy, StepStateSurvivesSaveAndLoad) {
+  const ModelSpec spec = Tiny();
+  for (const char* variant : {"momentum", "adam"}) {
+    Config c;
+    c.lr = 0.05;
+    if (std::string(variant) == "momentum") c.momentum = 0.9;
+    if (std::string(variant) == "adam") c.server_optimizer.type = "adam";
+    auto a = MakeStrategy(c, spec);
+    auto b = MakeStrategy(c, spec);
+    ASSERT_TRUE(a.ok() && b.ok());
+    std::vector<float> pa = InitialParams(spec, 1);
+    auto round = [&](Strategy* s, int64_t r, std::vector<float>* p) {
+      const auto tasks = s->ConfigureRound(r, {1});
+      ClientResult res;
+      res.client_id = 1;
+      res.round = r;
+      res.jvps = {0.3 + 0.1 * static_cast<double>(r)};
+      res.num_samples = 10;
+      ASSERT_TRUE(s->Aggregate(r, tasks, {res}, p).ok());
+    };
+    round(a->get(), 1, &pa);
+    round(a->get(), 2, &pa);
+    const StrategyState saved = (*a)->SaveState();
+    ASSERT_EQ(saved.size(), std::string(variant) == "adam" ? 2u : 1u);
+    EXPECT_EQ(saved[0].first,
+              std::string(variant) == "adam" ? "adam.m" : "sgd.momentum");
+    ASSERT_TRUE((*b)->LoadState(saved).ok());
+    std::vector<float> pb = pa;
+    round(a->get(), 3, &pa);
+    round(b->get(), 3, &pb);
+    EXPECT_EQ(pa, pb) << variant;
+    EXPECT_EQ(*(*a)->ReplayState(), *(*b)->ReplayState()) << variant;
+    // A state of the wrong size or of the other optimizer is refused.
+    StrategyState wrong = saved;
+    wrong[0].second.pop_back();
+    EXPECT_FALSE((*b)->LoadState(wrong).ok()) << variant;
+    StrategyState other = {
+        {std::string(variant) == "adam" ? "sgd.momentum" : "adam.m",
+         saved[0].second}};
+    EXPECT_FALSE((*b)->LoadState(other).ok()) << variant;
   }
 }
 

@@ -162,22 +162,22 @@ TEST_F(Federation, ThreeClientsLearnInTwentyRounds) {
 
 // Seed-replay sync (config sync: auto): forward-gradient tasks carry the
 // previous round's (seed, coefficient) terms instead of a snapshot, each
-// client replays them and checks the model's checksum. The run must end on
-// the same model, bit for bit, as a run that ships snapshots, with far fewer
-// bytes down; a client that loses an update on purpose (--drop-update-version)
-// fails its checksum, fetches a snapshot and goes on.
-TEST_F(Federation, SeedReplaySyncMatchesSnapshotsAndRecoversFromALostUpdate) {
-  RequireMnist();
+// client replays them and checks the model's checksum.
+class SeedReplayFederation : public Federation {
+ protected:
   struct Outcome {
     std::vector<float> params;
     int64_t bytes_down = 0;
+    int64_t sync_replays = 0, sync_snapshots = 0;
     std::vector<std::string> client_logs;
   };
-  auto run = [&](const std::string& name, const std::string& sync,
-                 uint64_t drop_version) -> Outcome {
+  // A 3-client, 12-round run of SmallConfig plus `extra`; client 2 loses
+  // the last term of version `drop_version` (0: none).
+  Outcome Run(const std::string& name, const std::string& sync,
+              uint64_t drop_version, const std::string& extra = "") {
     const std::string config = dir_ + "/" + name + ".yaml";
-    std::ofstream(config) << SmallConfig(3, 12,
-                                         absl::StrCat("sync: ", sync, "\n"));
+    std::ofstream(config) << SmallConfig(
+        3, 12, absl::StrCat("sync: ", sync, "\n", extra));
     const std::string out = dir_ + "/" + name;
     auto server = StartServerChild(config, out, sec_.server_args,
                                    dir_ + "/" + name + "-server.log");
@@ -212,6 +212,12 @@ TEST_F(Federation, SeedReplaySyncMatchesSnapshotsAndRecoversFromALostUpdate) {
     }
     for (const auto& row : ReadJsonRows(out + "/metrics.jsonl")) {
       if (row["round"].get<int>() > 0) EXPECT_EQ(row["clients"].get<int>(), 3);
+      if (row.contains("sync_replays")) {
+        o.sync_replays += row["sync_replays"].get<int64_t>();
+      }
+      if (row.contains("sync_snapshots")) {
+        o.sync_snapshots += row["sync_snapshots"].get<int64_t>();
+      }
     }
     auto model = ReadModelFile(out + "/final_model.bin");
     EXPECT_TRUE(model.ok()) << model.status();
@@ -223,15 +229,27 @@ TEST_F(Federation, SeedReplaySyncMatchesSnapshotsAndRecoversFromALostUpdate) {
       o.bytes_down = summary["bytes_down_total"].get<int64_t>();
     }
     return o;
-  };
-  const Outcome snapshots = run("snapshot", "snapshot", 0);
-  const Outcome replay = run("replay", "auto", 5);
-  ASSERT_FALSE(snapshots.params.empty());
-  ASSERT_EQ(replay.params.size(), snapshots.params.size());
-  EXPECT_EQ(std::memcmp(replay.params.data(), snapshots.params.data(),
-                        replay.params.size() * sizeof(float)),
-            0)
-      << "seed replay ended on another model than snapshots";
+  }
+  static void ExpectSameModel(const Outcome& a, const Outcome& b,
+                              const std::string& what) {
+    ASSERT_FALSE(a.params.empty()) << what;
+    ASSERT_EQ(a.params.size(), b.params.size()) << what;
+    EXPECT_EQ(std::memcmp(a.params.data(), b.params.data(),
+                          a.params.size() * sizeof(float)),
+              0)
+        << what << ": seed replay ended on another model than snapshots";
+  }
+};
+
+// The run must end on the same model, bit for bit, as a run that ships
+// snapshots, with far fewer bytes down; a client that loses an update on
+// purpose (--drop-update-version) fails its checksum, fetches a snapshot
+// and goes on.
+TEST_F(SeedReplayFederation, MatchesSnapshotsAndRecoversFromALostUpdate) {
+  RequireMnist();
+  const Outcome snapshots = Run("snapshot", "snapshot", 0);
+  const Outcome replay = Run("replay", "auto", 5);
+  ExpectSameModel(replay, snapshots, "plain SGD");
   // `tiny` (pooled MNIST, 510 parameters): a snapshot is 2 KB a client a
   // round, a replay three terms of about 50 bytes (plus the task around
   // them); mlp's 7.45 MB snapshots make the gap far wider.
@@ -258,6 +276,45 @@ TEST_F(Federation, SeedReplaySyncMatchesSnapshotsAndRecoversFromALostUpdate) {
     ASSERT_TRUE(std::regex_search(log, m, memory)) << log;
     EXPECT_GE(std::stoll(m[1].str()), 0) << log;
     EXPECT_LE(std::stoll(m[1].str()), std::stoll(m[2].str())) << log;
+  }
+}
+
+// The replay carries the coordinator's optimizer step: with server momentum
+// and with Adam (and clip_step beside momentum) the clients replay the raw
+// gradient terms through the same step on their own copy of the state, and
+// the run ends on the model of a snapshot run bit for bit. A client that
+// loses an update fails the model's checksum once, fetches the model and
+// the optimizer state, and goes back to replaying (one failure, not one a
+// round).
+TEST_F(SeedReplayFederation, CarriesMomentumAndAdam) {
+  RequireMnist();
+  const std::vector<std::pair<std::string, std::string>> variants = {
+      {"momentum", "momentum: 0.9\nclip_step: 0.5\n"},
+      {"adam", "server_optimizer: {type: adam, eps: 0.01}\n"}};
+  for (const auto& [name, extra] : variants) {
+    const Outcome snapshots = Run(name + "-snapshot", "snapshot", 0, extra);
+    const Outcome replay = Run(name + "-replay", "auto", 5, extra);
+    ExpectSameModel(replay, snapshots, name);
+    EXPECT_LT(replay.bytes_down * 2, snapshots.bytes_down) << name;
+    // 12 rounds, 3 clients: from round 2 on every task comes with a replay
+    // (33); only the first round's tasks count as other syncs (the clients
+    // regenerate the initial model). The lost update costs client 2 one
+    // snapshot with its state, fetched after its task's replay failed.
+    EXPECT_GE(replay.sync_replays, 30) << name;
+    EXPECT_LE(replay.sync_snapshots, 3) << name;
+    const std::string& lossy = replay.client_logs[1];
+    EXPECT_THAT(lossy, HasSubstr("does not match the coordinator's checksum"))
+        << name;
+    const size_t first = lossy.find("seed replay failed");
+    ASSERT_NE(first, std::string::npos) << name << "\n" << lossy;
+    EXPECT_EQ(lossy.find("seed replay failed", first + 1), std::string::npos)
+        << name << ": the client did not go back to replaying\n"
+        << lossy;
+    for (int i : {0, 2}) {
+      EXPECT_EQ(replay.client_logs[i].find("seed replay failed"),
+                std::string::npos)
+          << name << "\n" << replay.client_logs[i];
+    }
   }
 }
 
