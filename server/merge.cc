@@ -5,6 +5,8 @@
 #include <numeric>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -459,6 +461,29 @@ absl::Status RobustAverage(const RobustConfig& robust,
     (*out)[j] = static_cast<float>(sum / static_cast<double>(k - 2 * cut));
   }
   return absl::OkStatus();
+}
+
+GradientStep MergeSharedKeys(const std::vector<GradientStep>& steps) {
+  using Id = std::tuple<uint64_t, int64_t, uint32_t, uint32_t, int, uint64_t,
+                        bool, bool, bool, uint32_t, uint64_t>;
+  std::map<Id, size_t> where;
+  GradientStep out;
+  for (const auto& step : steps) {
+    for (const auto& t : step) {
+      const TangentKey& k = t.key;
+      const Id id{k.run_seed,   k.round,      k.client,
+                  k.index,      static_cast<int>(k.type),
+                  k.param_mask, k.normalized, k.rank_one,
+                  k.shared_u,   k.u_group_size, t.restrict_mask};
+      auto [it, fresh] = where.emplace(id, out.size());
+      if (fresh) {
+        out.push_back(t);
+      } else {
+        out[it->second].coef += t.coef;
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace fedfwd

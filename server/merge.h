@@ -144,6 +144,18 @@ absl::Status RobustAverage(const RobustConfig& robust,
                            const std::vector<DenseContribution>& updates,
                            std::vector<float>* out);
 
+// Shared-tangent rounds (tangent.shared_seed): every client of a round
+// holds the same keys, so the round's steps add up to one term per distinct
+// (key, restrict_mask), whose coefficient is the sum of that key's
+// coefficients over all steps, in step then term order (double). One step
+// comes back, keys in the order they first appear. Under the weighted rule a
+// key's coefficient is s_k / (K N) with s_k = sum_i n_i d_ik: the
+// coordinator needs only those sums, and seed replay carries K terms a
+// round whatever the number of clients. (For plain SGD the sum is the same
+// update as the steps one after another; momentum, Adam and clip_step take
+// one step on the round's sum either way.)
+GradientStep MergeSharedKeys(const std::vector<GradientStep>& steps);
+
 }  // namespace fedfwd
 
 #endif  // FEDFWD_SERVER_MERGE_H_

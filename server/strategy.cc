@@ -372,7 +372,13 @@ class ForwardGradientStrategy final : public Strategy {
     const bool stateful = rule_.Stateful();
     last_step_.terms.clear();
     last_step_.lr = lr;
-    for (const auto& step : steps) {
+    // Shared tangents: one term per key, its coefficient summed over the
+    // clients (merge.h), so the replay has K terms a round.
+    std::vector<GradientStep> merged;
+    if (config_.tangent.shared_seed && !steps.empty()) {
+      merged.push_back(MergeSharedKeys(steps));
+    }
+    for (const auto& step : merged.empty() ? steps : merged) {
       for (const auto& term : step) {
         last_step_.terms.push_back(
             {term.key, static_cast<float>(stateful ? term.coef : -lr * term.coef),

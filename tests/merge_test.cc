@@ -193,5 +193,46 @@ TEST(WeightedAverage, BadInputIsAnError) {
   EXPECT_FALSE(WeightedAverage({{&a, -5}}, &out).ok());
 }
 
+// Shared-tangent rounds: the clients' terms on one key become one term with
+// the coefficients' sum (s_k / N under the weighted rule); keys, masks and
+// naive's separate steps that differ stay apart, in first-seen order.
+TEST(MergeSharedKeys, SumsEachKeysCoefficientsOverTheClients) {
+  // Three clients on the shared keys (client slot 0), two tangents each.
+  std::vector<JvpContribution> results;
+  const std::vector<std::vector<double>> d = {{2, 1}, {-4, 3}, {1, 0.5}};
+  const std::vector<int64_t> n = {10, 30, 60};
+  for (uint32_t c = 0; c < 3; ++c) {
+    JvpContribution r;
+    r.client_id = c + 1;
+    r.keys = {KeyFor(0, 0), KeyFor(0, 1)};
+    r.jvps = d[c];
+    r.num_samples = n[c];
+    results.push_back(r);
+  }
+  const auto weighted =
+      PlanMerge(MergeRule::kWeighted, results, /*clip=*/0, /*masks=*/{});
+  ASSERT_EQ(weighted.size(), 1u);
+  ASSERT_EQ(weighted[0].size(), 6u);
+  const GradientStep merged = MergeSharedKeys(weighted);
+  // Key k: sum_i (n_i / N) d_ik / K.
+  ExpectStep(merged, {{0, 0, (10 * 2 - 30 * 4 + 60 * 1) / 100.0 / 2},
+                      {0, 1, (10 * 1 + 30 * 3 + 60 * 0.5) / 100.0 / 2}});
+  // naive: a step per client; merged, the same two keys.
+  const auto naive = PlanMerge(MergeRule::kNaive, results, 0, {});
+  ASSERT_EQ(naive.size(), 3u);
+  ExpectStep(MergeSharedKeys(naive), {{0, 0, (2 - 4 + 1) / 2.0},
+                                      {0, 1, (1 + 3 + 0.5) / 2.0}});
+  // Different restrict masks or keys are different terms.
+  GradientStep mixed = {{KeyFor(0, 0), 1.0, 0}, {KeyFor(0, 0), 2.0, 4},
+                        {KeyFor(5, 0), 3.0, 0}, {KeyFor(0, 0), 0.5, 4}};
+  const GradientStep m = MergeSharedKeys({mixed});
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0].coef, 1.0);
+  EXPECT_EQ(m[1].restrict_mask, 4u);
+  EXPECT_EQ(m[1].coef, 2.5);
+  EXPECT_EQ(m[2].key.client, 5u);
+  EXPECT_TRUE(MergeSharedKeys({}).empty());
+}
+
 }  // namespace
 }  // namespace fedfwd

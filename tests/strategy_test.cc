@@ -2,6 +2,7 @@
 // checks and merges (no engine, no network).
 #include "server/strategy.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -12,6 +13,7 @@
 #include "common/rng.h"
 #include "common/step_rule.h"
 #include "gtest/gtest.h"
+#include "server/merge.h"
 
 namespace fedfwd {
 namespace {
@@ -248,6 +250,72 @@ TEST(ForwardGradientStrategy, LastUpdateAsSeedsReplaysTheMergeExactly) {
         }
       }
     }
+  }
+}
+
+// Shared-tangent rounds: ten clients with K = 3 shared keys give a round
+// of 3 seed terms (not 30), and the step is the unshared merge's up to
+// float rounding.
+TEST(ForwardGradientStrategy, SharedSeedRoundsReplayKTermsWhateverTheClients) {
+  const ModelSpec spec = Tiny();
+  Config c;
+  c.lr = 0.1;
+  c.tangent.count = 3;
+  c.tangent.shared_seed = true;
+  std::vector<uint32_t> live;
+  for (uint32_t id = 1; id <= 10; ++id) live.push_back(id);
+  auto results_of = [](const std::vector<TaskSpec>& tasks) {
+    std::vector<ClientResult> out;
+    for (const auto& t : tasks) {
+      ClientResult r;
+      r.client_id = t.client_id;
+      r.round = t.round;
+      for (int k = 0; k < 3; ++k) {
+        r.jvps.push_back(0.1 * t.client_id - 0.2 * k);
+      }
+      r.num_samples = 5 + t.client_id;
+      out.push_back(r);
+    }
+    return out;
+  };
+  for (const std::string merge : {"weighted", "average", "naive"}) {
+    const MergeRule rule = merge == "weighted"  ? MergeRule::kWeighted
+                           : merge == "average" ? MergeRule::kAverage
+                                                : MergeRule::kNaive;
+    c.merge = rule;
+    auto s = MakeStrategy(c, spec);
+    ASSERT_TRUE(s.ok()) << s.status();
+    std::vector<float> params = InitialParams(spec, 2);
+    const std::vector<float> start = params;
+    const auto tasks = (*s)->ConfigureRound(1, live);
+    ASSERT_EQ(tasks.size(), 10u);
+    for (const auto& t : tasks) EXPECT_EQ(t.tangents, tasks[0].tangents);
+    const auto results = results_of(tasks);
+    ASSERT_TRUE((*s)->Aggregate(1, tasks, results, &params).ok());
+    SeedStep step;
+    ASSERT_TRUE((*s)->LastUpdateAsSeeds(&step));
+    EXPECT_EQ(step.terms.size(), 3u) << merge;
+    // The same merge with every term applied on its own.
+    std::vector<JvpContribution> contributions;
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      contributions.push_back({results[i].client_id, tasks[i].tangents,
+                               results[i].jvps, results[i].num_samples});
+    }
+    std::vector<float> separate = start;
+    for (const auto& g : PlanMerge(rule, contributions, 0, {})) {
+      for (const auto& term : g) {
+        AddScaledTangentFlat(term.key, spec.Layout(),
+                             static_cast<float>(-c.lr * term.coef),
+                             separate.data());
+      }
+    }
+    double diff = 0, moved = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      diff = std::max(diff, static_cast<double>(std::abs(params[i] - separate[i])));
+      moved = std::max(moved, static_cast<double>(std::abs(params[i] - start[i])));
+    }
+    EXPECT_GT(moved, 1e-3) << merge;
+    EXPECT_LT(diff, 1e-5) << merge;
   }
 }
 
