@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
                  "TLS)");
   app.add_option("--credentials", credentials_path,
                  "who may call: lines 'client|status NAME SHA256-OF-TOKEN' "
-                 "(re-read when it changes; see README, Security)");
+                 "(re-read when it changes; see docs/security.md)");
   app.add_flag("--insecure", tls.insecure,
                "plaintext instead of TLS (trusted networks only)");
   int checkpoint_every = 1;

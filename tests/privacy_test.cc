@@ -189,10 +189,10 @@ TEST(PrivacyConfig, KeysParseAndBadOnesAreNamed) {
   }
 }
 
-// Issue 18: the README names the estimators privacy is refused for; the
+// Issue 18: docs/security.md names the estimators privacy is refused for; the
 // config refuses each of them, and accepts each one it names as covered.
 TEST(PrivacyConfig, TheReadmeSaysWhatTheConfigDoes) {
-  std::ifstream in(std::string(FEDFWD_SOURCE_DIR) + "/README.md");
+  std::ifstream in(std::string(FEDFWD_SOURCE_DIR) + "/docs/security.md");
   ASSERT_TRUE(in.good());
   std::stringstream ss;
   ss << in.rdbuf();
@@ -205,7 +205,7 @@ TEST(PrivacyConfig, TheReadmeSaysWhatTheConfigDoes) {
       "([^.]*?)\\.");
   std::smatch m;
   ASSERT_TRUE(std::regex_search(text, m, sentence))
-      << "README.md lacks the sentence naming the estimators privacy "
+      << "docs/security.md lacks the sentence naming the estimators privacy "
          "applies to and is refused for";
   auto names = [](const std::string& s) {
     std::vector<std::string> out;
