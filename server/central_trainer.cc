@@ -16,6 +16,7 @@
 #include "common/status_macros.h"
 #include "server/evaluator.h"
 #include "server/strategy.h"
+#include "server/run_summary.h"
 
 namespace fedfwd {
 namespace {
@@ -191,16 +192,19 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   RETURN_IF_ERROR(
       WriteModel(*metrics, config_in, params, "final", steps_done, final_acc));
   nlohmann::json j;
-  j["mode"] = "central";
-  j["final_test_acc"] = final_acc;
-  j["best_test_acc"] = best_acc;
-  j["steps"] = steps_done;
+  RunSummary core;
+  core.mode = "central";
+  core.unit = "step";
+  core.final_test_acc = final_acc;
+  core.best_test_acc = best_acc;
+  core.rounds = steps_done;
+  core.planned = config.rounds;
+  core.wall_s = wall_s;
+  core.interrupted = interrupted;
+  core.stopped_at_target = stopped_at_target;
+  WriteSummaryCore(core, &j);
+  j["steps"] = steps_done;  // the older keys (run_summary.h)
   j["steps_planned"] = config.rounds;
-  j["interrupted"] = interrupted;
-  j["stopped_at_target"] = stopped_at_target;
-  j["wall_s"] = wall_s;
-  j["bytes_up_total"] = 0;
-  j["bytes_down_total"] = 0;
   nlohmann::json tj = nlohmann::json::array();
   for (const auto& hit : targets) {
     nlohmann::json h;

@@ -9,6 +9,7 @@
 #include "common/model_file.h"
 #include "common/security.h"
 #include "common/status_macros.h"
+#include "server/run_summary.h"
 
 namespace fedfwd {
 namespace {
@@ -685,21 +686,26 @@ absl::Status PeerEngine::Finish(double wall_s, bool interrupted,
         ++lost;
       }
     }
-    if (!error.ok()) j["error"] = std::string(error.message());
+    RunSummary core;
+    core.mode = "decentralized";
+    core.unit = "step";
+    core.final_test_acc = last_test_acc_;
+    core.best_test_acc = best_test_acc_;
+    core.rounds = last_eval_step_ < 0 ? 0 : last_eval_step_;
+    core.planned = config_.peer.steps;
+    core.wall_s = wall_s;
+    core.bytes_up = bytes_up_ + peer_bytes;
+    core.bytes_down = bytes_down_.load();
+    core.interrupted = interrupted;
+    if (!error.ok()) core.error = std::string(error.message());
+    WriteSummaryCore(core, &j);
     j["run_id"] = run_id_;
-    j["mode"] = "decentralized";
     j["algorithm"] = config_.algorithm;
-    j["final_test_acc"] = last_test_acc_;
-    j["best_test_acc"] = best_test_acc_;
-    j["steps_per_worker"] = last_eval_step_ < 0 ? 0 : last_eval_step_;
+    j["steps_per_worker"] = core.rounds;  // the older keys (run_summary.h)
     j["steps_planned"] = config_.peer.steps;
     j["workers"] = workers_started_;
     j["workers_finished"] = finished;
     j["workers_lost"] = lost;
-    j["interrupted"] = interrupted;
-    j["wall_s"] = wall_s;
-    j["bytes_up_total"] = bytes_up_ + peer_bytes;
-    j["bytes_down_total"] = bytes_down_.load();
     j["peer_bytes_total"] = peer_bytes;
     j["relayed_messages"] = relayed_total_;
     j["relayed_messages_fetched"] = relayed_taken_;

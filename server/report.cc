@@ -19,6 +19,7 @@
 #include "common/metrics.h"
 #include "common/status_macros.h"
 #include "common/tensorboard.h"
+#include "server/run_summary.h"
 
 namespace fedfwd {
 namespace {
@@ -173,37 +174,39 @@ absl::Status ReadSummary(const std::string& dir, RunInfo* info) {
         " is not a JSON object (it is written atomically, so something "
         "else wrote or damaged it)"));
   }
+  // The shared reader of summary.json (run_summary.h): federated,
+  // decentralized and central runs alike.
+  absl::StatusOr<RunSummary> core = ParseRunSummary(text);
+  if (!core.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", core.status().message()));
+  }
   info->has_summary = true;
-  info->final_test_acc = JsonNumber<double>(j, "final_test_acc");
-  info->best_test_acc = JsonNumber<double>(j, "best_test_acc");
-  info->wall_s = JsonNumber<double>(j, "wall_s");
-  info->bytes_up_total = JsonNumber<int64_t>(j, "bytes_up_total");
-  info->bytes_down_total = JsonNumber<int64_t>(j, "bytes_down_total");
-  info->done = JsonNumber<int64_t>(j, "rounds");
-  if (!info->done) info->done = JsonNumber<int64_t>(j, "steps");
-  if (j.contains("error") && j["error"].is_string()) {
-    info->status = "failed: " + j["error"].get<std::string>();
-  } else if (j.value("interrupted", false)) {
+  info->final_test_acc = core->final_test_acc;
+  info->best_test_acc = core->best_test_acc;
+  info->wall_s = core->wall_s;
+  info->bytes_up_total = core->bytes_up;
+  info->bytes_down_total = core->bytes_down;
+  info->done = core->rounds;
+  if (!core->error.empty()) {
+    info->status = "failed: " + core->error;
+  } else if (core->interrupted) {
     info->status = "interrupted";
-  } else if (j.value("stopped_at_target", false)) {
+  } else if (core->stopped_at_target) {
     info->status = "stopped at target";
   } else {
     info->status = "finished";
   }
-  if (j.contains("targets") && j["targets"].is_array()) {
-    for (const nlohmann::json& t : j["targets"]) {
-      if (!t.is_object()) continue;
-      TargetResult r;
-      r.target = JsonNumber<double>(t, "target").value_or(0);
-      r.reached = t.value("reached", false);
-      r.index = JsonNumber<int64_t>(t, "round")
-                    .value_or(JsonNumber<int64_t>(t, "step").value_or(0));
-      r.wall_s = JsonNumber<double>(t, "wall_s").value_or(0);
-      const auto up = JsonNumber<int64_t>(t, "bytes_up");
-      const auto down = JsonNumber<int64_t>(t, "bytes_down");
-      if (up && down) r.bytes = *up + *down;
-      info->targets.push_back(r);
+  for (const TargetOutcome& t : core->targets) {
+    TargetResult r;
+    r.target = t.target;
+    r.reached = t.reached;
+    r.index = t.round;
+    r.wall_s = t.wall_s;
+    if (t.reached && (t.bytes_up > 0 || t.bytes_down > 0)) {
+      r.bytes = t.bytes_up + t.bytes_down;
     }
+    info->targets.push_back(r);
   }
   const nlohmann::json config = j.value("config", nlohmann::json());
   if (config.is_object()) {
@@ -218,7 +221,7 @@ absl::Status ReadSummary(const std::string& dir, RunInfo* info) {
   }
   // A central run's summary names its mode; its config says nothing of
   // clients.
-  if (j.value("mode", "") == "central") info->clients = "central";
+  if (core->mode == "central") info->clients = "central";
   return absl::OkStatus();
 }
 

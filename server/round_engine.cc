@@ -14,6 +14,7 @@
 #include "common/model_file.h"
 #include "common/privacy.h"
 #include "common/status_macros.h"
+#include "server/run_summary.h"
 
 namespace fedfwd {
 namespace {
@@ -978,17 +979,23 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
                                      bool interrupted,
                                      const absl::Status& error) const {
   nlohmann::json j;
-  if (!error.ok()) j["error"] = std::string(error.message());
+  RunSummary core;
+  core.mode = "federated";
+  core.unit = "round";
+  core.final_test_acc = final_test_acc_;
+  core.best_test_acc = best_test_acc_;
+  core.rounds = rounds_done;
+  core.planned = config_.rounds;
+  core.wall_s = wall_s;
+  core.bytes_up = bytes_up_total_;
+  core.bytes_down = bytes_down_total_;
+  core.interrupted = interrupted;
+  core.stopped_at_target = stopped_at_target_;
+  if (!error.ok()) core.error = std::string(error.message());
+  WriteSummaryCore(core, &j);
   j["run_id"] = run_id_;
-  j["final_test_acc"] = final_test_acc_;
-  j["best_test_acc"] = best_test_acc_;
-  j["rounds"] = rounds_done;
+  j["rounds"] = rounds_done;  // the older keys (run_summary.h)
   j["rounds_planned"] = config_.rounds;
-  j["interrupted"] = interrupted;
-  j["stopped_at_target"] = stopped_at_target_;
-  j["wall_s"] = wall_s;
-  j["bytes_up_total"] = bytes_up_total_;
-  j["bytes_down_total"] = bytes_down_total_;
   nlohmann::json targets = nlohmann::json::array();
   for (const auto& t : targets_) {
     nlohmann::json tj;

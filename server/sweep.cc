@@ -519,55 +519,6 @@ absl::StatusOr<CellState> InspectCellDir(const std::string& dir,
   return CellState::kFinished;
 }
 
-absl::StatusOr<RunSummary> ParseRunSummary(const std::string& json_text) {
-  const nlohmann::json j = nlohmann::json::parse(json_text, /*cb=*/nullptr,
-                                                 /*allow_exceptions=*/false);
-  if (!j.is_object()) {
-    return absl::InvalidArgumentError("summary.json is not a JSON object");
-  }
-  auto number = [&](const char* key, auto* out) -> absl::Status {
-    auto it = j.find(key);
-    if (it == j.end() || !it->is_number()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("summary.json has no number ", key));
-    }
-    *out = it->get<std::remove_pointer_t<decltype(out)>>();
-    return absl::OkStatus();
-  };
-  RunSummary s;
-  RETURN_IF_ERROR(number("final_test_acc", &s.final_test_acc));
-  RETURN_IF_ERROR(number("rounds", &s.rounds));
-  RETURN_IF_ERROR(number("wall_s", &s.wall_s));
-  RETURN_IF_ERROR(number("bytes_up_total", &s.bytes_up));
-  RETURN_IF_ERROR(number("bytes_down_total", &s.bytes_down));
-  if (auto it = j.find("interrupted"); it != j.end() && it->is_boolean()) {
-    s.interrupted = it->get<bool>();
-  }
-  if (auto it = j.find("error"); it != j.end()) {
-    s.error = it->is_string() ? it->get<std::string>() : it->dump();
-    if (s.error.empty()) s.error = "error";
-  }
-  if (auto it = j.find("targets"); it != j.end() && it->is_array()) {
-    for (const nlohmann::json& t : *it) {
-      if (!t.is_object() || !t.contains("target") || !t["target"].is_number()) {
-        continue;
-      }
-      TargetOutcome outcome;
-      outcome.target = t["target"].get<double>();
-      outcome.reached = t.value("reached", false) && t.contains("round") &&
-                        t["round"].is_number();
-      if (outcome.reached) {
-        outcome.round = t["round"].get<int64_t>();
-        outcome.wall_s = t.value("wall_s", 0.0);
-        outcome.bytes_up = t.value("bytes_up", int64_t{0});
-        outcome.bytes_down = t.value("bytes_down", int64_t{0});
-      }
-      s.targets.push_back(outcome);
-    }
-  }
-  return s;
-}
-
 std::vector<double> TargetsOf(const std::vector<SweepRow>& rows) {
   std::set<double> targets;
   for (const SweepRow& row : rows) {

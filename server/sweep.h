@@ -42,6 +42,7 @@
 #include "absl/strings/string_view.h"
 #include "common/config.h"
 #include "server/launcher.h"
+#include "server/run_summary.h"
 
 namespace fedfwd {
 
@@ -130,29 +131,6 @@ enum class CellState {
 // was written), or a non-empty folder without config.yaml (not a cell).
 absl::StatusOr<CellState> InspectCellDir(const std::string& dir,
                                          const std::string& config_yaml);
-
-// What a run's summary.json reports (the fields results.csv uses).
-struct TargetOutcome {
-  double target = 0;
-  bool reached = false;
-  int64_t round = 0;
-  double wall_s = 0;
-  int64_t bytes_up = 0;
-  int64_t bytes_down = 0;
-};
-struct RunSummary {
-  double final_test_acc = 0;
-  int64_t rounds = 0;
-  double wall_s = 0;
-  int64_t bytes_up = 0;
-  int64_t bytes_down = 0;
-  bool interrupted = false;
-  std::string error;  // empty unless the run failed
-  std::vector<TargetOutcome> targets;
-};
-// Parses summary.json text. Errors: not JSON, or a missing or mistyped
-// final_test_acc / rounds / wall_s / bytes_up_total / bytes_down_total.
-absl::StatusOr<RunSummary> ParseRunSummary(const std::string& json_text);
 
 // One row of results.csv.
 struct SweepRow {

@@ -1,6 +1,7 @@
 // The centralized trainer and the client estimators it shares with the
 // daemons, on synthetic MNIST-shaped data.
 #include "server/central_trainer.h"
+#include "server/run_summary.h"
 
 #include <cmath>
 #include <filesystem>
@@ -65,6 +66,13 @@ TEST_F(CentralTest, BackpropLearnsAndWritesStepRowsAndModels) {
   const nlohmann::json summary = nlohmann::json::parse(s);
   EXPECT_EQ(summary["steps"].get<int64_t>(), 60);
   EXPECT_TRUE(summary["targets"][0]["reached"].get<bool>());
+  auto parsed = ParseRunSummary(summary.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->mode, "central");
+  EXPECT_EQ(parsed->rounds, 60);
+  ASSERT_FALSE(parsed->targets.empty());
+  EXPECT_TRUE(parsed->targets[0].reached);
+  EXPECT_GT(parsed->targets[0].round, 0);
   auto final_model = ReadModelFile(o.out_dir + "/final_model.bin");
   ASSERT_TRUE(final_model.ok()) << final_model.status();
   EXPECT_EQ(final_model->header.round, 60);

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/evaluator.h"
+#include "server/run_summary.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
 
@@ -283,6 +284,16 @@ TEST_F(PeerEngineTest, EvaluatesTheConsensusAndEndsAfterTheLastReports) {
   EXPECT_EQ(s["peer_bytes_total"].get<int64_t>(), 700);
   EXPECT_DOUBLE_EQ(s["final_test_acc"].get<double>(),
                    rows[2]["test_acc"].get<double>());
+  // The one reader of summary.json (sweeps, reports) reads it: steps per
+  // worker done, a sweep does not take it for a failed cell.
+  auto parsed = ParseRunSummary(s.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->mode, "decentralized");
+  EXPECT_EQ(parsed->unit, "step");
+  EXPECT_EQ(parsed->rounds, 4);
+  EXPECT_EQ(parsed->planned, 4);
+  EXPECT_TRUE(parsed->error.empty());
+  EXPECT_FALSE(parsed->interrupted);
   // Every worker hears that the run is over.
   auto stop = engine_->NextTask(workers_[0].client_id, Session(0),
                                 absl::ZeroDuration(), 0);

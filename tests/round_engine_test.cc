@@ -33,6 +33,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/evaluator.h"
+#include "server/run_summary.h"
 #include "server/strategy.h"
 #include "tests/testutil/synthetic_data.h"
 
@@ -607,6 +608,11 @@ TEST_F(RoundEngineTest, RejectsBadResultsThenRunsToTheEnd) {
     EXPECT_TRUE(summary.contains(key)) << "summary lacks " << key;
   }
   EXPECT_EQ(summary["rounds"].get<int64_t>(), config_.rounds);
+  auto parsed = ParseRunSummary(summary.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->mode, "federated");
+  EXPECT_EQ(parsed->rounds, config_.rounds);
+  EXPECT_EQ(summary["done"].get<int64_t>(), config_.rounds);
   EXPECT_DOUBLE_EQ(summary["final_test_acc"].get<double>(),
                    rows.back()["test_acc"].get<double>());
   EXPECT_EQ(summary["bytes_up_total"].get<int64_t>(), up);

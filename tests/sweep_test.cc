@@ -361,6 +361,22 @@ TEST(ParseRunSummary, ReadsTheFieldsResultsUse) {
   EXPECT_TRUE(s->interrupted);
   EXPECT_EQ(s->error, "diverged");
   EXPECT_FALSE(ParseRunSummary("{\"rounds\": 3}").ok());
+  // Decentralized and central runs count steps under their own keys.
+  s = ParseRunSummary(R"({"mode": "decentralized", "final_test_acc": 0.9,
+      "steps_per_worker": 1500, "steps_planned": 1500, "wall_s": 200,
+      "bytes_up_total": 10, "bytes_down_total": 20,
+      "targets": [{"target": 0.5, "reached": true, "step": 300}]})");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->rounds, 1500);
+  EXPECT_EQ(s->unit, "step");
+  ASSERT_EQ(s->targets.size(), 1u);
+  EXPECT_TRUE(s->targets[0].reached);
+  EXPECT_EQ(s->targets[0].round, 300);
+  s = ParseRunSummary(R"({"mode": "central", "final_test_acc": 0.9,
+      "steps": 60, "wall_s": 2, "bytes_up_total": 0,
+      "bytes_down_total": 0})");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->rounds, 60);
   EXPECT_FALSE(ParseRunSummary("not json").ok());
 }
 

@@ -194,6 +194,51 @@ TEST(Sweep, RunsEveryCellWritesResultsAndARerunSkipsThem) {
   fs::remove_all(dir);
 }
 
+// A decentralized config sweeps too: its summary.json counts steps per
+// worker, which the shared reader (server/run_summary.h) takes as the
+// cell's progress, so the cells finish (before, every cell read as failed).
+TEST(Sweep, ADecentralizedSweepFinishesItsCells) {
+  RequireMnist();
+  const std::string dir = MakeTempDir("fedfwd-sweep-peer");
+  const std::string config = dir + "/sweep.yaml";
+  std::ofstream(config) << absl::StrCat(R"(model: tiny
+dataset:
+  name: mnist
+  data_dir: )",
+                                        RealMnistDir(), R"(
+  train_limit: 3000
+  test_limit: 1000
+clients: 2
+seed: 5
+algorithm: gosgd
+peer:
+  steps: 20
+  push_probability: 0.5
+batch_size: 32
+eval_every: 10
+timeouts:
+  client_s: 1.5
+  round_s: 20
+sweep:
+  lr: [0.02, 0.05]
+)");
+  const std::string out = dir + "/out";
+  ChildProcess run({BinPath("fedfwd-run"), config, "--out", out},
+                   dir + "/run.log");
+  const auto code = run.Wait(absl::Seconds(300));
+  ASSERT_TRUE(code.has_value()) << run.Log();
+  ASSERT_EQ(*code, 0) << run.Log();
+  const auto csv = ReadCsv(out + "/results.csv");
+  ASSERT_EQ(csv.size(), 3u) << ReadFile(out + "/results.csv");
+  const int status = Column(csv[0], "status");
+  const int rounds = Column(csv[0], "rounds_done");
+  for (size_t i = 1; i < csv.size(); ++i) {
+    EXPECT_EQ(csv[i][status], "finished") << ReadFile(out + "/results.csv");
+    EXPECT_EQ(csv[i][rounds], "20") << ReadFile(out + "/results.csv");
+  }
+  fs::remove_all(dir);
+}
+
 TEST(Sweep, BadSweepValueIsRefusedBeforeAnythingRuns) {
   RequireMnist();
   const std::string dir = MakeTempDir("fedfwd-sweep-bad");
