@@ -28,7 +28,7 @@
 #include "absl/status/status.h"
 #include "client/coordinator_client.h"
 #include "client/peer_transport.h"
-#include "client/trainer.h"
+#include "common/trainer.h"
 #include "common/log.h"
 #include "common/privacy.h"
 #include "common/step_rule.h"

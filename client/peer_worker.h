@@ -33,7 +33,7 @@
 #include "absl/status/status.h"
 #include "client/coordinator_client.h"
 #include "client/peer_transport.h"
-#include "client/trainer.h"
+#include "common/trainer.h"
 #include "common/log.h"
 #include "fedfwd.pb.h"
 

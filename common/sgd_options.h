@@ -1,5 +1,5 @@
 // Options of a minibatch SGD step, apart from libtorch so that headers
-// without tensors (client/trainer.h) can take them. The step itself is
+// without tensors (common/trainer.h) can take them. The step itself is
 // ApplySgdUpdate in backprop.h.
 #ifndef FEDFWD_COMMON_SGD_OPTIONS_H_
 #define FEDFWD_COMMON_SGD_OPTIONS_H_

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "client/trainer.h"
+#include "common/trainer.h"
 #include "common/dataset.h"
 #include "common/metrics.h"
 #include "common/model_file.h"

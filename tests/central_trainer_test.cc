@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "client/trainer.h"
+#include "common/trainer.h"
 #include "common/config.h"
 #include "common/model.h"
 #include "common/model_file.h"

@@ -1,4 +1,4 @@
-#include "client/trainer.h"
+#include "common/trainer.h"
 
 #include <ATen/ATen.h>
 

@@ -1,12 +1,15 @@
-// The client's local work: its data shard, its copy of the model, and the
+// A client's local work: its data shard, its copy of the model, and the
 // estimator that turns (model, minibatch, tangent keys) into results.
 //
 // Estimators sit behind one interface so multi-tangent, finite differences
 // or local SGD are a new class plus a name in MakeEstimator. The trainer owns
 // all client state (no globals), so many logical clients can share a process.
-// Not thread-safe: one daemon loop drives it.
-#ifndef FEDFWD_CLIENT_TRAINER_H_
-#define FEDFWD_CLIENT_TRAINER_H_
+// Not thread-safe: one daemon loop drives it. Shared learning code: the
+// client daemons and the coordinator's centralized trainer
+// (server/central_trainer.h) both run it, so it lives here and the server
+// does not link the client library.
+#ifndef FEDFWD_COMMON_TRAINER_H_
+#define FEDFWD_COMMON_TRAINER_H_
 
 #include <cstdint>
 #include <memory>
@@ -104,4 +107,4 @@ class Trainer {
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_CLIENT_TRAINER_H_
+#endif  // FEDFWD_COMMON_TRAINER_H_
