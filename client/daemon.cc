@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "client/peer_worker.h"
 #include "common/codec.h"
+#include "common/estimators.h"
 #include "common/privacy.h"
 #include "common/status_macros.h"
 #include "common/update_codec.h"
@@ -224,7 +225,7 @@ absl::Status ClientDaemon::JoinWithRetry() {
     req.set_shard(options_.shard);
     req.set_num_shards(options_.shard >= 0 ? options_.num_shards : 0);
   }
-  for (const char* e : {"jvp", "fd", "projected", "fedsgd", "fedavg"}) {
+  for (const std::string& e : TaskEstimators()) {
     req.mutable_capabilities()->add_estimators(e);
   }
   req.mutable_capabilities()->set_device(options_.device);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/estimators.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -502,9 +503,7 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
   RETURN_IF_ERROR(r.Int(root, "", "rounds", 1, int64_t{1} << 32, &c->rounds));
   RETURN_IF_ERROR(r.Uint64(root, "", "seed", &c->seed));
   RETURN_IF_ERROR(
-      r.Choice(root, "", "estimator",
-               {"jvp", "fd", "projected", "fedsgd", "fedavg", "backprop"},
-               &c->estimator));
+      r.Choice(root, "", "estimator", ConfigEstimators(), &c->estimator));
 
   std::string merge = MergeRuleName(c->merge);
   RETURN_IF_ERROR(
@@ -683,16 +682,14 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
           "'privacy.noise_multiplier' needs 'privacy.clip' > 0 (the noise is "
           "relative to the clip)");
     }
-    if (o.clip > 0 && c->estimator != "jvp" && c->estimator != "fd" &&
-        c->estimator != "projected") {
+    if (o.clip > 0 && !IsForwardGradientEstimator(c->estimator)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "'privacy' applies to forward gradients (estimator: jvp, fd or "
           "projected), not to ",
           c->estimator));
     }
   }
-  const bool forward = c->estimator == "jvp" || c->estimator == "fd" ||
-                       c->estimator == "projected";
+  const bool forward = IsForwardGradientEstimator(c->estimator);
   if (!forward && (c->tangent.count != 1 || c->tangent.combine != "mean" ||
                    c->tangent.split != "none" || c->tangent.normalize ||
                    c->tangent.structure != "dense")) {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/codec.h"
+#include "common/estimators.h"
 #include "common/status_macros.h"
 #include "common/step_rule.h"
 #include "common/update_codec.h"
@@ -97,9 +98,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
     // Forward-gradient runs replay the coordinator's optimizer step
     // (common/step_rule.h); the client needs its rule.
     const StepRule rule = StepRuleOf(c);
-    if ((c.estimator == "jvp" || c.estimator == "fd" ||
-         c.estimator == "projected") &&
-        rule.Stateful()) {
+    if (IsForwardGradientEstimator(c.estimator) && rule.Stateful()) {
       v1::StepRule* r = run->mutable_step_rule();
       r->set_momentum(rule.momentum);
       r->set_adam(rule.adam);

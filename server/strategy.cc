@@ -5,11 +5,13 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/codec.h"
+#include "common/estimators.h"
 #include "common/status_macros.h"
+#include "common/step_rule.h"
 #include "server/merge.h"
 #include "server/optimizer.h"
-#include "common/step_rule.h"
 
 namespace fedfwd {
 namespace {
@@ -549,8 +551,7 @@ absl::StatusOr<TangentDistribution> ParseTangentDistribution(
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
                                                        const ModelSpec& spec,
                                                        int threads) {
-  if (config.estimator == "jvp" || config.estimator == "fd" ||
-      config.estimator == "projected") {
+  if (IsForwardGradientEstimator(config.estimator)) {
     auto dist = ParseTangentDistribution(config.tangent.distribution);
     if (!dist.ok()) return dist.status();
     if (config.tangent.split != "none" && spec.params.size() > 64) {
@@ -561,13 +562,12 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
     return std::unique_ptr<Strategy>(
         new ForwardGradientStrategy(config, spec, *dist, threads));
   }
-  if (config.estimator == "fedsgd" || config.estimator == "backprop" ||
-      config.estimator == "fedavg") {
+  if (IsDenseUpdateEstimator(config.estimator)) {
     return std::unique_ptr<Strategy>(new BackpropStrategy(config, spec));
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown estimator '", config.estimator,
-                   "' (jvp | fd | fedsgd | backprop | fedavg)"));
+      absl::StrCat("unknown estimator '", config.estimator, "' (",
+                   absl::StrJoin(ConfigEstimators(), " | "), ")"));
 }
 
 }  // namespace fedfwd

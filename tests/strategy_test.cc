@@ -8,7 +8,9 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/estimators.h"
 #include "common/model.h"
 #include "common/rng.h"
 #include "common/step_rule.h"
@@ -363,6 +365,31 @@ TEST(ForwardGradientStrategy, StepStateSurvivesSaveAndLoad) {
          saved[0].second}};
     EXPECT_FALSE((*b)->LoadState(other).ok()) << variant;
   }
+}
+
+// The estimator names live in one place (common/estimators.h): every name
+// a config may set parses and gets a strategy, on exactly one side of the
+// forward / dense line; every name a task carries is one of them.
+TEST(Estimators, EveryConfigNameParsesAndHasOneStrategy) {
+  for (const std::string& name : ConfigEstimators()) {
+    auto config =
+        ParseConfig(absl::StrCat("model: tiny\nestimator: ", name, "\n"), "/",
+                    {});
+    ASSERT_TRUE(config.ok()) << name << ": " << config.status();
+    EXPECT_TRUE(MakeStrategy(*config, Tiny()).ok()) << name;
+    EXPECT_NE(IsForwardGradientEstimator(name), IsDenseUpdateEstimator(name))
+        << name;
+  }
+  for (const std::string& name : TaskEstimators()) {
+    EXPECT_NE(std::find(ConfigEstimators().begin(), ConfigEstimators().end(),
+                        name),
+              ConfigEstimators().end())
+        << name;
+  }
+  auto bad = ParseConfig("model: tiny\nestimator: backward\n", "/", {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("projected"), std::string::npos)
+      << bad.status();
 }
 
 }  // namespace
