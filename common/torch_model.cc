@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
+#include <dlfcn.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -129,6 +130,17 @@ absl::StatusOr<EvalResult> Evaluate(const ModelSpec& spec,
 void SetTorchThreads(int n) {
   if (n <= 0) return;
   at::set_num_threads(n);
+  // OpenBLAS, which Debian's libtorch multiplies through, keeps a pool of
+  // its own (one thread per core) that at::set_num_threads does not reach.
+  // Ten daemons on two cores each woke two BLAS threads per product and
+  // their spinning took a third of the machine: the flagship ran 0.66
+  // rounds/s, 0.95 with OPENBLAS_NUM_THREADS=1 (docs/results.md). Looked up
+  // at run time, so another BLAS behind libblas.so.3 is left alone.
+  using SetBlasThreads = void (*)(int);
+  if (auto set_blas = reinterpret_cast<SetBlasThreads>(
+          dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set_blas(n);
+  }
   try {
     at::set_num_interop_threads(n);
   } catch (const c10::Error&) {

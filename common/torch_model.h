@@ -53,7 +53,8 @@ absl::StatusOr<EvalResult> Evaluate(const ModelSpec& spec,
                                     const std::vector<at::Tensor>& params,
                                     const Batch& data, int64_t chunk = 1000);
 
-// Sets libtorch's intra-op and inter-op thread counts (n <= 0: leave the
+// Sets libtorch's intra-op and inter-op thread counts and OpenBLAS's pool
+// (when OpenBLAS is the BLAS behind libtorch) (n <= 0: leave the
 // library default). Call once, before any tensor work.
 void SetTorchThreads(int n);
 
