@@ -25,10 +25,7 @@ using json = nlohmann::json;
 class Churn : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(
-        std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
-        << "real MNIST is missing from " << RealMnistDir()
-        << "; run scripts/setup.sh";
+    FEDFWD_REQUIRE_MNIST();
     dir_ = MakeTempDir("fedfwd-churn");
     auto sec = MakeLocalSecurity(dir_ + "/secrets", 3);
     ASSERT_TRUE(sec.ok()) << sec.status();

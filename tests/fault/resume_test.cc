@@ -55,10 +55,7 @@ timeouts: {client_s: 30, round_s: 60}
 class Resume : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(
-        std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
-        << "real MNIST is missing from " << RealMnistDir()
-        << "; run scripts/setup.sh";
+    FEDFWD_REQUIRE_MNIST();
     dir_ = MakeTempDir("fedfwd-resume");
     auto sec = MakeLocalSecurity(dir_ + "/secrets", kClients);
     ASSERT_TRUE(sec.ok()) << sec.status();

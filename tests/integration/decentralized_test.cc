@@ -25,9 +25,7 @@ using json = nlohmann::json;
 class Decentralized : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(
-        std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
-        << "real MNIST is missing; run scripts/setup.sh";
+    FEDFWD_REQUIRE_MNIST();
     dir_ = MakeTempDir("fedfwd-decentral");
     auto sec = MakeLocalSecurity(dir_ + "/secrets", 3);
     ASSERT_TRUE(sec.ok()) << sec.status();

@@ -26,12 +26,6 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-void RequireMnist() {
-  ASSERT_TRUE(
-      std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
-      << "real MNIST is missing from " << RealMnistDir()
-      << "; run scripts/setup.sh";
-}
 
 // A small, fast federation config: logistic regression on pooled MNIST.
 std::string SmallConfig(int clients, int rounds, const std::string& extra) {
@@ -107,7 +101,7 @@ class Federation : public ::testing::Test {
 };
 
 TEST_F(Federation, ThreeClientsLearnInTwentyRounds) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string address = StartServer(WriteConfig(SmallConfig(3, 20, "")));
   // One at a time, so client i + 1 holds shard i: the tangent streams are
   // keyed by client id, and a fixed pairing of ids and shards makes this
@@ -246,7 +240,7 @@ class SeedReplayFederation : public Federation {
 // purpose (--drop-update-version) fails its checksum, fetches a snapshot
 // and goes on.
 TEST_F(SeedReplayFederation, MatchesSnapshotsAndRecoversFromALostUpdate) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const Outcome snapshots = Run("snapshot", "snapshot", 0);
   const Outcome replay = Run("replay", "auto", 5);
   ExpectSameModel(replay, snapshots, "plain SGD");
@@ -287,7 +281,7 @@ TEST_F(SeedReplayFederation, MatchesSnapshotsAndRecoversFromALostUpdate) {
 // the optimizer state, and goes back to replaying (one failure, not one a
 // round).
 TEST_F(SeedReplayFederation, CarriesMomentumAndAdam) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::vector<std::pair<std::string, std::string>> variants = {
       {"momentum", "momentum: 0.9\nclip_step: 0.5\n"},
       {"adam", "server_optimizer: {type: adam, eps: 0.01}\n"}};
@@ -321,7 +315,7 @@ TEST_F(SeedReplayFederation, CarriesMomentumAndAdam) {
 // FedAvg end to end: model deltas streamed up as int8, label-skewed shards
 // computed by each daemon, best/final model files that fedfwd-eval reads.
 TEST_F(Federation, FedAvgWithInt8UpdatesOnDirichletShardsLearns) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string config = absl::StrCat(R"(model: tiny
 dataset:
   name: mnist
@@ -378,7 +372,7 @@ eval_every: 1
 }
 
 TEST_F(Federation, SurvivesAClientKilledMidRun) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string address = StartServer(WriteConfig(SmallConfig(
       3, 40, "eval_every: 10\ntimeouts:\n  client_s: 1.5\n  round_s: 30\n")));
   for (int i = 0; i < 3; ++i) StartClient(address, i, 3);
@@ -416,7 +410,7 @@ TEST_F(Federation, SurvivesAClientKilledMidRun) {
 }
 
 TEST_F(Federation, TwoClientsClaimingOneShardAreRefused) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string address = StartServer(WriteConfig(SmallConfig(2, 5, "")));
   StartClient(address, 0, 2);
   ASSERT_TRUE(WaitUntil(
@@ -443,7 +437,7 @@ TEST_F(Federation, TwoClientsClaimingOneShardAreRefused) {
 }
 
 TEST_F(Federation, ClientWithoutCoordinatorGivesUpWithAClearError) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   ChildProcess client(
       {BinPath("fedfwd-client"), "--server", "127.0.0.1:1", "--data",
        RealMnistDir(), "--unreachable-timeout", "1", "--insecure"},
@@ -457,7 +451,7 @@ TEST_F(Federation, ClientWithoutCoordinatorGivesUpWithAClearError) {
 // Strangers are turned away with a message that says why, and the run goes
 // on with the credentialed clients.
 TEST_F(Federation, ClientsWithoutValidCredentialsAreRefused) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string address = StartServer(WriteConfig(SmallConfig(2, 5, "")));
   const std::string bogus = dir_ + "/bogus.token";
   std::ofstream(bogus) << "not-a-valid-token\n";
@@ -498,7 +492,7 @@ TEST_F(Federation, ClientsWithoutValidCredentialsAreRefused) {
 // The deployment path: certificates and tokens from scripts/make-certs.sh
 // (the openssl tool, not our own generator) work with both daemons.
 TEST_F(Federation, CertificatesFromMakeCertsWork) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string pki = dir_ + "/pki";
   ChildProcess make(
       {"/bin/bash", SourcePath("scripts/make-certs.sh"), pki, "--server-name",
@@ -526,7 +520,7 @@ TEST_F(Federation, CertificatesFromMakeCertsWork) {
 
 // Every shipped config is valid and runs one round on a tiny shard.
 TEST(Configs, EveryConfigRunsOneRound) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string dir = MakeTempDir("fedfwd-configs");
   int count = 0;
   for (const auto& entry :
@@ -608,7 +602,7 @@ int CountProcessesMentioning(const std::string& needle) {
 }
 
 TEST(FedfwdRun, InterruptStopsEveryChildAndKeepsTheSummary) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string dir = MakeTempDir("fedfwd-sigint");
   const std::string config = dir + "/long.yaml";
   std::ofstream(config) << SmallConfig(3, 100000, "");

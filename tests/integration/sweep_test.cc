@@ -26,11 +26,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using json = nlohmann::json;
 
-void RequireMnist() {
-  ASSERT_TRUE(fs::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
-      << "real MNIST is missing from " << RealMnistDir()
-      << "; run scripts/setup.sh";
-}
 
 // Logistic regression on pooled MNIST, 2 clients: seconds per cell.
 std::string SweepConfig(int rounds, const std::string& sweep) {
@@ -99,17 +94,9 @@ int Column(const std::vector<std::string>& header, const std::string& name) {
   return 0;
 }
 
-int Count(const std::string& text, const std::string& needle) {
-  int n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos;
-       at = text.find(needle, at + 1)) {
-    ++n;
-  }
-  return n;
-}
 
 TEST(Sweep, RunsEveryCellWritesResultsAndARerunSkipsThem) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string dir = MakeTempDir("fedfwd-sweep");
   const std::string config = dir + "/sweep.yaml";
   std::ofstream(config) << SweepConfig(
@@ -175,8 +162,8 @@ TEST(Sweep, RunsEveryCellWritesResultsAndARerunSkipsThem) {
   ASSERT_TRUE(recode.has_value()) << rerun.Log();
   EXPECT_EQ(*recode, 0) << rerun.Log();
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
-  EXPECT_EQ(Count(rerun.Log(), "finished earlier; skipped"), 4) << rerun.Log();
-  EXPECT_EQ(Count(rerun.Log(), "started 2 clients"), 0) << rerun.Log();
+  EXPECT_EQ(CountOf(rerun.Log(), "finished earlier; skipped"), 4) << rerun.Log();
+  EXPECT_EQ(CountOf(rerun.Log(), "started 2 clients"), 0) << rerun.Log();
   EXPECT_EQ(fs::last_write_time(out + "/" + cells[0] + "/summary.json"),
             before);
   EXPECT_EQ(ReadCsv(out + "/results.csv").size(), 5u);
@@ -198,7 +185,7 @@ TEST(Sweep, RunsEveryCellWritesResultsAndARerunSkipsThem) {
 // worker, which the shared reader (server/run_summary.h) takes as the
 // cell's progress, so the cells finish (before, every cell read as failed).
 TEST(Sweep, ADecentralizedSweepFinishesItsCells) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string dir = MakeTempDir("fedfwd-sweep-peer");
   const std::string config = dir + "/sweep.yaml";
   std::ofstream(config) << absl::StrCat(R"(model: tiny
@@ -240,7 +227,7 @@ sweep:
 }
 
 TEST(Sweep, BadSweepValueIsRefusedBeforeAnythingRuns) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string dir = MakeTempDir("fedfwd-sweep-bad");
   const std::string config = dir + "/sweep.yaml";
   std::ofstream(config) << SweepConfig(
@@ -256,7 +243,7 @@ TEST(Sweep, BadSweepValueIsRefusedBeforeAnythingRuns) {
 }
 
 TEST(Sweep, InterruptStopsAfterTheCurrentCellAndARerunStartsItAgain) {
-  RequireMnist();
+  FEDFWD_REQUIRE_MNIST();
   const std::string dir = MakeTempDir("fedfwd-sweep-int");
   const std::string config = dir + "/sweep.yaml";
   std::ofstream(config) << SweepConfig(100000, "sweep:\n  lr: [0.02, 0.05]\n");

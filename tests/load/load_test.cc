@@ -122,10 +122,7 @@ int EstablishedConnections(int port) {
 }
 
 TEST(Load, TwoHundredClientsFiftyRoundsNoFailedRound) {
-  ASSERT_TRUE(
-      std::filesystem::exists(RealMnistDir() + "/train-images-idx3-ubyte"))
-      << "real MNIST is missing from " << RealMnistDir()
-      << "; run scripts/setup.sh";
+  FEDFWD_REQUIRE_MNIST();
   const std::string dir = MakeTempDir("fedfwd-load");
   const std::string data = dir + "/mnist";
   std::filesystem::create_directories(data);
