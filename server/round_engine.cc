@@ -282,7 +282,9 @@ void RoundEngine::PublishSnapshot(std::shared_ptr<const SeedStep> replay,
   }
   auto snap = std::make_shared<const Snapshot>(MakeSnapshot(params_, version));
   std::shared_ptr<const Snapshot> state;
-  if (const std::vector<float>* s = strategy_->ReplayState()) {
+  const std::vector<float>* s =
+      config_.sync == "auto" ? strategy_->ReplayState() : nullptr;
+  if (s != nullptr) {
     state = std::make_shared<const Snapshot>(MakeSnapshot(*s, version));
   }
   std::lock_guard<std::mutex> lock(mu_);

@@ -98,7 +98,10 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
     // Forward-gradient runs replay the coordinator's optimizer step
     // (common/step_rule.h); the client needs its rule.
     const StepRule rule = StepRuleOf(c);
-    if (IsForwardGradientEstimator(c.estimator) && rule.Stateful()) {
+    // Only with seed replay (sync: auto): a client that always fetches
+    // snapshots needs no state.
+    if (IsForwardGradientEstimator(c.estimator) && rule.Stateful() &&
+        c.sync == "auto") {
       v1::StepRule* r = run->mutable_step_rule();
       r->set_momentum(rule.momentum);
       r->set_adam(rule.adam);

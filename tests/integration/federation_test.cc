@@ -290,6 +290,13 @@ TEST_F(SeedReplayFederation, CarriesMomentumAndAdam) {
     const Outcome replay = Run(name + "-replay", "auto", 5, extra);
     ExpectSameModel(replay, snapshots, name);
     EXPECT_LT(replay.bytes_down * 2, snapshots.bytes_down) << name;
+    // With sync: snapshot the clients fetch the model only, never the
+    // optimizer state: at most 12 rounds x 3 clients model-sized downloads
+    // (plus 20 % for tasks and framing), where the state would double or
+    // triple it.
+    EXPECT_LT(static_cast<double>(snapshots.bytes_down),
+              1.2 * 36 * 4 * static_cast<double>(snapshots.params.size()))
+        << name;
     // 12 rounds, 3 clients: from round 2 on every task comes with a replay
     // (33); only the first round's tasks count as other syncs (the clients
     // regenerate the initial model). The lost update costs client 2 one
