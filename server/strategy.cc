@@ -362,8 +362,6 @@ class ForwardGradientStrategy final : public Strategy {
     return mask;
   }
 
-  // SGD straight from the seed terms; or, with Adam or a step clip, the
-  // step materialized first (naive's sequential steps summed into one).
   // The round's merged steps as one seed step under the run's rule
   // (common/step_rule.h), kept for seed-replay sync: plain SGD folds -lr
   // into each term; momentum, Adam and clip_step take one optimizer step
