@@ -94,10 +94,11 @@ absl::StatusOr<StepRule> StepRuleFromProto(const v1::RunSpec& run) {
   r.beta2 = p.beta2();
   r.eps = p.eps();
   r.clip_step = p.clip_step();
-  const bool ok = r.momentum >= 0 && r.momentum < 1 && r.clip_step >= 0 &&
-                  std::isfinite(r.clip_step) &&
-                  (!r.adam || (r.beta1 >= 0 && r.beta1 < 1 && r.beta2 >= 0 &&
-                               r.beta2 < 1 && r.eps > 0 && std::isfinite(r.eps)));
+  const bool ok =
+      r.momentum >= 0 && r.momentum < 1 && r.clip_step >= 0 &&
+      std::isfinite(r.clip_step) &&
+      (!r.adam || (r.beta1 >= 0 && r.beta1 < 1 && r.beta2 >= 0 && r.beta2 < 1 &&
+                   r.eps > 0 && std::isfinite(r.eps)));
   if (!ok) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the coordinator's step rule is out of range: momentum ", r.momentum,
@@ -493,9 +494,9 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
           Checksum(params.data(), params.size() * sizeof(float)) ==
           task.model_checksum();
       const bool state_ok =
-          !stateful || Checksum(step_state_.data(),
-                                step_state_.size() * sizeof(float)) ==
-                           task.step_state_checksum();
+          !stateful ||
+          Checksum(step_state_.data(), step_state_.size() * sizeof(float)) ==
+              task.step_state_checksum();
       if (model_ok && state_ok) {
         trainer_->ParamsChanged(want);
         return true;
@@ -543,12 +544,13 @@ absl::StatusOr<bool> ClientDaemon::SyncModel(const v1::Task& task) {
     // The optimizer state that goes with the model, for the replays that
     // follow.
     uint64_t state_checksum = 0;
-    fetched = coordinator_->FetchModel(
-        client_id_, session_, want, step_rule_.StateSize(trainer_->num_params()),
-        &state, &state_checksum, /*step_state=*/true);
+    fetched =
+        coordinator_->FetchModel(client_id_, session_, want,
+                                 step_rule_.StateSize(trainer_->num_params()),
+                                 &state, &state_checksum, /*step_state=*/true);
     if (fetched.ok() && state_checksum != task.step_state_checksum()) {
-      fetched = absl::DataLossError(
-          "optimizer state checksum differs from task's");
+      fetched =
+          absl::DataLossError("optimizer state checksum differs from task's");
     }
   }
   if (!fetched.ok()) {

@@ -28,10 +28,10 @@
 #include "absl/status/status.h"
 #include "client/coordinator_client.h"
 #include "client/peer_transport.h"
-#include "common/trainer.h"
 #include "common/log.h"
 #include "common/privacy.h"
 #include "common/step_rule.h"
+#include "common/trainer.h"
 
 namespace fedfwd {
 
@@ -134,14 +134,14 @@ class ClientDaemon {
   // reset then (the run_over line reports the training memory).
   int64_t rss_at_load_kib_ = -1;
   bool peak_reset_ = false;
-  uint64_t run_seed_ = 0;    // its seed
+  uint64_t run_seed_ = 0;  // its seed
   // The coordinator's optimizer step that seed replay carries (RunSpec;
   // common/step_rule.h), and this client's copy of its state, valid while
   // the trainer holds a model (version != 0).
   StepRule step_rule_;
   std::vector<float> step_state_;
   std::vector<float> step_scratch_;  // the step's gradient (Adam, clip_step)
-  std::string trainer_key_;  // run and shard the trainer was made for
+  std::string trainer_key_;          // run and shard the trainer was made for
   // Health file (heartbeat thread and work loop).
   std::mutex health_mu_;
   int64_t health_written_s_ = 0;

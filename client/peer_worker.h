@@ -33,8 +33,8 @@
 #include "absl/status/status.h"
 #include "client/coordinator_client.h"
 #include "client/peer_transport.h"
-#include "common/trainer.h"
 #include "common/log.h"
+#include "common/trainer.h"
 #include "fedfwd.pb.h"
 
 namespace fedfwd {

@@ -66,8 +66,7 @@ struct SeedStep {
 // into its buffer.
 void ApplySeedStep(const SeedStep& step, const StepRule& rule,
                    const TangentLayout& layout, std::vector<float>* state,
-                   float* params, std::vector<float>* scratch,
-                   int threads = 1);
+                   float* params, std::vector<float>* scratch, int threads = 1);
 
 // g *= clip / |g| when |g| > clip (|g| summed in double, in index order).
 void ClipToNorm(float* g, size_t n, double clip);

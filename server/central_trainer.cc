@@ -9,14 +9,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "common/trainer.h"
 #include "common/dataset.h"
 #include "common/metrics.h"
 #include "common/model_file.h"
 #include "common/status_macros.h"
+#include "common/trainer.h"
 #include "server/evaluator.h"
-#include "server/strategy.h"
 #include "server/run_summary.h"
+#include "server/strategy.h"
 
 namespace fedfwd {
 namespace {

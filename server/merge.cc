@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <string>
 #include <thread>
 #include <tuple>
-#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -471,10 +471,17 @@ GradientStep MergeSharedKeys(const std::vector<GradientStep>& steps) {
   for (const auto& step : steps) {
     for (const auto& t : step) {
       const TangentKey& k = t.key;
-      const Id id{k.run_seed,   k.round,      k.client,
-                  k.index,      static_cast<int>(k.type),
-                  k.param_mask, k.normalized, k.rank_one,
-                  k.shared_u,   k.u_group_size, t.restrict_mask};
+      const Id id{k.run_seed,
+                  k.round,
+                  k.client,
+                  k.index,
+                  static_cast<int>(k.type),
+                  k.param_mask,
+                  k.normalized,
+                  k.rank_one,
+                  k.shared_u,
+                  k.u_group_size,
+                  t.restrict_mask};
       auto [it, fresh] = where.emplace(id, out.size());
       if (fresh) {
         out.push_back(t);

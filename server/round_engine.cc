@@ -505,9 +505,9 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> RoundEngine::GetStepState(
         "this run's model comes without optimizer state");
   }
   if (version != 0 && version != step_state_->version) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "model version ", version, " is gone; current is ",
-        step_state_->version));
+    return absl::FailedPreconditionError(absl::StrCat("model version ", version,
+                                                      " is gone; current is ",
+                                                      step_state_->version));
   }
   return step_state_;
 }

@@ -75,8 +75,8 @@ absl::StatusOr<RunSummary> ParseRunSummary(const std::string& json_text) {
       TargetOutcome outcome;
       outcome.target = t["target"].get<double>();
       const char* at = t.contains("round") ? "round" : "step";
-      outcome.reached = t.value("reached", false) && t.contains(at) &&
-                        t[at].is_number();
+      outcome.reached =
+          t.value("reached", false) && t.contains(at) && t[at].is_number();
       if (outcome.reached) {
         outcome.round = t[at].get<int64_t>();
         outcome.wall_s = t.value("wall_s", 0.0);

@@ -328,9 +328,9 @@ class ForwardGradientStrategy final : public Strategy {
           "optimizer state has one Adam moment without the other");
     }
     // Absent: the run had not stepped yet (zeros).
-    std::vector<float> loaded =
-        rule_.adam ? std::move(m) : std::move(buffer);
-    if (rule_.adam && !loaded.empty()) loaded.insert(loaded.end(), v.begin(), v.end());
+    std::vector<float> loaded = rule_.adam ? std::move(m) : std::move(buffer);
+    if (rule_.adam && !loaded.empty())
+      loaded.insert(loaded.end(), v.begin(), v.end());
     if (loaded.empty()) {
       loaded.assign(static_cast<size_t>(rule_.StateSize(num_params_)), 0.0f);
     }
@@ -381,7 +381,8 @@ class ForwardGradientStrategy final : public Strategy {
     for (const auto& step : merged.empty() ? steps : merged) {
       for (const auto& term : step) {
         last_step_.terms.push_back(
-            {term.key, static_cast<float>(stateful ? term.coef : -lr * term.coef),
+            {term.key,
+             static_cast<float>(stateful ? term.coef : -lr * term.coef),
              term.restrict_mask});
       }
     }

@@ -1,7 +1,6 @@
 // The centralized trainer and the client estimators it shares with the
 // daemons, on synthetic MNIST-shaped data.
 #include "server/central_trainer.h"
-#include "server/run_summary.h"
 
 #include <cmath>
 #include <filesystem>
@@ -9,12 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "common/trainer.h"
 #include "common/config.h"
 #include "common/model.h"
 #include "common/model_file.h"
 #include "common/rng.h"
+#include "common/trainer.h"
 #include "gtest/gtest.h"
+#include "server/run_summary.h"
 #include "tests/testutil/synthetic_data.h"
 
 namespace fedfwd {

@@ -28,8 +28,8 @@ std::vector<std::string> IncludesOf(const std::string& folder,
     while (std::getline(in, line)) {
       ++n;
       if (line.rfind("#include \"" + dir + "/", 0) == 0) {
-        found.push_back(entry.path().string() + ":" + std::to_string(n) +
-                        ": " + line);
+        found.push_back(entry.path().string() + ":" + std::to_string(n) + ": " +
+                        line);
       }
     }
   }
@@ -38,19 +38,17 @@ std::vector<std::string> IncludesOf(const std::string& folder,
 
 TEST(IncludeRule, ServerAndClientDoNotIncludeEachOther) {
   for (const auto& [folder, forbidden] :
-       std::vector<std::pair<std::string, std::string>>{
-           {"server", "client"},
-           {"client", "server"},
-           {"common", "client"},
-           {"common", "server"}}) {
+       std::vector<std::pair<std::string, std::string>>{{"server", "client"},
+                                                        {"client", "server"},
+                                                        {"common", "client"},
+                                                        {"common", "server"}}) {
     const auto found = IncludesOf(folder, forbidden);
-    EXPECT_TRUE(found.empty())
-        << folder << "/ includes " << forbidden << "/:\n"
-        << [&] {
-             std::string all;
-             for (const auto& f : found) all += f + "\n";
-             return all;
-           }();
+    EXPECT_TRUE(found.empty()) << folder << "/ includes " << forbidden << "/:\n"
+                               << [&] {
+                                    std::string all;
+                                    for (const auto& f : found) all += f + "\n";
+                                    return all;
+                                  }();
   }
   // The scan sees the tree: the server's own headers are there.
   EXPECT_FALSE(IncludesOf("server", "server").empty());

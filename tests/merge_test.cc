@@ -220,11 +220,13 @@ TEST(MergeSharedKeys, SumsEachKeysCoefficientsOverTheClients) {
   // naive: a step per client; merged, the same two keys.
   const auto naive = PlanMerge(MergeRule::kNaive, results, 0, {});
   ASSERT_EQ(naive.size(), 3u);
-  ExpectStep(MergeSharedKeys(naive), {{0, 0, (2 - 4 + 1) / 2.0},
-                                      {0, 1, (1 + 3 + 0.5) / 2.0}});
+  ExpectStep(MergeSharedKeys(naive),
+             {{0, 0, (2 - 4 + 1) / 2.0}, {0, 1, (1 + 3 + 0.5) / 2.0}});
   // Different restrict masks or keys are different terms.
-  GradientStep mixed = {{KeyFor(0, 0), 1.0, 0}, {KeyFor(0, 0), 2.0, 4},
-                        {KeyFor(5, 0), 3.0, 0}, {KeyFor(0, 0), 0.5, 4}};
+  GradientStep mixed = {{KeyFor(0, 0), 1.0, 0},
+                        {KeyFor(0, 0), 2.0, 4},
+                        {KeyFor(5, 0), 3.0, 0},
+                        {KeyFor(0, 0), 0.5, 4}};
   const GradientStep m = MergeSharedKeys({mixed});
   ASSERT_EQ(m.size(), 3u);
   EXPECT_EQ(m[0].coef, 1.0);

@@ -218,10 +218,10 @@ TEST(ForwardGradientStrategy, LastUpdateAsSeedsReplaysTheMergeExactly) {
         const std::vector<float>* start = (*s)->ReplayState();
         ASSERT_NE(start, nullptr) << v;
         state = *start;  // zeros: what a client starts from
-        EXPECT_EQ(state, std::vector<float>(
-                             static_cast<size_t>(rule.StateSize(
-                                 spec.NumParams())),
-                             0.0f))
+        EXPECT_EQ(
+            state,
+            std::vector<float>(
+                static_cast<size_t>(rule.StateSize(spec.NumParams())), 0.0f))
             << v;
       } else {
         EXPECT_EQ((*s)->ReplayState(), nullptr);
@@ -313,8 +313,10 @@ TEST(ForwardGradientStrategy, SharedSeedRoundsReplayKTermsWhateverTheClients) {
     }
     double diff = 0, moved = 0;
     for (size_t i = 0; i < params.size(); ++i) {
-      diff = std::max(diff, static_cast<double>(std::abs(params[i] - separate[i])));
-      moved = std::max(moved, static_cast<double>(std::abs(params[i] - start[i])));
+      diff = std::max(diff,
+                      static_cast<double>(std::abs(params[i] - separate[i])));
+      moved =
+          std::max(moved, static_cast<double>(std::abs(params[i] - start[i])));
     }
     EXPECT_GT(moved, 1e-3) << merge;
     EXPECT_LT(diff, 1e-5) << merge;
@@ -372,18 +374,17 @@ TEST(ForwardGradientStrategy, StepStateSurvivesSaveAndLoad) {
 // forward / dense line; every name a task carries is one of them.
 TEST(Estimators, EveryConfigNameParsesAndHasOneStrategy) {
   for (const std::string& name : ConfigEstimators()) {
-    auto config =
-        ParseConfig(absl::StrCat("model: tiny\nestimator: ", name, "\n"), "/",
-                    {});
+    auto config = ParseConfig(
+        absl::StrCat("model: tiny\nestimator: ", name, "\n"), "/", {});
     ASSERT_TRUE(config.ok()) << name << ": " << config.status();
     EXPECT_TRUE(MakeStrategy(*config, Tiny()).ok()) << name;
     EXPECT_NE(IsForwardGradientEstimator(name), IsDenseUpdateEstimator(name))
         << name;
   }
   for (const std::string& name : TaskEstimators()) {
-    EXPECT_NE(std::find(ConfigEstimators().begin(), ConfigEstimators().end(),
-                        name),
-              ConfigEstimators().end())
+    EXPECT_NE(
+        std::find(ConfigEstimators().begin(), ConfigEstimators().end(), name),
+        ConfigEstimators().end())
         << name;
   }
   auto bad = ParseConfig("model: tiny\nestimator: backward\n", "/", {});

@@ -26,7 +26,6 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-
 // A small, fast federation config: logistic regression on pooled MNIST.
 std::string SmallConfig(int clients, int rounds, const std::string& extra) {
   return absl::StrCat(
@@ -314,7 +313,8 @@ TEST_F(SeedReplayFederation, CarriesMomentumAndAdam) {
     for (int i : {0, 2}) {
       EXPECT_EQ(replay.client_logs[i].find("seed replay failed"),
                 std::string::npos)
-          << name << "\n" << replay.client_logs[i];
+          << name << "\n"
+          << replay.client_logs[i];
     }
   }
 }

@@ -26,7 +26,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using json = nlohmann::json;
 
-
 // Logistic regression on pooled MNIST, 2 clients: seconds per cell.
 std::string SweepConfig(int rounds, const std::string& sweep) {
   return absl::StrCat(R"(model: tiny
@@ -93,7 +92,6 @@ int Column(const std::vector<std::string>& header, const std::string& name) {
   ADD_FAILURE() << "no column " << name;
   return 0;
 }
-
 
 TEST(Sweep, RunsEveryCellWritesResultsAndARerunSkipsThem) {
   FEDFWD_REQUIRE_MNIST();
@@ -162,7 +160,8 @@ TEST(Sweep, RunsEveryCellWritesResultsAndARerunSkipsThem) {
   ASSERT_TRUE(recode.has_value()) << rerun.Log();
   EXPECT_EQ(*recode, 0) << rerun.Log();
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
-  EXPECT_EQ(CountOf(rerun.Log(), "finished earlier; skipped"), 4) << rerun.Log();
+  EXPECT_EQ(CountOf(rerun.Log(), "finished earlier; skipped"), 4)
+      << rerun.Log();
   EXPECT_EQ(CountOf(rerun.Log(), "started 2 clients"), 0) << rerun.Log();
   EXPECT_EQ(fs::last_write_time(out + "/" + cells[0] + "/summary.json"),
             before);

@@ -93,9 +93,9 @@ bool HaveRealMnist();
 // Stops the current test (a fatal failure) when real MNIST is missing,
 // saying how to fetch it. A macro, so that the ASSERT returns from the test
 // itself.
-#define FEDFWD_REQUIRE_MNIST()                                       \
-  ASSERT_TRUE(::fedfwd::testing::HaveRealMnist())                    \
-      << "real MNIST is missing from "                               \
-      << ::fedfwd::testing::RealMnistDir() << "; run scripts/setup.sh"
+#define FEDFWD_REQUIRE_MNIST()                                              \
+  ASSERT_TRUE(::fedfwd::testing::HaveRealMnist())                           \
+      << "real MNIST is missing from " << ::fedfwd::testing::RealMnistDir() \
+      << "; run scripts/setup.sh"
 
 #endif  // FEDFWD_TESTS_TESTUTIL_PROCESS_H_
