@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -193,7 +194,7 @@ void WriteRaw(const char* text) {
 
 // Runs in the child between fork and exec: only async-signal-safe calls.
 [[noreturn]] void ExecChild(char* const argv[], int in_fd, int out_fd,
-                            int err_fd, pid_t launcher_pid) {
+                            int err_fd, int netns_fd, pid_t launcher_pid) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -214,6 +215,12 @@ void WriteRaw(const char* text) {
   }
   if (!MoveFdTo(in_fd, STDIN_FILENO) || !MoveFdTo(out_fd, STDOUT_FILENO) ||
       !MoveFdTo(err_fd, STDERR_FILENO)) {
+    _exit(127);
+  }
+  if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) != 0) {
+    WriteRaw("[fedfwd-run] cannot enter the network namespace of ");
+    WriteRaw(argv[0]);
+    WriteRaw("\n");
     _exit(127);
   }
   execv(argv[0], argv);
@@ -530,6 +537,23 @@ int Launcher::Run() {
     return kExitUsage;
   }
   extra_client_args_ = *std::move(extra);
+  if (!options_.link.empty() || !options_.client_links.empty()) {
+    if (config_.algorithm != "federated") {
+      Error(absl::StrCat(
+          "--link runs federated configs only: the decentralized algorithms' "
+          "peers would need links between client namespaces, which fedfwd-run "
+          "does not make yet (algorithm ",
+          config_.algorithm, ")"));
+      return kExitUsage;
+    }
+    absl::StatusOr<std::vector<LinkSpec>> links =
+        ClientLinks(options_.link, options_.client_links, config_.clients);
+    if (!links.ok()) {
+      Error(links.status().message());
+      return kExitUsage;
+    }
+    links_ = *std::move(links);
+  }
 
   std::string bin_dir = options_.bin_dir;
   if (bin_dir.empty()) {
@@ -547,6 +571,18 @@ int Launcher::Run() {
   for (const auto* exe : {&server_exe, &client_exe}) {
     if (!exe->ok()) {
       Error(exe->status().message());
+      return kExitFailure;
+    }
+  }
+  absl::StatusOr<std::string> relay_exe;
+  if (!links_.empty()) {
+    relay_exe = FindSiblingExecutable(bin_dir, "fedfwd-relay");
+    if (!relay_exe.ok()) {
+      Error(relay_exe.status().message());
+      return kExitFailure;
+    }
+    if (absl::Status s = CheckLinkSupport(); !s.ok()) {
+      Error(s.message());
       return kExitFailure;
     }
   }
@@ -580,6 +616,7 @@ int Launcher::Run() {
     ~Restore() {
       Console::Get().EndProgress();
       self->StopSignalHandling();
+      self->network_.reset();  // deletes the namespaces and links
     }
   } restore{this};
 
@@ -595,6 +632,32 @@ int Launcher::Run() {
       return kExitFailure;
     }
     security_ = std::move(*sec);
+  }
+  if (!links_.empty()) {
+    if (int stale = RemoveStaleNamespaces(); stale > 0) {
+      Info(absl::StrCat("removed ", stale,
+                        " network namespaces left by a launcher that is no "
+                        "longer running"));
+    }
+    absl::StatusOr<std::unique_ptr<EmulatedNetwork>> net =
+        EmulatedNetwork::Create(links_);
+    if (!net.ok()) {
+      Error(absl::StrCat("cannot set up the emulated links: ",
+                         net.status().message()));
+      return kExitFailure;
+    }
+    network_ = *std::move(net);
+    std::vector<std::string> shown;
+    for (size_t i = 0; i < links_.size(); ++i) {
+      if (i > 0 && links_[i].ToString() == links_[0].ToString()) continue;
+      shown.push_back(
+          absl::StrCat(i == 0 ? "" : absl::StrCat("client ", i, ": "),
+                       links_[i].ToString()));
+    }
+    Info(
+        absl::StrCat("emulated links (each client in its own network "
+                     "namespace): ",
+                     absl::StrJoin(shown, "; ")));
   }
   if (absl::Status s = StartServer(*server_exe); !s.ok()) {
     Error(s.message());
@@ -624,13 +687,27 @@ int Launcher::Run() {
     Pump(listen_deadline - now);
   }
 
+  if (network_) {
+    if (absl::Status s = StartRelay(*relay_exe); !s.ok()) {
+      Error(absl::StrCat(s.message(), "; stopping the federation"));
+      StopChildren(Which::kAll, options_.term_grace, /*stop_at_signals=*/0);
+      return kExitFailure;
+    }
+  }
   if (absl::Status s = StartClients(*client_exe, data_dir); !s.ok()) {
     Error(absl::StrCat(s.message(), "; stopping the federation"));
     StopChildren(Which::kAll, options_.term_grace, /*stop_at_signals=*/0);
     return kExitFailure;
   }
-  Info(absl::StrCat("started ", config_.clients, " clients on 127.0.0.1:",
-                    *port_, " (logs in ", out_dir_, "/client-*.log)"));
+  if (network_) {
+    Info(absl::StrCat("started ", config_.clients,
+                      " clients, each dialing the relay at its end of its "
+                      "link (logs in ",
+                      out_dir_, "/client-*.log, relay.log)"));
+  } else {
+    Info(absl::StrCat("started ", config_.clients, " clients on 127.0.0.1:",
+                      *port_, " (logs in ", out_dir_, "/client-*.log)"));
+  }
 
   // The run itself: its length is the server's business (it has its own
   // round and join deadlines); the launcher waits for it or for a signal.
@@ -650,6 +727,11 @@ int Launcher::Run() {
                       " after the server ended; stopping them"));
     StopChildren(Which::kClients, options_.term_grace, 1);
     if (signal_count_ > 0) return HandleInterrupt();
+  }
+  if (network_) {
+    StopChildren(Which::kAll, options_.term_grace, 1);  // the relay
+    if (signal_count_ > 0) return HandleInterrupt();
+    RecordLinks();
   }
 
   const int code = ExitCodeFromWaitStatus(server().wait_status);
@@ -734,7 +816,8 @@ void Launcher::StopSignalHandling() {
 }
 
 absl::StatusOr<pid_t> Launcher::Spawn(const std::vector<std::string>& argv,
-                                      int out_fd, int err_fd) {
+                                      int out_fd, int err_fd,
+                                      const std::string& netns) {
   // Everything the child needs is prepared before fork.
   std::vector<char*> cargv;
   cargv.reserve(argv.size() + 1);
@@ -747,6 +830,16 @@ absl::StatusOr<pid_t> Launcher::Spawn(const std::vector<std::string>& argv,
     return absl::UnavailableError(
         absl::StrCat("cannot open /dev/null: ", std::strerror(errno)));
   }
+  int netns_fd = -1;
+  if (!netns.empty()) {
+    netns_fd = open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) {
+      const int err = errno;
+      close(null_fd);
+      return absl::UnavailableError(absl::StrCat(
+          "cannot open network namespace ", netns, ": ", std::strerror(err)));
+    }
+  }
   const pid_t launcher_pid = getpid();
   std::fflush(stdout);
   std::fflush(stderr);
@@ -754,13 +847,17 @@ absl::StatusOr<pid_t> Launcher::Spawn(const std::vector<std::string>& argv,
   if (pid < 0) {
     int err = errno;
     close(null_fd);
+    if (netns_fd >= 0) close(netns_fd);
     return absl::UnavailableError(
         absl::StrCat("fork for ", argv[0], ": ", std::strerror(err)));
   }
-  if (pid == 0) ExecChild(cargv.data(), null_fd, out_fd, err_fd, launcher_pid);
+  if (pid == 0) {
+    ExecChild(cargv.data(), null_fd, out_fd, err_fd, netns_fd, launcher_pid);
+  }
   // Also set here, so the group exists before the launcher may signal it.
   setpgid(pid, pid);
   close(null_fd);
+  if (netns_fd >= 0) close(netns_fd);
   return pid;
 }
 
@@ -786,13 +883,70 @@ absl::Status Launcher::StartServer(const std::string& server_exe) {
   absl::StatusOr<pid_t> pid =
       Spawn(ServerCommand(server_exe, out_dir_ + "/config.yaml", out_dir_,
                           options_.server_threads, server_args),
-            pipe_fds[1], *log_fd);
+            pipe_fds[1], *log_fd,
+            network_ ? network_->CoordinatorNetns() : std::string());
   close(pipe_fds[1]);
   close(*log_fd);
   if (!pid.ok()) return pid.status();
   child.pid = *pid;
   children_.push_back(std::move(child));
   return absl::OkStatus();
+}
+
+absl::Status Launcher::StartRelay(const std::string& relay_exe) {
+  Child child;
+  child.name = "fedfwd-relay";
+  child.log_path = out_dir_ + "/relay.log";
+  child.is_helper = true;
+  ASSIGN_OR_RETURN(int log_fd, OpenLog(child.log_path));
+  std::vector<std::string> argv = {relay_exe};
+  for (const std::string& route : network_->RelayRoutes(*port_)) {
+    argv.push_back("--route");
+    argv.push_back(route);
+  }
+  absl::StatusOr<pid_t> pid =
+      Spawn(argv, log_fd, log_fd, network_->CoordinatorNetns());
+  close(log_fd);
+  if (!pid.ok()) return pid.status();
+  child.pid = *pid;
+  children_.push_back(std::move(child));
+  return absl::OkStatus();
+}
+
+void Launcher::RecordLinks() {
+  const std::string path = out_dir_ + "/summary.json";
+  std::ifstream in(path);
+  if (!in) return;  // the server wrote none (it failed early)
+  nlohmann::ordered_json summary =
+      nlohmann::ordered_json::parse(in, nullptr, /*allow_exceptions=*/false);
+  in.close();
+  if (!summary.is_object()) {
+    Error(absl::StrCat(path, " is not a JSON object; links not recorded"));
+    return;
+  }
+  nlohmann::ordered_json links = nlohmann::ordered_json::array();
+  bool same = true;
+  for (const LinkSpec& link : links_) {
+    same &= link.ToString() == links_.front().ToString();
+    links.push_back({{"spec", link.ToString()},
+                     {"up_bps", link.up_bps},
+                     {"down_bps", link.down_bps},
+                     {"delay_ms", absl::ToDoubleMilliseconds(link.delay)}});
+  }
+  summary["link"] = same ? links_.front().ToString() : std::string("mixed");
+  summary["links"] = std::move(links);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << summary.dump(2) << "\n";
+    if (!out.flush()) {
+      Error(absl::StrCat("cannot write ", tmp, "; links not recorded"));
+      return;
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) Error(absl::StrCat("cannot replace ", path, ": ", ec.message()));
 }
 
 absl::Status Launcher::StartClients(const std::string& client_exe,
@@ -806,6 +960,13 @@ absl::Status Launcher::StartClients(const std::string& client_exe,
     std::vector<std::string> argv =
         ClientCommand(client_exe, *port_, data_dir, i, config_.clients,
                       options_.client_threads, security_.client_args[i]);
+    std::string netns;
+    if (network_) {
+      // Dial the relay at this client's end of its link (argv[2] is the
+      // --server value).
+      argv[2] = network_->ClientServerAddress(i);
+      netns = network_->ClientNetns(i);
+    }
     if (config_.algorithm != "federated") {
       // Decentralized runs: each daemon serves the peer service on a free
       // loopback port (with the throwaway server certificate, valid for
@@ -817,7 +978,7 @@ absl::Status Launcher::StartClients(const std::string& client_exe,
     }
     argv.insert(argv.end(), extra_client_args_[i].begin(),
                 extra_client_args_[i].end());
-    absl::StatusOr<pid_t> pid = Spawn(argv, log_fd, log_fd);
+    absl::StatusOr<pid_t> pid = Spawn(argv, log_fd, log_fd, netns);
     close(log_fd);
     if (!pid.ok()) return pid.status();
     child.pid = *pid;
@@ -911,6 +1072,12 @@ void Launcher::ReapChildren() {
 }
 
 void Launcher::OnChildExited(const Child& child) {
+  if (child.is_helper && !child.signaled_by_us) {
+    Error(absl::StrCat(child.name, " ", DescribeWaitStatus(child.wait_status),
+                       "; see ", child.log_path,
+                       " (clients can no longer reach the coordinator)"));
+    return;
+  }
   if (!child.is_client || child.signaled_by_us) return;
   if (WIFEXITED(child.wait_status) && WEXITSTATUS(child.wait_status) == 0) {
     return;
@@ -922,7 +1089,9 @@ void Launcher::OnChildExited(const Child& child) {
 
 bool Launcher::AllExited(Which which) const {
   for (const Child& child : children_) {
-    if (which == Which::kServer && child.is_client) continue;
+    if (which == Which::kServer && (child.is_client || child.is_helper)) {
+      continue;
+    }
     if (which == Which::kClients && !child.is_client) continue;
     if (!child.exited) return false;
   }
@@ -944,7 +1113,9 @@ bool Launcher::WaitFor(Which which, absl::Duration timeout,
 void Launcher::SignalChildren(Which which, int sig) {
   for (Child& child : children_) {
     if (child.exited) continue;
-    if (which == Which::kServer && child.is_client) continue;
+    if (which == Which::kServer && (child.is_client || child.is_helper)) {
+      continue;
+    }
     if (which == Which::kClients && !child.is_client) continue;
     child.signaled_by_us = true;
     // Its group first (it leads one), so anything it started goes too.
@@ -959,7 +1130,9 @@ void Launcher::StopChildren(Which which, absl::Duration grace,
   if (WaitFor(which, grace, stop_at_signals)) return;
   for (const Child& child : children_) {
     if (child.exited) continue;
-    if (which == Which::kServer && child.is_client) continue;
+    if (which == Which::kServer && (child.is_client || child.is_helper)) {
+      continue;
+    }
     if (which == Which::kClients && !child.is_client) continue;
     Error(absl::StrCat(child.name, " did not stop after SIGTERM; killing it"));
   }

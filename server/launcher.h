@@ -29,6 +29,14 @@
 //      then SIGKILL. On SIGINT/SIGTERM/SIGHUP it stops all children the same
 //      way (a second signal skips the grace period).
 //
+// With --link (LauncherOptions::link, client_links) the coordinator and
+// every client run in network namespaces of their own, joined by shaped veth
+// pairs, and a fedfwd-relay in the coordinator's namespace adds the delay
+// (link_emulation.h shows the layout); clients then dial their link's relay,
+// summary.json gains "link" and "links", and the namespaces are deleted on
+// every way out (the next --link start removes those of a launcher that was
+// SIGKILLed).
+//
 // Children run in their own process groups (a terminal Ctrl-C reaches only
 // the launcher, which then stops them) with PR_SET_PDEATHSIG = SIGTERM, so a
 // launcher killed outright leaves no orphans.
@@ -45,6 +53,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +62,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/config.h"
+#include "server/link_emulation.h"
 
 namespace fedfwd {
 
@@ -77,8 +87,14 @@ struct LauncherOptions {
   // Extra flags for the coordinator, appended to its command line in order;
   // e.g. "--checkpoint-every=10".
   std::vector<std::string> server_extra_args;
-  // Folder holding fedfwd-server and fedfwd-client. Empty: the folder of the
-  // running executable.
+  // Emulated links (link_emulation.h): "up=1mbit,down=10mbit,delay=40ms" for
+  // every client, then "I=LINK" (or "I-J=LINK") overrides for single
+  // clients. Either one set: every process runs in its own network namespace
+  // (root only; refused otherwise, never run unshaped instead).
+  std::string link;
+  std::vector<std::string> client_links;
+  // Folder holding fedfwd-server and fedfwd-client (and fedfwd-relay for
+  // --link). Empty: the folder of the running executable.
   std::string bin_dir;
   // Set: run this config (a sweep cell's) instead of loading config_path
   // with `overrides`; config_path then only names the default out folder.
@@ -133,15 +149,20 @@ class Launcher {
     int wait_status = 0;
     bool signaled_by_us = false;
     bool is_client = false;
+    bool is_helper = false;  // fedfwd-relay: stopped after the clients
   };
 
   // Steps of Run. Each returns OK or a message for stderr.
   absl::Status PrepareOutDir();
   absl::Status StartSignalHandling();
   void StopSignalHandling();
+  // `netns`: a /run/netns path the child enters before exec (empty: none).
   absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, int out_fd,
-                              int err_fd);
+                              int err_fd, const std::string& netns = "");
   absl::Status StartServer(const std::string& server_exe);
+  absl::Status StartRelay(const std::string& relay_exe);
+  // Adds the links to summary.json ("link", "links").
+  void RecordLinks();
   absl::Status StartClients(const std::string& client_exe,
                             const std::string& data_dir);
 
@@ -184,6 +205,8 @@ class Launcher {
   bool signals_installed_ = false;
   bool ran_ = false;
   std::vector<std::vector<std::string>> extra_client_args_;
+  std::vector<LinkSpec> links_;  // one per client with --link; else empty
+  std::unique_ptr<EmulatedNetwork> network_;
 };
 
 // ---- Pure helpers (tested directly) ----

@@ -56,6 +56,18 @@ int main(int argc, char** argv) {
                  "--server-arg=--checkpoint-every=10 (repeatable)")
       ->allow_extra_args(false)
       ->type_name("FLAG");
+  app.add_option("--link", options.link,
+                 "Emulated link for every client, e.g. "
+                 "up=1mbit,down=10mbit,delay=40ms (keys up, down, rate, "
+                 "delay; delay is one way, added in each direction): each "
+                 "process in its own network namespace, rates shaped by tbf, "
+                 "delay by fedfwd-relay. Needs root; refused otherwise")
+      ->type_name("LINK");
+  app.add_option("--client-link", options.client_links,
+                 "Link of one client or a range over --link, I=LINK or "
+                 "I-J=LINK, e.g. --client-link 0-4=up=256kbit (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("I=LINK");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
