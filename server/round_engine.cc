@@ -833,6 +833,25 @@ absl::Status RoundEngine::RunRounds() {
     row.train_loss = report.mean_loss;
     row.clients = report.merged;
     row.lr = report.lr;
+    // The clients' own compute (their reported task time: the estimator on
+    // the batch, not replay or transfers): the round waits for the slowest.
+    if (!results.empty()) {
+      // A client's figure is its word: one that is not a finite,
+      // non-negative number is left out.
+      double max_ms = 0;
+      double sum_ms = 0;
+      int counted = 0;
+      for (const ClientResult& r : results) {
+        if (!std::isfinite(r.compute_ms) || r.compute_ms < 0) continue;
+        max_ms = std::max(max_ms, r.compute_ms);
+        sum_ms += r.compute_ms;
+        ++counted;
+      }
+      if (counted > 0) {
+        row.extra.emplace_back("client_compute_ms_max", max_ms);
+        row.extra.emplace_back("client_compute_ms_mean", sum_ms / counted);
+      }
+    }
     if (config_.privacy.clip > 0) row.epsilon = Epsilon();
     const bool eval =
         round % config_.eval_every == 0 || round == config_.rounds;

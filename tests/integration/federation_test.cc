@@ -138,6 +138,12 @@ TEST_F(Federation, ThreeClientsLearnInTwentyRounds) {
     EXPECT_LT(rows[r]["bytes_up"].get<int64_t>(), 3 * 1024) << rows[r];
     EXPECT_GT(rows[r]["bytes_down"].get<int64_t>(), 0);
     EXPECT_EQ(rows[r]["test_acc"].is_null(), r % 5 != 0);
+    // The clients' reported compute: the slowest bounds the round.
+    const double max_ms = rows[r]["client_compute_ms_max"].get<double>();
+    const double mean_ms = rows[r]["client_compute_ms_mean"].get<double>();
+    EXPECT_GT(mean_ms, 0) << rows[r];
+    EXPECT_GE(max_ms, mean_ms) << rows[r];
+    EXPECT_LT(max_ms / 1000, rows[r]["wall_s"].get<double>()) << rows[r];
   }
   const json summary =
       json::parse(ReadFile(dir_ + "/out/summary.json"), nullptr, false);
