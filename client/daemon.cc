@@ -85,27 +85,13 @@ bool ResetPeakRss() {
 // The run's step rule as the coordinator sent it (unset: plain SGD), with
 // the ranges the coordinator's config allows.
 absl::StatusOr<StepRule> StepRuleFromProto(const v1::RunSpec& run) {
-  StepRule r;
-  if (!run.has_step_rule()) return r;
-  const v1::StepRule& p = run.step_rule();
-  r.momentum = p.momentum();
-  r.adam = p.adam();
-  r.beta1 = p.beta1();
-  r.beta2 = p.beta2();
-  r.eps = p.eps();
-  r.clip_step = p.clip_step();
-  const bool ok =
-      r.momentum >= 0 && r.momentum < 1 && r.clip_step >= 0 &&
-      std::isfinite(r.clip_step) &&
-      (!r.adam || (r.beta1 >= 0 && r.beta1 < 1 && r.beta2 >= 0 && r.beta2 < 1 &&
-                   r.eps > 0 && std::isfinite(r.eps)));
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the coordinator's step rule is out of range: momentum ", r.momentum,
-        ", adam ", r.adam, " (beta1 ", r.beta1, ", beta2 ", r.beta2, ", eps ",
-        r.eps, "), clip_step ", r.clip_step));
+  if (!run.has_step_rule()) return StepRule();
+  absl::StatusOr<StepRule> rule = FromProto(run.step_rule());
+  if (!rule.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the coordinator's ", rule.status().message()));
   }
-  return r;
+  return rule;
 }
 
 }  // namespace

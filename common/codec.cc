@@ -428,4 +428,37 @@ size_t SeedRunsWireBytes(const std::vector<SeedTerm>& terms) {
   return bytes;
 }
 
+v1::StepRule ToProto(const StepRule& rule) {
+  v1::StepRule p;
+  p.set_momentum(rule.momentum);
+  p.set_adam(rule.adam);
+  p.set_beta1(rule.beta1);
+  p.set_beta2(rule.beta2);
+  p.set_eps(rule.eps);
+  p.set_clip_step(rule.clip_step);
+  return p;
+}
+
+absl::StatusOr<StepRule> FromProto(const v1::StepRule& p) {
+  StepRule r;
+  r.momentum = p.momentum();
+  r.adam = p.adam();
+  r.beta1 = p.beta1();
+  r.beta2 = p.beta2();
+  r.eps = p.eps();
+  r.clip_step = p.clip_step();
+  const bool ok =
+      r.momentum >= 0 && r.momentum < 1 && r.clip_step >= 0 &&
+      std::isfinite(r.clip_step) &&
+      (!r.adam || (r.beta1 >= 0 && r.beta1 < 1 && r.beta2 >= 0 && r.beta2 < 1 &&
+                   r.eps > 0 && std::isfinite(r.eps)));
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step rule out of range: momentum ", r.momentum, ", adam ",
+                     r.adam, " (beta1 ", r.beta1, ", beta2 ", r.beta2, ", eps ",
+                     r.eps, "), clip_step ", r.clip_step));
+  }
+  return r;
+}
+
 }  // namespace fedfwd

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "common/gossip.h"
 #include "common/rng.h"
+#include "common/step_rule.h"
 #include "fedfwd.pb.h"
 
 namespace fedfwd {
@@ -81,6 +82,11 @@ absl::StatusOr<TangentKey> FromProto(const v1::TangentKey& key);
 v1::SeedUpdate ToProto(const SeedTerm& term, uint64_t version);
 // Checks the key and that the coefficient is a finite float32.
 absl::StatusOr<SeedTerm> FromProto(const v1::SeedUpdate& update);
+// The optimizer step that seed replay carries (join reply's RunSpec).
+v1::StepRule ToProto(const StepRule& rule);
+// Checks the ranges the config allows (momentum and betas in [0, 1), eps > 0
+// and finite, clip_step >= 0 and finite); the error names every value.
+absl::StatusOr<StepRule> FromProto(const v1::StepRule& rule);
 
 // Seed-replay terms of one version as compact runs (v1::SeedRun), and back
 // (appending (version, term) pairs in order; every key and coefficient is

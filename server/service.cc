@@ -102,13 +102,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
     // snapshots needs no state.
     if (IsForwardGradientEstimator(c.estimator) && rule.Stateful() &&
         c.sync == "auto") {
-      v1::StepRule* r = run->mutable_step_rule();
-      r->set_momentum(rule.momentum);
-      r->set_adam(rule.adam);
-      r->set_beta1(rule.beta1);
-      r->set_beta2(rule.beta2);
-      r->set_eps(rule.eps);
-      r->set_clip_step(rule.clip_step);
+      *run->mutable_step_rule() = ToProto(rule);
     }
   }
   engine_->CountBytes(Size(*req), Size(*reply));

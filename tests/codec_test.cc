@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -271,6 +272,52 @@ TEST(SeedUpdateCodec, RejectsNonFiniteOrOversizedCoefficientsAndBadKeys) {
   u.set_coefficient(0.5);
   u.mutable_key()->set_type(v1::TANGENT_TYPE_UNSPECIFIED);
   EXPECT_EQ(FromProto(u).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(StepRuleCodec, RoundTripsAndRejectsOutOfRangeValues) {
+  StepRule adam;
+  adam.adam = true;
+  adam.beta1 = 0.8;
+  adam.beta2 = 0.99;
+  adam.eps = 1e-6;
+  adam.clip_step = 2.5;
+  absl::StatusOr<StepRule> back = FromProto(ToProto(adam));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->adam);
+  EXPECT_EQ(back->beta1, 0.8);
+  EXPECT_EQ(back->beta2, 0.99);
+  EXPECT_EQ(back->eps, 1e-6);
+  EXPECT_EQ(back->clip_step, 2.5);
+  StepRule momentum;
+  momentum.momentum = 0.9;
+  back = FromProto(ToProto(momentum));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->momentum, 0.9);
+  EXPECT_FALSE(back->adam);
+
+  auto bad = [](auto edit) {
+    v1::StepRule p = ToProto(StepRule());
+    edit(&p);
+    return FromProto(p).status();
+  };
+  EXPECT_THAT(bad([](v1::StepRule* p) { p->set_momentum(1.0); }).message(),
+              HasSubstr("momentum 1"));
+  EXPECT_FALSE(bad([](v1::StepRule* p) { p->set_momentum(-0.1); }).ok());
+  EXPECT_FALSE(bad([](v1::StepRule* p) {
+                 p->set_clip_step(std::numeric_limits<double>::infinity());
+               }).ok());
+  EXPECT_FALSE(bad([](v1::StepRule* p) {
+                 p->set_adam(true);
+                 p->set_beta1(0.9);
+                 p->set_beta2(0.999);
+                 p->set_eps(0);
+               }).ok());
+  EXPECT_FALSE(bad([](v1::StepRule* p) {
+                 p->set_adam(true);
+                 p->set_beta1(std::nan(""));
+                 p->set_beta2(0.999);
+                 p->set_eps(1e-8);
+               }).ok());
 }
 
 }  // namespace
