@@ -29,7 +29,8 @@ Links: loopback, 100mbit, 10mbit, home (1 Mbit/s up, 10 down, 40 ms each
 way), edge (256 kbit/s both ways, 100 ms each way).
 
 Cells whose folder already holds a finished or budget-stopped run are not
-run again (the same --out goes on). Writes links.json and links.md to --out.
+run again (the same --out goes on; --report-only runs nothing and
+tabulates what is there). Writes links.json and links.md to --out.
 Needs root for every link but loopback (fedfwd-run --link refuses without).
 """
 import argparse
@@ -46,9 +47,9 @@ ALGORITHMS = {
     "fg": ("configs/mnist_fg_mlp.yaml", ["eval_every=50"], "forward only"),
     "projected": ("configs/mnist_multitangent_k128_rank1_mlp.yaml",
                   ["eval_every=50"], "backprop"),
-    "fedavg": ("configs/mnist_fedavg_mlp.yaml", ["rounds=40"], "backprop"),
+    "fedavg": ("configs/mnist_fedavg_mlp.yaml", ["rounds=20"], "backprop"),
     "fedavg_int8": ("configs/mnist_fedavg_mlp.yaml",
-                    ["rounds=40", "compression=int8"], "backprop"),
+                    ["rounds=20", "compression=int8"], "backprop"),
     "fedsgd": ("configs/mnist_fedsgd_mlp.yaml", ["eval_every=10"],
                "backprop"),
 }
@@ -158,6 +159,8 @@ def main():
     p.add_argument("--out", default=os.path.join(
         ROOT, "runs", time.strftime("links-%Y%m%d-%H%M%S")))
     p.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: tabulate the cells already in --out")
     args = p.parse_args()
     algos = [a for a in args.algorithms.split(",") if a]
     links = [l for l in args.links.split(",") if l]
@@ -168,7 +171,8 @@ def main():
     for l in links:
         if l not in LINKS:
             sys.exit(f"links.py: unknown link '{l}' (known: {', '.join(LINKS)})")
-    if any(LINKS[l] for l in links) and os.geteuid() != 0:
+    if (any(LINKS[l] for l in links) and os.geteuid() != 0 and
+            not args.report_only):
         sys.exit("links.py: shaped links need root (fedfwd-run --link)")
     os.makedirs(args.out, exist_ok=True)
     planned = len(algos) * len(links) * (args.budget_s + args.startup_s)
@@ -179,6 +183,8 @@ def main():
         for algo in algos:
             run_dir = os.path.join(args.out, f"{algo}-{link}")
             summary, rows = read_run(run_dir)
+            if summary is None and args.report_only:
+                continue
             if summary is None:
                 run_cell(args, algo, link, run_dir)
                 summary, rows = read_run(run_dir)
