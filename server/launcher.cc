@@ -352,12 +352,12 @@ std::vector<std::string> ServerCommand(
 }
 
 std::vector<std::string> ClientCommand(
-    const std::string& client_exe, int port, const std::string& data_dir,
-    int shard, int num_shards, int threads,
+    const std::string& client_exe, const std::string& server,
+    const std::string& data_dir, int shard, int num_shards, int threads,
     const std::vector<std::string>& security_args) {
   std::vector<std::string> argv = {client_exe,
                                    "--server",
-                                   absl::StrCat("127.0.0.1:", port),
+                                   server,
                                    "--data",
                                    data_dir,
                                    "--shard",
@@ -957,16 +957,14 @@ absl::Status Launcher::StartClients(const std::string& client_exe,
     child.log_path = absl::StrCat(out_dir_, "/client-", i, ".log");
     child.is_client = true;
     ASSIGN_OR_RETURN(int log_fd, OpenLog(child.log_path));
+    // With --link: the relay at this client's end of its link, from the
+    // client's own namespace.
+    const std::string server = network_ ? network_->ClientServerAddress(i)
+                                        : absl::StrCat("127.0.0.1:", *port_);
+    const std::string netns = network_ ? network_->ClientNetns(i) : "";
     std::vector<std::string> argv =
-        ClientCommand(client_exe, *port_, data_dir, i, config_.clients,
+        ClientCommand(client_exe, server, data_dir, i, config_.clients,
                       options_.client_threads, security_.client_args[i]);
-    std::string netns;
-    if (network_) {
-      // Dial the relay at this client's end of its link (argv[2] is the
-      // --server value).
-      argv[2] = network_->ClientServerAddress(i);
-      netns = network_->ClientNetns(i);
-    }
     if (config_.algorithm != "federated") {
       // Decentralized runs: each daemon serves the peer service on a free
       // loopback port (with the throwaway server certificate, valid for
@@ -1146,6 +1144,9 @@ int Launcher::HandleInterrupt() {
   Info("interrupted; stopping the server and clients (again to kill them)");
   StopChildren(Which::kAll, options_.interrupt_grace,
                /*stop_at_signals=*/signal_count_ + 1);
+  // An interrupted coordinator still writes its summary: say over which
+  // links the rounds so far ran.
+  if (network_) RecordLinks();
   Info(absl::StrCat("outputs so far in ", out_dir_));
   return kExitInterrupted;
 }

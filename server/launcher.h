@@ -246,10 +246,12 @@ std::vector<std::string> ServerCommand(
     const std::string& server_exe, const std::string& config_yaml,
     const std::string& out_dir, int threads,
     const std::vector<std::string>& security_args);
-// Full argv for client `shard` of `num_shards`.
+// Full argv for client `shard` of `num_shards`, dialing `server` (HOST:PORT:
+// 127.0.0.1 and the coordinator's port, or with --link the relay at the
+// client's end of its link).
 std::vector<std::string> ClientCommand(
-    const std::string& client_exe, int port, const std::string& data_dir,
-    int shard, int num_shards, int threads,
+    const std::string& client_exe, const std::string& server,
+    const std::string& data_dir, int shard, int num_shards, int threads,
     const std::vector<std::string>& security_args);
 
 // The port in "fedfwd-server listening on HOST:PORT" (surrounding whitespace

@@ -89,8 +89,8 @@ TEST(ServerCommand, ListensOnAnEphemeralLoopbackPort) {
 
 TEST(ClientCommand, NamesServerShardAndThreads) {
   EXPECT_THAT(
-      ClientCommand("/bin/fedfwd-client", 40123, "/data/mnist", 2, 5, 1,
-                    {"--token-file", "t"}),
+      ClientCommand("/bin/fedfwd-client", "127.0.0.1:40123", "/data/mnist", 2,
+                    5, 1, {"--token-file", "t"}),
       ElementsAre("/bin/fedfwd-client", "--server", "127.0.0.1:40123", "--data",
                   "/data/mnist", "--shard", "2", "--num-shards", "5",
                   "--threads", "1", "--token-file", "t"));

@@ -353,6 +353,34 @@ TEST(EmulatedLink, FedfwdRunTrainsOverShapedLinksAndCleansUp) {
   EXPECT_THAT(NamespacesOf(run.pid()), ::testing::IsEmpty());
 }
 
+// Ctrl-C: the coordinator's summary (marked interrupted) still says over
+// which links its rounds ran, and the namespaces go.
+TEST(EmulatedLink, AnInterruptedRunRecordsItsLinksAndCleansUp) {
+  FEDFWD_REQUIRE_MNIST();
+  const std::string dir = TempDir("interrupt");
+  ChildProcess run(
+      {BinPath("fedfwd-run"), SourcePath("configs/smoke_tiny.yaml"), "--out",
+       dir + "/out", "--set", "rounds=5000", "--link", "rate=10mbit,delay=5ms"},
+      dir + "/run.log");
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return ::fedfwd::testing::ReadJsonRows(dir + "/out/metrics.jsonl")
+                   .size() >= 5;
+      },
+      absl::Seconds(120)))
+      << run.Log();
+  run.Signal(SIGINT);
+  std::optional<int> code = run.Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.has_value()) << run.Log();
+  EXPECT_EQ(*code, 130) << run.Log();
+  const nlohmann::json summary =
+      nlohmann::json::parse(ReadFile(dir + "/out/summary.json"));
+  EXPECT_TRUE(summary["interrupted"].get<bool>());
+  EXPECT_EQ(summary["link"], "up=10mbit,down=10mbit,delay=5ms");
+  EXPECT_EQ(summary["links"].size(), 3u);
+  EXPECT_THAT(NamespacesOf(run.pid()), ::testing::IsEmpty());
+}
+
 // A launcher killed outright leaves its namespaces (nothing runs in them:
 // its children die with it); the next --link start removes them.
 TEST(EmulatedLink, NamespacesOfAKilledLauncherAreRemovedByTheNextStart) {
