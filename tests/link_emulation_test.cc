@@ -205,9 +205,10 @@ TEST(DelayRelay, AddsItsDelayEachWayAndPassesTheBytesInOrder) {
   const int fd = Dial((*relay)->listening()[0]);
   ASSERT_GE(fd, 0);
   const absl::Duration rtt = MedianRoundTrip(fd, 7);
-  // 40 ms out and 40 ms back, plus loopback and scheduling.
+  // 40 ms out and 40 ms back, plus loopback and scheduling (generous: this
+  // unit test runs beside others on a loaded machine).
   EXPECT_GE(rtt, absl::Milliseconds(80));
-  EXPECT_LT(rtt, absl::Milliseconds(120));
+  EXPECT_LT(rtt, absl::Milliseconds(160));
   // A megabyte comes back whole and in order: the delay does not reorder
   // chunks or cap the stream at one chunk per delay.
   std::string sent(1 << 20, '\0');
