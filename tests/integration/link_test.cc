@@ -428,17 +428,27 @@ TEST(EmulatedLink, RefusedWithoutRoot) {
   ASSERT_EQ(geteuid(), 0u) << "this test drops root with setpriv; run as root";
   const std::string dir = TempDir("noroot");
   fs::permissions(dir, fs::perms::all);
-  ChildProcess run(
-      {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-       BinPath("fedfwd-run"), SourcePath("configs/smoke_tiny.yaml"), "--out",
-       dir + "/out", "--link", "rate=1mbit"},
-      dir + "/run.log");
+  // The programs and the config in a folder nobody can read, whatever the
+  // checkout's own permissions (a checkout under /root is closed to nobody).
+  for (const char* exe :
+       {"fedfwd-run", "fedfwd-server", "fedfwd-client", "fedfwd-relay"}) {
+    fs::copy_file(BinPath(exe), dir + "/" + exe);
+    fs::permissions(dir + "/" + exe, fs::perms::all);
+  }
+  fs::copy_file(SourcePath("configs/smoke_tiny.yaml"), dir + "/smoke.yaml");
+  fs::permissions(dir + "/smoke.yaml", fs::perms::all);
+  ChildProcess run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                    "--clear-groups", dir + "/fedfwd-run", dir + "/smoke.yaml",
+                    "--out", dir + "/out", "--link", "rate=1mbit"},
+                   dir + "/run.log");
   std::optional<int> code = run.Wait(absl::Seconds(60));
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 1) << run.Log();
   EXPECT_THAT(run.Log(), HasSubstr("--link needs root"));
   EXPECT_THAT(run.Log(), HasSubstr("never runs unshaped"));
   EXPECT_FALSE(fs::exists(dir + "/out/server.log"));
+  std::error_code ec;
+  fs::remove_all(dir, ec);  // the copied programs
 }
 
 }  // namespace
