@@ -646,9 +646,14 @@ absl::Status ClientDaemon::WorkLoop() {
       local.fd_epsilon = task->fd_epsilon();
       local.fd_fixed_point = task->fd_fixed_point();
     }
-    if (task->tangent_run_count() > 0 && task->tangents_size() > 0) {
+    if ((task->tangent_run_count() > 0) + (task->tangents_size() > 0) +
+            (task->tangent_runs_size() > 0) >
+        1) {
       return absl::InvalidArgumentError(
-          "task carries tangents both as keys and as a run");
+          "task carries tangents in more than one form (keys, a run, runs)");
+    }
+    if (task->tangent_runs_size() > 0) {
+      ASSIGN_OR_RETURN(local.tangents, ExpandKeyRuns(task->tangent_runs()));
     }
     for (const auto& k : task->tangents()) {
       ASSIGN_OR_RETURN(TangentKey key, FromProto(k));

@@ -390,6 +390,54 @@ bool IsKeyRun(const std::vector<TangentKey>& keys) {
   return true;
 }
 
+std::vector<std::pair<size_t, size_t>> KeyRuns(
+    const std::vector<TangentKey>& keys) {
+  std::vector<std::pair<size_t, size_t>> runs;
+  for (size_t i = 0; i < keys.size();) {
+    size_t j = i + 1;
+    while (j < keys.size()) {
+      TangentKey k = keys[i];
+      k.index = keys[i].index + static_cast<uint32_t>(j - i);
+      if (!(k == keys[j])) break;
+      ++j;
+    }
+    runs.push_back({i, j});
+    i = j;
+  }
+  return runs;
+}
+
+absl::StatusOr<std::vector<TangentKey>> ExpandKeyRuns(
+    const google::protobuf::RepeatedPtrField<v1::TangentRun>& runs) {
+  uint64_t total = 0;
+  for (const v1::TangentRun& run : runs) total += run.count();
+  if (total > kMaxTangentIndex) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tangent runs of ", total, " keys in all; at most ", kMaxTangentIndex));
+  }
+  std::vector<TangentKey> keys;
+  keys.reserve(static_cast<size_t>(total));
+  for (const v1::TangentRun& run : runs) {
+    ASSIGN_OR_RETURN(TangentKey key, FromProto(run.first()));
+    if (run.count() < 1 ||
+        static_cast<uint64_t>(key.index) + run.count() > kMaxTangentIndex) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tangent run of ", run.count(), " keys from index ", key.index,
+          " is empty or runs past the tangent index limit"));
+    }
+    for (uint32_t i = 0; i < run.count(); ++i) {
+      TangentKey k = key;
+      k.index = key.index + i;
+      if (!ValidTangentKey(k)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tangent run key index ", k.index, " out of range"));
+      }
+      keys.push_back(k);
+    }
+  }
+  return keys;
+}
+
 absl::StatusOr<std::vector<TangentKey>> ExpandKeyRun(
     const v1::TangentKey& first, uint32_t count) {
   ASSIGN_OR_RETURN(TangentKey key, FromProto(first));

@@ -100,6 +100,14 @@ absl::Status ExpandSeedRuns(
 // Whether `keys` (two or more) differ only in an index that goes up by one
 // from keys[0]: then a task sends keys[0] and the count.
 bool IsKeyRun(const std::vector<TangentKey>& keys);
+// `keys` as maximal runs (keys equal but for an index that goes up by one),
+// each [begin, end), in order.
+std::vector<std::pair<size_t, size_t>> KeyRuns(
+    const std::vector<TangentKey>& keys);
+// The keys of Task.tangent_runs in order (each run checked like FromProto,
+// count >= 1, at most kMaxTangentIndex keys in all), or InvalidArgument.
+absl::StatusOr<std::vector<TangentKey>> ExpandKeyRuns(
+    const google::protobuf::RepeatedPtrField<v1::TangentRun>& runs);
 // The `count` keys of a run from `first` (checked like FromProto), or
 // InvalidArgument.
 absl::StatusOr<std::vector<TangentKey>> ExpandKeyRun(

@@ -69,6 +69,7 @@ const std::vector<std::string>& KnownKeys() {
       "tangent.structure",
       "tangent.split",
       "tangent.blocks_per_client",
+      "tangent.layer_counts",
       "fd",
       "fd.epsilon",
       "fd.precision",
@@ -279,6 +280,35 @@ class Reader {
     int64_t value = *out;
     RETURN_IF_ERROR(Int(map, prefix, key, lo, hi, &value));
     *out = static_cast<int>(value);
+    return absl::OkStatus();
+  }
+
+  // A map of layer name -> key count (tangent.layer_counts); the names are
+  // checked against the model where it is known (MakeStrategy).
+  absl::Status LayerCounts(const YAML::Node& map, const std::string& prefix,
+                           const std::string& key,
+                           std::map<std::string, int>* out) const {
+    YAML::Node node = Get(map, key);
+    if (!node.IsDefined() || node.IsNull()) return absl::OkStatus();
+    const std::string dotted = Join(prefix, key);
+    if (!node.IsMap()) {
+      return Error(dotted, node,
+                   "expected a map of layer name to tangent count (e.g. "
+                   "{fc: 512}), got " +
+                       Describe(node));
+    }
+    out->clear();
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      if (!it->first.IsScalar() || it->first.Scalar().empty()) {
+        return Error(dotted, it->first, "layer names must be strings");
+      }
+      const std::string layer = it->first.Scalar();
+      int count = 0;
+      RETURN_IF_ERROR(Int(node, dotted, layer, 1, kMaxLayerTangents, &count));
+      if (!out->emplace(layer, count).second) {
+        return Error(dotted, it->first, "layer '" + layer + "' named twice");
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -534,6 +564,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
         r.Choice(t, "tangent", "split", {"none", "layers"}, &c->tangent.split));
     RETURN_IF_ERROR(r.Int(t, "tangent", "blocks_per_client", 1, 64,
                           &c->tangent.blocks_per_client));
+    RETURN_IF_ERROR(
+        r.LayerCounts(t, "tangent", "layer_counts", &c->tangent.layer_counts));
   }
 
   RETURN_IF_ERROR(r.Double(root, "", "lr", 0, true, kInf, false, &c->lr));
@@ -712,6 +744,28 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
         c->tangent.count, ") groups, got ", c->tangent.u_groups,
         " with structure ", c->tangent.structure));
   }
+  if (!c->tangent.layer_counts.empty()) {
+    if (!forward) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'tangent.layer_counts' applies to forward gradients (estimator: "
+          "jvp, fd or projected), not to ",
+          c->estimator));
+    }
+    if (c->tangent.split != "none" || c->tangent.combine != "mean") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'tangent.layer_counts' needs 'tangent.split: none' and "
+          "'tangent.combine: mean' (each layer group is averaged over its own "
+          "keys), got split ",
+          c->tangent.split, " and combine ", c->tangent.combine));
+    }
+    int64_t total = c->tangent.count;
+    for (const auto& [layer, n] : c->tangent.layer_counts) total += n;
+    if (total > kMaxLayerTangents) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'tangent.count' plus 'tangent.layer_counts' make ", total,
+          " tangents per client per round; at most ", kMaxLayerTangents));
+    }
+  }
   if (c->tangent.shared_seed && c->tangent.combine == "projection_round") {
     // Shared tangents are one set for the whole round: the round projection
     // is then the per-client projection of the averaged values.
@@ -794,6 +848,10 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                   {"structure", c.tangent.structure},
                   {"split", c.tangent.split},
                   {"blocks_per_client", c.tangent.blocks_per_client}};
+  // Only when set, so that configs without it print as before.
+  if (!c.tangent.layer_counts.empty()) {
+    j["tangent"]["layer_counts"] = c.tangent.layer_counts;
+  }
   j["fd"] = {{"epsilon", c.fd.epsilon}, {"precision", c.fd.precision}};
   j["lr"] = c.lr;
   j["lr_schedule"] = {{"type", c.lr_schedule.type},

@@ -10,6 +10,7 @@
 #define FEDFWD_COMMON_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ struct DatasetConfig {
   int64_t train_limit = 0;  // use only the first N training examples (0: all)
   int64_t test_limit = 0;   // evaluate on the first N test examples (0: all)
 };
+
+// The most tangents a client computes per round (tangent.count plus
+// tangent.layer_counts).
+inline constexpr int kMaxLayerTangents = 16384;
 
 struct TangentConfig {
   std::string distribution = "normal";  // normal | rademacher
@@ -63,6 +68,15 @@ struct TangentConfig {
   // the coordinator merges each layer over the clients that perturbed it.
   std::string split = "none";
   int blocks_per_client = 1;
+  // A tangent budget per layer: layer name (a parameter's name up to its
+  // last dot, e.g. "fc") -> number of extra keys per client per round that
+  // perturb only that layer's parameters. The `count` keys then perturb
+  // only the layers not named here, and each group's values are averaged
+  // over that group's keys (every parameter has one unbiased estimate). A
+  // key that perturbs only late layers costs nothing in the layers before
+  // them: hundreds of dense-layer keys cost less than one convolution key.
+  // Empty: every key perturbs every layer.
+  std::map<std::string, int> layer_counts;
 };
 
 // estimator fd: central finite differences from two forward passes,

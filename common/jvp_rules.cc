@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace fedfwd {
 namespace {
@@ -361,6 +362,32 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
     return absl::InvalidArgumentError(
         absl::StrCat("model ", spec.name, " has ", spec.params.size(),
                      " parameter tensors, got ", params.size()));
+  }
+  // Keys of several parameter masks (tangent.layer_counts): one pass per
+  // mask, so keys that perturb only late layers carry no tangent through
+  // the layers before them (and each group may take the shared-u route).
+  std::vector<uint64_t> masks;
+  for (const TangentKey& key : keys) {
+    if (std::find(masks.begin(), masks.end(), key.param_mask) == masks.end()) {
+      masks.push_back(key.param_mask);
+    }
+  }
+  if (masks.size() > 1) {
+    JvpResult out;
+    out.jvps.assign(keys.size(), 0.0);
+    for (size_t m = 0; m < masks.size(); ++m) {
+      std::vector<TangentKey> group;
+      std::vector<size_t> at;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (keys[i].param_mask != masks[m]) continue;
+        group.push_back(keys[i]);
+        at.push_back(i);
+      }
+      ASSIGN_OR_RETURN(JvpResult r, ComputeJvpRules(spec, params, group, x, y));
+      for (size_t i = 0; i < at.size(); ++i) out.jvps[at[i]] = r.jvps[i];
+      if (m == 0) out.loss = r.loss;
+    }
+    return out;
   }
   try {
     at::NoGradGuard no_grad;

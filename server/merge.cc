@@ -21,11 +21,24 @@ double Clip(double d, double clip) {
 
 // Appends result r's terms scaled by `weight` (tangents of one result are
 // averaged).
+// Per key, the number of r's keys with its parameter mask: a result's values
+// are averaged within each group of keys that perturb the same parameters
+// (tangent.layer_counts), so every parameter gets one unbiased estimate;
+// K for every key when the keys share one mask.
+std::vector<double> GroupSizes(const JvpContribution& r) {
+  std::map<uint64_t, double> count;
+  for (const TangentKey& key : r.keys) count[key.param_mask] += 1;
+  std::vector<double> n;
+  n.reserve(r.keys.size());
+  for (const TangentKey& key : r.keys) n.push_back(count[key.param_mask]);
+  return n;
+}
+
 void AddTerms(const JvpContribution& r, double weight, double clip,
               GradientStep* step) {
-  const double per = weight / static_cast<double>(r.jvps.size());
+  const std::vector<double> n = GroupSizes(r);
   for (size_t k = 0; k < r.jvps.size(); ++k) {
-    step->push_back({r.keys[k], per * Clip(r.jvps[k], clip)});
+    step->push_back({r.keys[k], weight / n[k] * Clip(r.jvps[k], clip)});
   }
 }
 
@@ -117,9 +130,10 @@ GradientStep PerLayerStep(MergeRule rule,
       const double w = rule == MergeRule::kWeighted
                            ? static_cast<double>(r.num_samples)
                            : 1.0;
-      const double per = w / total / static_cast<double>(r.jvps.size());
+      const std::vector<double> n = GroupSizes(r);
       for (size_t k = 0; k < r.jvps.size(); ++k) {
-        step.push_back({r.keys[k], per * Clip(r.jvps[k], clip), layer});
+        step.push_back(
+            {r.keys[k], w / total / n[k] * Clip(r.jvps[k], clip), layer});
       }
     }
   }

@@ -7,7 +7,10 @@
 //   naive:    one step per result, g_i = d_i v_i, applied in client-id order
 //   average:  one step, g = (1/K) sum_i d_i v_i
 //   weighted: one step, g = sum_i (n_i / N) d_i v_i, N = sum_i n_i
-// With clip > 0 every d_i is clipped to [-clip, clip] first.
+// With clip > 0 every d_i is clipped to [-clip, clip] first. A result of K
+// tangents enters as the mean of its d_k v_k, the mean taken within each
+// group of its keys that share a parameter mask (tangent.layer_counts: the
+// 1/K becomes 1/K_group, so every parameter gets one unbiased estimate).
 //
 // Robust rules (RobustConfig.rule; PlanRobustMerge) act on the scalars d_i
 // before the merge rule, never coordinate-wise on tangents: the tangents are

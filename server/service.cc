@@ -145,8 +145,17 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
           reply->set_tangent_run_count(
               static_cast<uint32_t>(out->task.tangents.size()));
         } else {
-          for (const auto& k : out->task.tangents) {
-            *reply->add_tangents() = ToProto(k);
+          const auto runs = KeyRuns(out->task.tangents);
+          if (runs.size() > 1 && runs.size() < out->task.tangents.size()) {
+            for (const auto& [begin, end] : runs) {
+              v1::TangentRun* run = reply->add_tangent_runs();
+              *run->mutable_first() = ToProto(out->task.tangents[begin]);
+              run->set_count(static_cast<uint32_t>(end - begin));
+            }
+          } else {
+            for (const auto& k : out->task.tangents) {
+              *reply->add_tangents() = ToProto(k);
+            }
           }
         }
         reply->set_local_epochs(out->task.local_epochs);

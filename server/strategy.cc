@@ -108,9 +108,13 @@ MergeReport ReportOf(const std::vector<ClientResult>& results) {
 // config's rule (per layer under weight splitting), then SGD or Adam.
 class ForwardGradientStrategy final : public Strategy {
  public:
+  // groups: (parameter mask, key count) per key group, in key order (one
+  // group of mask 0 and tangent.count keys without tangent.layer_counts).
   ForwardGradientStrategy(const Config& config, const ModelSpec& spec,
-                          TangentDistribution dist, int threads)
+                          TangentDistribution dist, int threads,
+                          std::vector<std::pair<uint64_t, int>> groups)
       : config_(config),
+        groups_(std::move(groups)),
         dist_(dist),
         num_params_(spec.NumParams()),
         layout_(spec.Layout()),
@@ -143,25 +147,31 @@ class ForwardGradientStrategy final : public Strategy {
         t.fd_epsilon = config_.fd.epsilon;
         t.fd_fixed_point = config_.fd.precision == "fixed";
       }
-      const uint64_t mask = SplitMask(round, j);
-      for (int k = 0; k < config_.tangent.count; ++k) {
-        TangentKey key;
-        key.run_seed = config_.seed;
-        key.round = round;
-        key.client = config_.tangent.shared_seed ? 0 : id;
-        key.index = static_cast<uint32_t>(k);
-        key.type = dist_;
-        key.param_mask = mask;
-        key.normalized = config_.tangent.normalize;
-        key.rank_one = config_.tangent.structure == "rank1" ||
-                       config_.tangent.structure == "rank1_shared";
-        key.shared_u = config_.tangent.structure == "rank1_shared";
-        if (key.shared_u && config_.tangent.u_groups > 1) {
-          key.u_group_size = static_cast<uint32_t>(
-              (config_.tangent.count + config_.tangent.u_groups - 1) /
-              config_.tangent.u_groups);
+      const uint64_t split_mask = SplitMask(round, j);
+      uint32_t index = 0;
+      for (const auto& [group_mask, count] : groups_) {
+        // One group: the split mask (0 without splitting); several: each its
+        // layers (layer_counts refuses splitting).
+        const uint64_t mask = groups_.size() > 1 ? group_mask : split_mask;
+        for (int k = 0; k < count; ++k, ++index) {
+          TangentKey key;
+          key.run_seed = config_.seed;
+          key.round = round;
+          key.client = config_.tangent.shared_seed ? 0 : id;
+          key.index = index;
+          key.type = dist_;
+          key.param_mask = mask;
+          key.normalized = config_.tangent.normalize;
+          key.rank_one = config_.tangent.structure == "rank1" ||
+                         config_.tangent.structure == "rank1_shared";
+          key.shared_u = config_.tangent.structure == "rank1_shared";
+          if (key.shared_u && config_.tangent.u_groups > 1) {
+            key.u_group_size = static_cast<uint32_t>(
+                (config_.tangent.count + config_.tangent.u_groups - 1) /
+                config_.tangent.u_groups);
+          }
+          t.tangents.push_back(key);
         }
-        t.tangents.push_back(key);
       }
       tasks.push_back(std::move(t));
     }
@@ -398,6 +408,7 @@ class ForwardGradientStrategy final : public Strategy {
   }
 
   Config config_;
+  std::vector<std::pair<uint64_t, int>> groups_;
   static constexpr const char* kWindowName = "robust.abs_jvp_window";
 
   TangentDistribution dist_;
@@ -547,6 +558,53 @@ absl::StatusOr<TangentDistribution> ParseTangentDistribution(
       "unknown tangent distribution '", name, "' (normal | rademacher)"));
 }
 
+absl::StatusOr<std::vector<std::pair<uint64_t, int>>> TangentGroups(
+    const Config& config, const ModelSpec& spec) {
+  const auto& counts = config.tangent.layer_counts;
+  if (counts.empty()) {
+    return std::vector<std::pair<uint64_t, int>>{{0, config.tangent.count}};
+  }
+  if (spec.params.size() > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tangent.layer_counts: model ", spec.name, " has ", spec.params.size(),
+        " parameter tensors; per-layer tangent counts handle at most 64"));
+  }
+  std::vector<std::string> names, layers;
+  for (const auto& p : spec.params) {
+    names.push_back(p.name);
+    const std::string layer = p.name.substr(0, p.name.rfind('.'));
+    if (layers.empty() || layers.back() != layer) layers.push_back(layer);
+  }
+  const std::vector<uint64_t> masks = LayerMasks(names);
+  for (const auto& [layer, n] : counts) {
+    if (std::find(layers.begin(), layers.end(), layer) == layers.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tangent.layer_counts names layer '", layer, "', which model ",
+          spec.name,
+          " does not have; its layers: ", absl::StrJoin(layers, ", ")));
+    }
+  }
+  uint64_t rest = 0;
+  std::vector<std::pair<uint64_t, int>> named;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    auto it = counts.find(layers[l]);
+    if (it == counts.end()) {
+      rest |= masks[l];
+    } else {
+      named.push_back({masks[l], it->second});
+    }
+  }
+  if (rest == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tangent.layer_counts names every layer of model ", spec.name,
+        ", so the 'tangent.count' keys (which perturb the layers not named) "
+        "would perturb nothing; leave at least one layer out"));
+  }
+  std::vector<std::pair<uint64_t, int>> groups = {{rest, config.tangent.count}};
+  groups.insert(groups.end(), named.begin(), named.end());
+  return groups;
+}
+
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
                                                        const ModelSpec& spec,
                                                        int threads) {
@@ -558,8 +616,9 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
           "tangent.split: model ", spec.name, " has ", spec.params.size(),
           " parameter tensors; weight splitting handles at most 64"));
     }
-    return std::unique_ptr<Strategy>(
-        new ForwardGradientStrategy(config, spec, *dist, threads));
+    ASSIGN_OR_RETURN(auto groups, TangentGroups(config, spec));
+    return std::unique_ptr<Strategy>(new ForwardGradientStrategy(
+        config, spec, *dist, threads, std::move(groups)));
   }
   if (IsDenseUpdateEstimator(config.estimator)) {
     return std::unique_ptr<Strategy>(new BackpropStrategy(config, spec));

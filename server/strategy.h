@@ -108,6 +108,15 @@ std::vector<uint32_t> SampleClients(const Config& config, int64_t round,
 // Chooses the strategy named by config.estimator (jvp | fedsgd | backprop |
 // fedavg).
 // `threads`: CPU threads the strategy may use for merging.
+// The key groups of a forward-gradient task: (parameter mask, key count) in
+// key order. Without tangent.layer_counts one group, mask 0 (every
+// parameter), tangent.count keys; with it, first tangent.count keys over the
+// layers not named, then each named layer's keys in the model's layer order.
+// Errors: a layer the model does not have, every layer named, a model of
+// more than 64 parameter tensors.
+absl::StatusOr<std::vector<std::pair<uint64_t, int>>> TangentGroups(
+    const Config& config, const ModelSpec& spec);
+
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
                                                        const ModelSpec& spec,
                                                        int threads = 1);

@@ -229,6 +229,35 @@ TEST(Config, DecentralizedErrorsNameKeyAndValue) {
   EXPECT_FALSE(Parse("weight_decay: -1\n").ok());
 }
 
+TEST(Config, LayerCountsParseRoundTripAndRefuseWhatTheyCannotJoin) {
+  auto c = Parse(
+      "estimator: jvp\ntangent: {count: 64, layer_counts: {fc: 512, conv2: "
+      "3}}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tangent.layer_counts,
+            (std::map<std::string, int>{{"fc", 512}, {"conv2", 3}}));
+  auto back = Parse(ConfigToYaml(*c));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->tangent.layer_counts, c->tangent.layer_counts);
+  auto set = Parse("estimator: jvp\n", {"tangent.layer_counts={fc: 7}"});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->tangent.layer_counts, (std::map<std::string, int>{{"fc", 7}}));
+  ExpectError(Parse("tangent: {layer_counts: [1, 2]}\n"),
+              {"tangent.layer_counts", "expected a map"});
+  ExpectError(Parse("tangent: {layer_counts: {fc: 0}}\n"),
+              {"tangent.layer_counts.fc", "must be in [1, 16384]"});
+  ExpectError(Parse("tangent: {layer_counts: {fc: many}}\n"),
+              {"tangent.layer_counts.fc", "expected an integer"});
+  ExpectError(Parse("estimator: fedavg\ntangent: {layer_counts: {fc: 8}}\n"),
+              {"'tangent.layer_counts' applies to forward gradients"});
+  ExpectError(Parse("tangent: {split: layers, layer_counts: {fc: 8}}\n"),
+              {"'tangent.split: none'"});
+  ExpectError(Parse("tangent: {combine: projection, layer_counts: {fc: 8}}\n"),
+              {"'tangent.combine: mean'"});
+  ExpectError(Parse("tangent: {count: 1000, layer_counts: {fc: 16000}}\n"),
+              {"17000 tangents per client per round"});
+}
+
 TEST(Config, MergeRulesParseAndName) {
   for (MergeRule rule :
        {MergeRule::kNaive, MergeRule::kAverage, MergeRule::kWeighted}) {
@@ -549,6 +578,15 @@ TEST(Config, ReferenceDocumentsEveryKeyWithItsDefault) {
     EXPECT_TRUE(documented.count(key)) << "undocumented config key " << key;
   }
   for (const auto& [key, text] : documented) {
+    if (text == "{}" && !defaults.count(key)) {
+      // A map the config tree carries only when set (tangent.layer_counts):
+      // the parser knows it, and setting it empty leaves the tree as the
+      // default's.
+      absl::StatusOr<Config> c = Parse("", {key + "={}"});
+      ASSERT_TRUE(c.ok()) << key << ": " << c.status();
+      EXPECT_EQ(ConfigToJson(*c), ConfigToJson(Config())) << key;
+      continue;
+    }
     ASSERT_TRUE(defaults.count(key))
         << "documented key " << key << " is not a config key";
     // The documented default, set explicitly, must give the default value.

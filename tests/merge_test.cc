@@ -143,6 +143,38 @@ TEST(PlanMerge, SeveralTangentsPerResultAreAveraged) {
   ExpectStep(clipped[0], {{1, 0, 0.5}, {1, 1, 1.0}});
 }
 
+// tangent.layer_counts: a result's keys of one parameter mask are averaged
+// among themselves (each group an unbiased estimate of its parameters), so
+// a group of 1 key keeps its whole value and a group of 3 a third each.
+TEST(PlanMerge, KeysOfEachParameterMaskAreAveragedWithinTheirGroup) {
+  JvpContribution a = Result(1, {3.0, 6.0, 9.0, 12.0}, 10);
+  a.keys[0].param_mask = 0b0011;
+  for (int k = 1; k < 4; ++k) a.keys[k].param_mask = 0b1100;
+  JvpContribution b = a;
+  b.client_id = 2;
+  for (auto& key : b.keys) key.client = 2;
+  b.num_samples = 30;
+  auto avg = PlanMerge(MergeRule::kAverage, {a, b}, 0);
+  ASSERT_EQ(avg.size(), 1u);
+  ExpectStep(avg[0], {{1, 0, 1.5},
+                      {1, 1, 1.0},
+                      {1, 2, 1.5},
+                      {1, 3, 2.0},
+                      {2, 0, 1.5},
+                      {2, 1, 1.0},
+                      {2, 2, 1.5},
+                      {2, 3, 2.0}});
+  auto weighted = PlanMerge(MergeRule::kWeighted, {a, b}, 0);  // .25, .75
+  ExpectStep(weighted[0], {{1, 0, 0.75},
+                           {1, 1, 0.5},
+                           {1, 2, 0.75},
+                           {1, 3, 1.0},
+                           {2, 0, 2.25},
+                           {2, 1, 1.5},
+                           {2, 2, 2.25},
+                           {2, 3, 3.0}});
+}
+
 TEST(PlanMerge, SingleClientIsTheSameForEveryRule) {
   for (MergeRule rule :
        {MergeRule::kNaive, MergeRule::kAverage, MergeRule::kWeighted}) {

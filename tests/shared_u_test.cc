@@ -298,6 +298,44 @@ TEST(KeyRuns, TaskTangentsTravelAsARun) {
   EXPECT_FALSE(ExpandKeyRun(ToProto(SharedKey(kSharedUIndex - 2)), 5).ok());
 }
 
+// Keys of several masks (tangent.layer_counts) travel as one run per mask.
+TEST(KeyRuns, KeysOfSeveralMasksTravelAsRuns) {
+  std::vector<TangentKey> keys;
+  for (uint32_t k = 0; k < 7; ++k) {
+    TangentKey key = SharedKey(k);
+    key.param_mask = k < 3 ? 0b0011 : 0b1100;
+    keys.push_back(key);
+  }
+  EXPECT_FALSE(IsKeyRun(keys));
+  using Runs = std::vector<std::pair<size_t, size_t>>;
+  EXPECT_EQ(KeyRuns(keys), (Runs{{0, 3}, {3, 7}}));
+  EXPECT_EQ(KeyRuns({keys[0], keys[2], keys[3]}),
+            (Runs{{0, 1}, {1, 2}, {2, 3}}));
+  EXPECT_EQ(KeyRuns({}), Runs{});
+  google::protobuf::RepeatedPtrField<v1::TangentRun> runs;
+  for (const auto& [begin, end] : KeyRuns(keys)) {
+    v1::TangentRun* run = runs.Add();
+    *run->mutable_first() = ToProto(keys[begin]);
+    run->set_count(static_cast<uint32_t>(end - begin));
+  }
+  auto back = ExpandKeyRuns(runs);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, keys);
+  // Hostile runs: an empty one, one past the index limit, too many in all.
+  auto bad = runs;
+  bad.Mutable(1)->set_count(0);
+  EXPECT_FALSE(ExpandKeyRuns(bad).ok());
+  bad = runs;
+  *bad.Mutable(1)->mutable_first() = ToProto(SharedKey(kSharedUIndex - 2));
+  EXPECT_FALSE(ExpandKeyRuns(bad).ok());
+  bad = runs;
+  bad.Mutable(0)->set_count(kMaxTangentIndex);
+  bad.Mutable(1)->set_count(kMaxTangentIndex);
+  const auto status = ExpandKeyRuns(bad).status();
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("in all"), std::string::npos) << status;
+}
+
 // The shared-u route of ComputeJvpRules equals grad . v_k from backprop and
 // the materialized tangent, in float64, for every key of the group.
 TEST(SharedUJvp, MatchesBackpropAndTakesTheSharedRoute) {
@@ -313,6 +351,9 @@ TEST(SharedUJvp, MatchesBackpropAndTakesTheSharedRoute) {
     ASSERT_TRUE(SharedRankOneJvpApplies(*spec, group));
     ASSERT_FALSE(SharedRankOneJvpApplies(*spec, keys));  // masks differ
     ExpectRulesMatchBackprop(model, group, 16, 0, 1e-9);
+    // All six, masks mixed (tangent.layer_counts): one pass per mask, the
+    // values back in key order.
+    ExpectRulesMatchBackprop(model, keys, 16, 0, 1e-9);
   }
 }
 

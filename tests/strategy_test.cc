@@ -255,6 +255,73 @@ TEST(ForwardGradientStrategy, LastUpdateAsSeedsReplaysTheMergeExactly) {
   }
 }
 
+// tangent.layer_counts on cnn_small (conv1, conv2, fc): the task's first
+// `count` keys perturb the convolutions only, then the named layer's keys
+// its own parameters only, indices running on; the merge averages each
+// group over its own keys, and the round replays bit for bit.
+TEST(ForwardGradientStrategy, LayerCountsGiveEachNamedLayerItsOwnKeys) {
+  const ModelSpec spec = GetModelSpec("cnn_small", {1, 28, 28}).value();
+  ASSERT_EQ(spec.params.size(), 6u);
+  Config c;
+  c.lr = 0.05;
+  c.tangent.count = 2;
+  c.tangent.structure = "rank1";
+  c.tangent.layer_counts = {{"fc", 5}};
+  auto groups = TangentGroups(c, spec);
+  ASSERT_TRUE(groups.ok()) << groups.status();
+  EXPECT_EQ(*groups, (std::vector<std::pair<uint64_t, int>>{{0b001111, 2},
+                                                            {0b110000, 5}}));
+  auto s = MakeStrategy(c, spec, 1);
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::vector<float> params = InitialParams(spec, 3);
+  std::vector<float> replayed = params;
+  const auto tasks = (*s)->ConfigureRound(1, {1, 2});
+  ASSERT_EQ(tasks.size(), 2u);
+  std::vector<ClientResult> results;
+  for (const auto& t : tasks) {
+    ASSERT_EQ(t.tangents.size(), 7u);
+    for (uint32_t k = 0; k < 7; ++k) {
+      EXPECT_EQ(t.tangents[k].index, k);
+      EXPECT_EQ(t.tangents[k].client, t.client_id);
+      EXPECT_EQ(t.tangents[k].param_mask, k < 2 ? 0b001111u : 0b110000u);
+    }
+    ClientResult r;
+    r.client_id = t.client_id;
+    r.round = 1;
+    r.jvps = {0.5, -0.25, 0.1, 0.2, -0.3, 0.4, 0.05};
+    r.num_samples = 16;
+    results.push_back(r);
+  }
+  ASSERT_TRUE((*s)->Aggregate(1, tasks, results, &params).ok());
+  SeedStep step;
+  ASSERT_TRUE((*s)->LastUpdateAsSeeds(&step));
+  ASSERT_EQ(step.terms.size(), 14u);
+  // -lr * (client weight 1/2) * d / (group size): 2 conv keys, 5 fc keys.
+  EXPECT_FLOAT_EQ(step.terms[0].alpha,
+                  static_cast<float>(-0.05 * 0.5 * 0.5 / 2));
+  EXPECT_FLOAT_EQ(step.terms[2].alpha,
+                  static_cast<float>(-0.05 * 0.5 * 0.1 / 5));
+  std::vector<float> state, scratch;
+  ApplySeedStep(step, StepRuleOf(c), spec.Layout(), &state, replayed.data(),
+                &scratch, 2);
+  EXPECT_EQ(replayed, params);
+
+  // Errors name the layer and list the model's.
+  Config bad = c;
+  bad.tangent.layer_counts = {{"fc2", 5}};
+  auto unknown = MakeStrategy(bad, spec, 1);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("'fc2'"), std::string::npos);
+  EXPECT_NE(unknown.status().message().find("conv1, conv2, fc"),
+            std::string::npos)
+      << unknown.status();
+  bad.tangent.layer_counts = {{"fc", 5}, {"conv1", 1}, {"conv2", 1}};
+  auto all = MakeStrategy(bad, spec, 1);
+  ASSERT_FALSE(all.ok());
+  EXPECT_NE(all.status().message().find("names every layer"), std::string::npos)
+      << all.status();
+}
+
 // Shared-tangent rounds: ten clients with K = 3 shared keys give a round
 // of 3 seed terms (not 30), and the step is the unshared merge's up to
 // float rounding.
