@@ -175,8 +175,14 @@ class SeedReplayFederation : public Federation {
   Outcome Run(const std::string& name, const std::string& sync,
               uint64_t drop_version, const std::string& extra = "") {
     const std::string config = dir_ + "/" + name + ".yaml";
-    std::ofstream(config) << SmallConfig(
-        3, 12, absl::StrCat("sync: ", sync, "\n", extra));
+    std::string text =
+        SmallConfig(3, 12, absl::StrCat("sync: ", sync, "\n", extra));
+    for (const auto& [from, to] : edits_) {
+      const size_t at = text.find(from);
+      EXPECT_NE(at, std::string::npos) << from;
+      if (at != std::string::npos) text.replace(at, from.size(), to);
+    }
+    std::ofstream(config) << text;
     const std::string out = dir_ + "/" + name;
     auto server = StartServerChild(config, out, sec_.server_args,
                                    dir_ + "/" + name + "-server.log");
@@ -229,6 +235,8 @@ class SeedReplayFederation : public Federation {
     }
     return o;
   }
+  // Replacements in SmallConfig's text (for keys it already sets).
+  std::vector<std::pair<std::string, std::string>> edits_;
   static void ExpectSameModel(const Outcome& a, const Outcome& b,
                               const std::string& what) {
     ASSERT_FALSE(a.params.empty()) << what;
@@ -322,6 +330,29 @@ TEST_F(SeedReplayFederation, CarriesMomentumAndAdam) {
           << name << "\n"
           << replay.client_logs[i];
     }
+  }
+}
+
+// A tangent budget per layer (tangent.layer_counts) end to end: each task's
+// keys of two parameter masks go to the daemons as two key runs, the
+// daemons compute one pass per mask, and the replay of the per-group merge
+// (plain SGD and Adam) ends on the snapshot run's model bit for bit.
+TEST_F(SeedReplayFederation, LayerCountsTravelAsRunsAndReplayExactly) {
+  FEDFWD_REQUIRE_MNIST();
+  edits_ = {{"model: tiny", "model: mlp_small"},
+            {"tangent:\n",
+             "tangent:\n  count: 2\n  structure: rank1\n  layer_counts: "
+             "{fc2: 5}\n"}};
+  for (const auto& [name, extra] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"sgd", ""},
+           {"adam", "server_optimizer: {type: adam, eps: 0.01}\n"}}) {
+    const Outcome snapshots =
+        Run("layers-" + name + "-snapshot", "snapshot", 0, extra);
+    const Outcome replay = Run("layers-" + name + "-replay", "auto", 5, extra);
+    ExpectSameModel(replay, snapshots, "layer_counts, " + name);
+    EXPECT_LT(replay.bytes_down * 2, snapshots.bytes_down) << name;
+    EXPECT_GE(replay.sync_replays, 30) << name;
   }
 }
 
