@@ -6,7 +6,7 @@
 // all client state (no globals), so many logical clients can share a process.
 // Not thread-safe: one daemon loop drives it. Shared learning code: the
 // client daemons and the coordinator's centralized trainer
-// (server/central_trainer.h) both run it, so it lives here and the server
+// (tools/central_trainer.h) both run it, so it lives here and the server
 // does not link the client library.
 #ifndef FEDFWD_COMMON_TRAINER_H_
 #define FEDFWD_COMMON_TRAINER_H_

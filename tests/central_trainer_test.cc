@@ -1,6 +1,6 @@
 // The centralized trainer and the client estimators it shares with the
 // daemons, on synthetic MNIST-shaped data.
-#include "server/central_trainer.h"
+#include "tools/central_trainer.h"
 
 #include <cmath>
 #include <filesystem>

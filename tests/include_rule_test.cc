@@ -1,7 +1,10 @@
 // The rooms of the tree (docs/development.md): common/ is shared by both
-// sides and includes neither; server/ (the coordinator and its tools) never
-// includes client/, and client/ never includes server/. Shared learning
-// code lives in common/ (the trainer, the estimators, the step rule).
+// sides and includes neither; server/ (the coordinator only) never includes
+// client/, and client/ (the daemon only) never includes server/; neither
+// includes tools/ (fedfwd-run, sweeps, reports, the central trainer,
+// evaluation, fedfwd-ctl, the load generator), which may include both.
+// Shared learning code lives in common/ (the trainer, the estimators, the
+// step rule).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -36,12 +39,15 @@ std::vector<std::string> IncludesOf(const std::string& folder,
   return found;
 }
 
-TEST(IncludeRule, ServerAndClientDoNotIncludeEachOther) {
+TEST(IncludeRule, ServerClientAndToolsKeepToTheirRooms) {
   for (const auto& [folder, forbidden] :
        std::vector<std::pair<std::string, std::string>>{{"server", "client"},
                                                         {"client", "server"},
                                                         {"common", "client"},
-                                                        {"common", "server"}}) {
+                                                        {"common", "server"},
+                                                        {"server", "tools"},
+                                                        {"client", "tools"},
+                                                        {"common", "tools"}}) {
     const auto found = IncludesOf(folder, forbidden);
     EXPECT_TRUE(found.empty()) << folder << "/ includes " << forbidden << "/:\n"
                                << [&] {
@@ -50,8 +56,18 @@ TEST(IncludeRule, ServerAndClientDoNotIncludeEachOther) {
                                     return all;
                                   }();
   }
-  // The scan sees the tree: the server's own headers are there.
+  // The scan sees the tree: the server's and the tools' own headers are
+  // there.
   EXPECT_FALSE(IncludesOf("server", "server").empty());
+  EXPECT_FALSE(IncludesOf("tools", "tools").empty());
+  // server/ holds no program but the coordinator's.
+  for (const auto& entry :
+       fs::directory_iterator(fs::path(FEDFWD_SOURCE_DIR) / "server")) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > 8 && name.substr(name.size() - 8) == "_main.cc") {
+      EXPECT_EQ(name, "server_main.cc") << "a tool's main in server/";
+    }
+  }
 }
 
 }  // namespace

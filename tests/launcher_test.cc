@@ -1,6 +1,6 @@
 // Pure parts of fedfwd-run's launcher. Starting real processes is covered by
 // the multi-process integration tests.
-#include "server/launcher.h"
+#include "tools/launcher.h"
 
 #include <sys/stat.h>
 #include <sys/wait.h>

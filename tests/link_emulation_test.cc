@@ -1,6 +1,6 @@
 // Link specs of fedfwd-run --link and the delay relay on loopback (no root
 // needed here; tests/integration/link_test.cc shapes real namespaces).
-#include "server/link_emulation.h"
+#include "tools/link_emulation.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -17,7 +17,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/relay.h"
+#include "tools/relay.h"
 
 namespace fedfwd {
 namespace {

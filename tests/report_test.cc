@@ -1,6 +1,6 @@
 // fedfwd-report's pure pieces: metrics parsing, run loading, names,
 // escaping, scales and ticks, SVG charts, the page, TensorBoard export.
-#include "server/report.h"
+#include "tools/report.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -18,7 +18,7 @@
 #include "common/pki.h"
 #include "gtest/gtest.h"
 #include "server/evaluator.h"
-#include "server/launcher.h"
+#include "tools/launcher.h"
 #include "server/round_engine.h"
 #include "server/service.h"
 #include "server/strategy.h"

@@ -1,5 +1,5 @@
-// What fedfwd-ctl prints (client/status_report.h).
-#include "client/status_report.h"
+// What fedfwd-ctl prints (tools/status_report.h).
+#include "tools/status_report.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -2,7 +2,7 @@
 // section, cell names, the skip decision on a cell's folder, and the
 // results.csv / results.md writers. Running a sweep is covered by
 // tests/integration/sweep_test.cc.
-#include "server/sweep.h"
+#include "tools/sweep.h"
 
 #include <unistd.h>
 

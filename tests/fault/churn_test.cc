@@ -13,7 +13,7 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
-#include "server/launcher.h"
+#include "tools/launcher.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
 

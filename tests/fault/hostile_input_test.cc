@@ -39,7 +39,7 @@
 #include "fedfwd.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/evaluator.h"
-#include "server/launcher.h"
+#include "tools/launcher.h"
 #include "server/round_engine.h"
 #include "server/service.h"
 #include "server/strategy.h"

@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/model_file.h"
 #include "server/checkpoint.h"
-#include "server/launcher.h"
+#include "tools/launcher.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
 

@@ -15,8 +15,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/model_file.h"
-#include "server/launcher.h"
-#include "server/sweep.h"
+#include "tools/launcher.h"
+#include "tools/sweep.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
 

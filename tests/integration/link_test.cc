@@ -24,7 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "server/link_emulation.h"
+#include "tools/link_emulation.h"
 #include "tests/testutil/process.h"
 
 namespace fedfwd {

@@ -19,7 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/launcher.h"
+#include "tools/launcher.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
 

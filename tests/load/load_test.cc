@@ -21,7 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/launcher.h"
+#include "tools/launcher.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
 

@@ -30,8 +30,8 @@
 //
 // Everything here but RunFedfwdRun is a pure function or a plain file read,
 // and is tested directly. Thread-safety: no shared state.
-#ifndef FEDFWD_SERVER_SWEEP_H_
-#define FEDFWD_SERVER_SWEEP_H_
+#ifndef FEDFWD_TOOLS_SWEEP_H_
+#define FEDFWD_TOOLS_SWEEP_H_
 
 #include <cstdint>
 #include <optional>
@@ -41,7 +41,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/config.h"
-#include "server/launcher.h"
+#include "tools/launcher.h"
 #include "server/run_summary.h"
 
 namespace fedfwd {
@@ -188,4 +188,4 @@ int RunFedfwdRun(LauncherOptions options, const std::string& command_line);
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_SERVER_SWEEP_H_
+#endif  // FEDFWD_TOOLS_SWEEP_H_

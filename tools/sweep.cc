@@ -1,4 +1,4 @@
-#include "server/sweep.h"
+#include "tools/sweep.h"
 
 #include <signal.h>
 #include <unistd.h>

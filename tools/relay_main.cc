@@ -1,5 +1,5 @@
 // fedfwd-relay: TCP relay with a fixed one-way delay per route (see
-// server/relay.h). fedfwd-run --link starts it in the coordinator's network
+// tools/relay.h). fedfwd-run --link starts it in the coordinator's network
 // namespace; it also serves tests and experiments by hand.
 #include <signal.h>
 
@@ -9,7 +9,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_join.h"
-#include "server/relay.h"
+#include "tools/relay.h"
 
 int main(int argc, char** argv) {
   std::vector<std::string> specs;

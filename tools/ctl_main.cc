@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "client/coordinator_client.h"
-#include "client/status_report.h"
+#include "tools/status_report.h"
 #include "client/tls_flags.h"
 #include "common/security.h"
 

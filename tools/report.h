@@ -12,8 +12,8 @@
 //     number.
 // Each series is one <polyline> with data-run (the run's name) and
 // data-points (its number of points) unless --max-points thins it.
-#ifndef FEDFWD_SERVER_REPORT_H_
-#define FEDFWD_SERVER_REPORT_H_
+#ifndef FEDFWD_TOOLS_REPORT_H_
+#define FEDFWD_TOOLS_REPORT_H_
 
 #include <cstdint>
 #include <optional>
@@ -186,4 +186,4 @@ absl::StatusOr<std::string> ExportTensorBoard(const RunData& run,
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_SERVER_REPORT_H_
+#endif  // FEDFWD_TOOLS_REPORT_H_

@@ -8,8 +8,8 @@
 // summary.json, final_model.bin and best_model.bin (model_file.h format).
 // Not thread-safe; `stop` may be set from a signal handler to end early
 // (outputs are still written, the summary says interrupted).
-#ifndef FEDFWD_SERVER_CENTRAL_TRAINER_H_
-#define FEDFWD_SERVER_CENTRAL_TRAINER_H_
+#ifndef FEDFWD_TOOLS_CENTRAL_TRAINER_H_
+#define FEDFWD_TOOLS_CENTRAL_TRAINER_H_
 
 #include <atomic>
 #include <string>
@@ -32,4 +32,4 @@ absl::Status RunCentral(const Config& config, const CentralOptions& options,
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_SERVER_CENTRAL_TRAINER_H_
+#endif  // FEDFWD_TOOLS_CENTRAL_TRAINER_H_

@@ -1,4 +1,4 @@
-#include "server/launcher.h"
+#include "tools/launcher.h"
 
 #include <fcntl.h>
 #include <poll.h>

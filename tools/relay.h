@@ -11,8 +11,8 @@
 // waits (TCP's own flow control then slows the sender). An end of stream is
 // passed on (shutdown of the write side) after the bytes before it; an error
 // on either socket closes the connection.
-#ifndef FEDFWD_SERVER_RELAY_H_
-#define FEDFWD_SERVER_RELAY_H_
+#ifndef FEDFWD_TOOLS_RELAY_H_
+#define FEDFWD_TOOLS_RELAY_H_
 
 #include <atomic>
 #include <cstddef>
@@ -66,4 +66,4 @@ class DelayRelay {
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_SERVER_RELAY_H_
+#endif  // FEDFWD_TOOLS_RELAY_H_

@@ -22,8 +22,8 @@
 // Needs root (CAP_NET_ADMIN and /run/netns) and iproute2's `ip` and `tc`;
 // CheckLinkSupport says what is missing. Nothing is ever run unshaped in
 // place of a link that could not be set up.
-#ifndef FEDFWD_SERVER_LINK_EMULATION_H_
-#define FEDFWD_SERVER_LINK_EMULATION_H_
+#ifndef FEDFWD_TOOLS_LINK_EMULATION_H_
+#define FEDFWD_TOOLS_LINK_EMULATION_H_
 
 #include <sys/types.h>
 
@@ -121,4 +121,4 @@ std::string LinkAddress(int client, bool coordinator_end);
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_SERVER_LINK_EMULATION_H_
+#endif  // FEDFWD_TOOLS_LINK_EMULATION_H_

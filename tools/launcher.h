@@ -46,8 +46,8 @@
 // are blocked and read through a signalfd, and SIGPIPE is ignored; the
 // previous mask and SIGPIPE disposition are restored before it returns.
 // A Launcher runs at most once.
-#ifndef FEDFWD_SERVER_LAUNCHER_H_
-#define FEDFWD_SERVER_LAUNCHER_H_
+#ifndef FEDFWD_TOOLS_LAUNCHER_H_
+#define FEDFWD_TOOLS_LAUNCHER_H_
 
 #include <signal.h>
 #include <sys/types.h>
@@ -62,7 +62,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/config.h"
-#include "server/link_emulation.h"
+#include "tools/link_emulation.h"
 
 namespace fedfwd {
 
@@ -299,4 +299,4 @@ ConsoleLine ShowServerLine(absl::string_view line, absl::string_view label,
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_SERVER_LAUNCHER_H_
+#endif  // FEDFWD_TOOLS_LAUNCHER_H_

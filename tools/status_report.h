@@ -1,8 +1,8 @@
 // What fedfwd-ctl prints for a coordinator's StatusReply: a text report for
 // people and a JSON object for scripts (numbers as JSON numbers, keys as the
 // proto's field names). Pure functions, so tests pin the output.
-#ifndef FEDFWD_CLIENT_STATUS_REPORT_H_
-#define FEDFWD_CLIENT_STATUS_REPORT_H_
+#ifndef FEDFWD_TOOLS_STATUS_REPORT_H_
+#define FEDFWD_TOOLS_STATUS_REPORT_H_
 
 #include <string>
 
@@ -26,4 +26,4 @@ std::string DescribeStatusError(const absl::Status& status,
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_CLIENT_STATUS_REPORT_H_
+#endif  // FEDFWD_TOOLS_STATUS_REPORT_H_

@@ -1,6 +1,6 @@
 // fedfwd-report: compares run folders in one self-contained HTML page with
 // SVG charts, and/or exports them as TensorBoard event files. See
-// server/report.h.
+// tools/report.h.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
-#include "server/report.h"
+#include "tools/report.h"
 
 namespace {
 

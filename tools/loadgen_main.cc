@@ -8,7 +8,7 @@
 // pool) and its own token. Client i (0-based) of this process trains on
 // shard first_shard + i of num_shards and reads its token from
 // <token-dir>/client-<first_shard + i>.token, the names MakeLocalSecurity
-// (server/launcher.h) writes.
+// (tools/launcher.h) writes.
 //
 // Exit code: 0 when every daemon ended because the coordinator ended the
 // run; 1 when any daemon failed (each failure is printed on stderr); 2 for

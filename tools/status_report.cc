@@ -1,4 +1,4 @@
-#include "client/status_report.h"
+#include "tools/status_report.h"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>

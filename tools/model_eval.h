@@ -3,8 +3,8 @@
 // partition is recomputed from the run's embedded config, so non-iid runs
 // show which clients the model serves badly). Backs fedfwd-eval.
 // Thread-compatible.
-#ifndef FEDFWD_SERVER_MODEL_EVAL_H_
-#define FEDFWD_SERVER_MODEL_EVAL_H_
+#ifndef FEDFWD_TOOLS_MODEL_EVAL_H_
+#define FEDFWD_TOOLS_MODEL_EVAL_H_
 
 #include <cstdint>
 #include <string>
@@ -48,4 +48,4 @@ std::string ModelEvalReportJson(const ModelEvalReport& report);
 
 }  // namespace fedfwd
 
-#endif  // FEDFWD_SERVER_MODEL_EVAL_H_
+#endif  // FEDFWD_TOOLS_MODEL_EVAL_H_

@@ -1,4 +1,4 @@
-#include "server/central_trainer.h"
+#include "tools/central_trainer.h"
 
 #include <cmath>
 #include <cstdio>

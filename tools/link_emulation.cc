@@ -1,4 +1,4 @@
-#include "server/link_emulation.h"
+#include "tools/link_emulation.h"
 
 #include <dirent.h>
 #include <fcntl.h>

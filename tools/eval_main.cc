@@ -1,12 +1,12 @@
 // fedfwd-eval: scores a saved model (final_model.bin / best_model.bin of any
-// run) on a test split and per client shard. See server/model_eval.h.
+// run) on a test split and per client shard. See tools/model_eval.h.
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "common/torch_model.h"
-#include "server/model_eval.h"
+#include "tools/model_eval.h"
 
 int main(int argc, char** argv) {
   CLI::App app{

@@ -11,7 +11,7 @@
 #include "common/config.h"
 #include "common/signals.h"
 #include "common/torch_model.h"
-#include "server/central_trainer.h"
+#include "tools/central_trainer.h"
 
 int main(int argc, char** argv) {
   CLI::App app{

@@ -1,4 +1,4 @@
-#include "server/model_eval.h"
+#include "tools/model_eval.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-#include "server/relay.h"
+#include "tools/relay.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,4 +1,4 @@
-#include "server/report.h"
+#include "tools/report.h"
 
 #include <sys/stat.h>
 #include <yaml-cpp/yaml.h>

@@ -1,14 +1,14 @@
 // fedfwd-run: runs a whole federation (one coordinator, `clients` client
 // daemons) on this machine from one config file, or one federation per cell
-// of the config's `sweep:` section. See server/launcher.h and server/sweep.h.
+// of the config's `sweep:` section. See tools/launcher.h and tools/sweep.h.
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_join.h"
-#include "server/launcher.h"
-#include "server/sweep.h"
+#include "tools/launcher.h"
+#include "tools/sweep.h"
 
 int main(int argc, char** argv) {
   fedfwd::LauncherOptions options;
