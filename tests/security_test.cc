@@ -18,11 +18,11 @@
 #include "common/pki.h"
 #include "gtest/gtest.h"
 #include "server/evaluator.h"
-#include "tools/launcher.h"
 #include "server/round_engine.h"
 #include "server/service.h"
 #include "server/strategy.h"
 #include "tests/testutil/synthetic_data.h"
+#include "tools/launcher.h"
 
 namespace fedfwd {
 namespace {

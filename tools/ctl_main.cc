@@ -13,9 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "client/coordinator_client.h"
-#include "tools/status_report.h"
 #include "client/tls_flags.h"
 #include "common/security.h"
+#include "tools/status_report.h"
 
 namespace {
 

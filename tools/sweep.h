@@ -41,8 +41,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/config.h"
-#include "tools/launcher.h"
 #include "server/run_summary.h"
+#include "tools/launcher.h"
 
 namespace fedfwd {
 

@@ -13,9 +13,9 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
-#include "tools/launcher.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
+#include "tools/launcher.h"
 
 namespace fedfwd::testing {
 namespace {

@@ -39,11 +39,11 @@
 #include "fedfwd.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/evaluator.h"
-#include "tools/launcher.h"
 #include "server/round_engine.h"
 #include "server/service.h"
 #include "server/strategy.h"
 #include "tests/testutil/synthetic_data.h"
+#include "tools/launcher.h"
 
 namespace fedfwd {
 namespace {

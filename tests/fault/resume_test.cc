@@ -15,9 +15,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/model_file.h"
 #include "server/checkpoint.h"
-#include "tools/launcher.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
+#include "tools/launcher.h"
 
 namespace fedfwd::testing {
 namespace {

@@ -15,10 +15,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/model_file.h"
-#include "tools/launcher.h"
-#include "tools/sweep.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/synthetic_data.h"
+#include "tools/launcher.h"
+#include "tools/sweep.h"
 
 namespace fedfwd::testing {
 namespace {

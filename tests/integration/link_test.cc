@@ -24,8 +24,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tools/link_emulation.h"
 #include "tests/testutil/process.h"
+#include "tools/link_emulation.h"
 
 namespace fedfwd {
 namespace {
