@@ -136,7 +136,10 @@ absl::Status MetricsWriter::WriteSummary(const std::string& json_text) {
   return WriteFileAtomically("summary.json", json_text + "\n");
 }
 
-std::string GitCommit() { return FEDFWD_GIT_COMMIT; }
+// Defined in the build's generated/git_commit.cc (cmake/git_commit.cmake).
+const char* BuildGitCommit();
+
+std::string GitCommit() { return BuildGitCommit(); }
 
 std::string HostName() {
   char buf[256] = {0};

@@ -68,7 +68,9 @@ class MetricsWriter {
 absl::Status WriteFileDurably(const std::string& path, const std::string& bytes,
                               int mode = 0644);
 
-// Facts about this build and machine for summary.json.
+// Facts about this build and machine for summary.json. GitCommit: the
+// checkout's commit when the programs were built (12 hex digits, "-dirty"
+// when tracked files differed from it; "unknown" outside git).
 std::string GitCommit();
 std::string HostName();
 
