@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testutil/net.h"
 #include "tools/relay.h"
 
 namespace fedfwd {
@@ -147,23 +148,6 @@ int ListenLoopback(int* fd) {
   return ntohs(addr.sin_port);
 }
 
-int Dial(const std::string& host_port) {
-  const size_t colon = host_port.rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port =
-      htons(static_cast<uint16_t>(std::stoi(host_port.substr(colon + 1))));
-  inet_pton(AF_INET, host_port.substr(0, colon).c_str(), &addr.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  return fd;
-}
-
 // Median round trip of one byte, over `n` exchanges.
 absl::Duration MedianRoundTrip(int fd, int n) {
   std::vector<absl::Duration> rtts;
@@ -202,7 +186,7 @@ TEST(DelayRelay, AddsItsDelayEachWayAndPassesTheBytesInOrder) {
       DelayRelay::Start({{"127.0.0.1:0", absl::StrCat("127.0.0.1:", port),
                           absl::Milliseconds(40)}});
   ASSERT_TRUE(relay.ok()) << relay.status();
-  const int fd = Dial((*relay)->listening()[0]);
+  const int fd = testing::DialTcp((*relay)->listening()[0]);
   ASSERT_GE(fd, 0);
   const absl::Duration rtt = MedianRoundTrip(fd, 7);
   // 40 ms out and 40 ms back, plus loopback and scheduling (generous: this

@@ -24,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testutil/net.h"
 #include "tests/testutil/process.h"
 #include "tools/link_emulation.h"
 
@@ -32,6 +33,7 @@ namespace {
 
 using ::fedfwd::testing::BinPath;
 using ::fedfwd::testing::ChildProcess;
+using ::fedfwd::testing::DialTcp;
 using ::fedfwd::testing::ReadFile;
 using ::fedfwd::testing::SourcePath;
 using ::fedfwd::testing::WaitUntil;
@@ -78,27 +80,6 @@ int ListenOn(const std::string& host, int* port) {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   *port = ntohs(addr.sin_port);
   return fd;
-}
-
-int Dial(const std::string& host_port, absl::Duration timeout) {
-  const size_t colon = host_port.rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port =
-      htons(static_cast<uint16_t>(std::stoi(host_port.substr(colon + 1))));
-  inet_pton(AF_INET, host_port.substr(0, colon).c_str(), &addr.sin_addr);
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      return fd;
-    }
-    close(fd);
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  return -1;
 }
 
 bool SendAll(int fd, size_t bytes) {
@@ -221,7 +202,7 @@ TEST(EmulatedLink, TransfersRunAtTheSetRates) {
   size_t down_bytes = 0;
   std::thread client = InNetns(one.net().ClientNetns(0), [&](bool ok) {
     if (!ok) return;
-    const int fd = Dial(one.net().ClientServerAddress(0), absl::Seconds(10));
+    const int fd = DialTcp(one.net().ClientServerAddress(0), absl::Seconds(10));
     if (fd < 0) return;
     char buffer[65536];
     const absl::Time start = absl::Now();
@@ -296,7 +277,7 @@ TEST(EmulatedLink, RoundTripsTakeTwiceTheDelay) {
   double direct_ms = -1;
   std::thread via_link = InNetns(one.net().ClientNetns(0), [&](bool ok) {
     if (!ok) return;
-    const int fd = Dial(one.net().ClientServerAddress(0), absl::Seconds(10));
+    const int fd = DialTcp(one.net().ClientServerAddress(0), absl::Seconds(10));
     if (fd < 0) return;
     relayed_ms = median_rtt(fd);
     close(fd);
@@ -305,7 +286,7 @@ TEST(EmulatedLink, RoundTripsTakeTwiceTheDelay) {
   std::thread direct = InNetns(one.net().CoordinatorNetns(), [&](bool ok) {
     if (!ok) return;
     const int fd =
-        Dial(absl::StrCat("127.0.0.1:", port.load()), absl::Seconds(5));
+        DialTcp(absl::StrCat("127.0.0.1:", port.load()), absl::Seconds(5));
     if (fd < 0) return;
     direct_ms = median_rtt(fd);
     close(fd);
