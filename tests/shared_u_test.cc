@@ -9,11 +9,13 @@
 #include "c10/core/InferenceMode.h"
 #include "common/backprop.h"
 #include "common/codec.h"
+#include "common/config.h"
 #include "common/jvp_rules.h"
 #include "common/model.h"
 #include "common/rng.h"
 #include "common/torch_model.h"
 #include "gtest/gtest.h"
+#include "server/strategy.h"
 
 namespace fedfwd {
 namespace {
@@ -456,6 +458,40 @@ TEST(SharedUJvp, FlagshipEstimatorRunsWithoutAnyAutogradGraph) {
   ASSERT_TRUE(params[0].is_inference());
   at::Tensor x = torch::rand({256, 1, 28, 28});
   at::Tensor y = torch::randint(0, 10, {256}, torch::kLong);
+  auto jvp = ComputeJvpRules(*spec, params, keys, x, y);
+  ASSERT_TRUE(jvp.ok()) << jvp.status();
+  ASSERT_EQ(jvp->jvps.size(), keys.size());
+  for (double d : jvp->jvps) EXPECT_TRUE(std::isfinite(d));
+  EXPECT_FALSE(ComputeGradient(*spec, params, x, y).ok());
+}
+
+// The forward-only CNN config (configs/mnist_fg_cnn.yaml: rank-one keys
+// over the convolutions plus a budget of dense-layer keys) takes the
+// hand-written rules with no autograd graph either: its task's keys, as the
+// coordinator makes them, run under InferenceMode (where autograd cannot
+// record), one pass per parameter mask.
+TEST(SharedUJvp, CnnConfigEstimatorRunsWithoutAnyAutogradGraph) {
+  auto config = LoadConfigFile(
+      std::string(FEDFWD_SOURCE_DIR) + "/configs/mnist_fg_cnn.yaml", {});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->estimator, "jvp");
+  ASSERT_FALSE(config->tangent.layer_counts.empty());
+  auto spec = GetModelSpec(config->model, {1, 28, 28});
+  ASSERT_TRUE(spec.ok());
+  auto strategy = MakeStrategy(*config, *spec, 1);
+  ASSERT_TRUE(strategy.ok()) << strategy.status();
+  const auto tasks = (*strategy)->ConfigureRound(1, {1});
+  ASSERT_EQ(tasks.size(), 1u);
+  const std::vector<TangentKey>& keys = tasks[0].tangents;
+  ASSERT_GT(keys.size(), static_cast<size_t>(config->tangent.count));
+  EXPECT_NE(keys.front().param_mask, keys.back().param_mask);
+  std::vector<float> flat = InitialParams(*spec, 3);
+  c10::InferenceMode guard;
+  std::vector<at::Tensor> params;
+  for (auto& t : ParamViews(*spec, flat.data())) params.push_back(t.clone());
+  ASSERT_TRUE(params[0].is_inference());
+  at::Tensor x = torch::rand({config->batch_size, 1, 28, 28});
+  at::Tensor y = torch::randint(0, 10, {config->batch_size}, torch::kLong);
   auto jvp = ComputeJvpRules(*spec, params, keys, x, y);
   ASSERT_TRUE(jvp.ok()) << jvp.status();
   ASSERT_EQ(jvp->jvps.size(), keys.size());
