@@ -758,8 +758,7 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
           "keys), got split ",
           c->tangent.split, " and combine ", c->tangent.combine));
     }
-    int64_t total = c->tangent.count;
-    for (const auto& [layer, n] : c->tangent.layer_counts) total += n;
+    const int64_t total = TangentsPerClient(c->tangent);
     if (total > kMaxLayerTangents) {
       return absl::InvalidArgumentError(absl::StrCat(
           "'tangent.count' plus 'tangent.layer_counts' make ", total,
@@ -920,6 +919,12 @@ void EmitJson(const nlohmann::ordered_json& j, YAML::Emitter& out) {
 }
 
 }  // namespace
+
+int TangentsPerClient(const TangentConfig& tangent) {
+  int total = tangent.count;
+  for (const auto& [layer, n] : tangent.layer_counts) total += n;
+  return total;
+}
 
 absl::StatusOr<Config> ParseConfig(const std::string& yaml_text,
                                    const std::string& base_dir,

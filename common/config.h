@@ -79,6 +79,11 @@ struct TangentConfig {
   std::map<std::string, int> layer_counts;
 };
 
+// Scalars a forward-gradient client computes and releases per round:
+// tangent.count plus every tangent.layer_counts entry (privacy accounting
+// and limits count them all).
+int TangentsPerClient(const TangentConfig& tangent);
+
 // estimator fd: central finite differences from two forward passes,
 // d = (f(θ+εv) - f(θ-εv)) / 2ε.
 struct FdConfig {

@@ -112,12 +112,23 @@ void RoundEngine::CountBytes(int64_t up, int64_t down) {
   bytes_down_ += down;
 }
 
+absl::Status RoundEngine::SetSummaryExtra(const std::string& json_object) {
+  const nlohmann::json j = nlohmann::json::parse(json_object, nullptr, false);
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(
+        "summary extras must be a JSON object (text of a {...})");
+  }
+  summary_extra_ = json_object;
+  return absl::OkStatus();
+}
+
 double RoundEngine::Epsilon() const {
-  // Each round a client releases tangent.count scalars, each clipped and
-  // noised on its own: one Gaussian mechanism of L2 sensitivity
-  // 2C sqrt(tangent.count) per round (common/privacy.h).
+  // Each round a client releases K scalars (tangent.count plus the
+  // per-layer budget), each clipped and noised on its own: one Gaussian
+  // mechanism of L2 sensitivity 2C sqrt(K) per round (common/privacy.h).
   return GaussianEpsilon(round_attempts_, config_.privacy.noise_multiplier,
-                         config_.privacy.delta, config_.tangent.count);
+                         config_.privacy.delta,
+                         TangentsPerClient(config_.tangent));
 }
 
 void RoundEngine::EnableCheckpoints(std::string path, int every,
@@ -699,10 +710,11 @@ absl::Status RoundEngine::RunRounds() {
         "privacy: clients clip each of their %d JVPs a round to %g and add "
         "noise sigma %g x clip; all %d rounds cost each client at most "
         "epsilon %.3g at delta %g",
-        config_.tangent.count, config_.privacy.clip,
+        TangentsPerClient(config_.tangent), config_.privacy.clip,
         config_.privacy.noise_multiplier, config_.rounds,
         GaussianEpsilon(config_.rounds, config_.privacy.noise_multiplier,
-                        config_.privacy.delta, config_.tangent.count),
+                        config_.privacy.delta,
+                        TangentsPerClient(config_.tangent)),
         config_.privacy.delta));
   }
   if (resumed_) {
@@ -1034,12 +1046,13 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
   }
   j["targets"] = targets;
   if (config_.privacy.clip > 0) {
-    j["privacy"] = {{"epsilon", Epsilon()},
-                    {"delta", config_.privacy.delta},
-                    {"clip", config_.privacy.clip},
-                    {"noise_multiplier", config_.privacy.noise_multiplier},
-                    {"releases_per_client_at_most", round_attempts_},
-                    {"scalars_per_release", config_.tangent.count}};
+    j["privacy"] = {
+        {"epsilon", Epsilon()},
+        {"delta", config_.privacy.delta},
+        {"clip", config_.privacy.clip},
+        {"noise_multiplier", config_.privacy.noise_multiplier},
+        {"releases_per_client_at_most", round_attempts_},
+        {"scalars_per_release", TangentsPerClient(config_.tangent)}};
   }
   j["model"] = spec_.name;
   j["num_params"] = spec_.NumParams();
@@ -1048,6 +1061,13 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
   j["server_threads"] = threads_;
   j["host"] = HostName();
   j["config"] = nlohmann::json::parse(ConfigToJson(config_), nullptr, false);
+  if (!summary_extra_.empty()) {
+    const nlohmann::json extra =
+        nlohmann::json::parse(summary_extra_, nullptr, false);
+    for (auto it = extra.begin(); it != extra.end(); ++it) {
+      if (!j.contains(it.key())) j[it.key()] = it.value();
+    }
+  }
   return j.dump(2);
 }
 

@@ -236,6 +236,9 @@ TEST(Config, LayerCountsParseRoundTripAndRefuseWhatTheyCannotJoin) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->tangent.layer_counts,
             (std::map<std::string, int>{{"fc", 512}, {"conv2", 3}}));
+  // Every key's scalar counts (privacy accounting uses this total).
+  EXPECT_EQ(TangentsPerClient(c->tangent), 64 + 512 + 3);
+  EXPECT_EQ(TangentsPerClient(Config().tangent), 1);
   auto back = Parse(ConfigToYaml(*c));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->tangent.layer_counts, c->tangent.layer_counts);

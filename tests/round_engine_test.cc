@@ -685,6 +685,36 @@ TEST_F(RoundEngineTest, PrivacyEpsilonCountsEveryScalarOfARound) {
             1.5 * GaussianEpsilon(rounds, 3.0, 1e-5));
 }
 
+// Extra summary keys (fedfwd-run --link's links, via fedfwd-server
+// --summary-extra): a JSON object only; its keys land in summary.json
+// beside the engine's own, which win on a clash.
+TEST_F(RoundEngineTest, SummaryExtraKeysLandBesideTheEnginesOwn) {
+  config_.rounds = 1;
+  MakeEngine();
+  EXPECT_FALSE(engine_->SetSummaryExtra("[1, 2]").ok());
+  EXPECT_FALSE(engine_->SetSummaryExtra("not json").ok());
+  ASSERT_TRUE(engine_
+                  ->SetSummaryExtra(R"({"link": "rate=10mbit", "links": [1],
+                                        "model": "not the model"})")
+                  .ok());
+  const JoinOutcome a = MustJoin(), b = MustJoin();
+  StartRun();
+  std::atomic<bool> quit{false};
+  Background<ClientLog> ca(
+      [&] { return RunClient(engine_.get(), a, &quit, absl::Seconds(60)); });
+  Background<ClientLog> cb(
+      [&] { return RunClient(engine_.get(), b, &quit, absl::Seconds(60)); });
+  SetOnExit stop_clients(&quit);
+  ASSERT_TRUE(WaitRun(absl::Seconds(60)).ok());
+  quit = true;
+  ASSERT_TRUE(ca.WaitFor(absl::Seconds(20)));
+  ASSERT_TRUE(cb.WaitFor(absl::Seconds(20)));
+  const nlohmann::json summary = ReadJson(out_dir() + "/summary.json");
+  EXPECT_EQ(summary["link"], "rate=10mbit");
+  EXPECT_EQ(summary["links"], nlohmann::json::array({1}));
+  EXPECT_NE(summary["model"], "not the model");
+}
+
 TEST_F(RoundEngineTest, StoppedClientIsDroppedAndRoundClosesWithoutIt) {
   config_.timeouts.client_s = 1.0;
   config_.timeouts.round_s = 20;  // the drop, not the deadline, closes it

@@ -731,7 +731,6 @@ int Launcher::Run() {
   if (network_) {
     StopChildren(Which::kAll, options_.term_grace, 1);  // the relay
     if (signal_count_ > 0) return HandleInterrupt();
-    RecordLinks();
   }
 
   const int code = ExitCodeFromWaitStatus(server().wait_status);
@@ -878,6 +877,12 @@ absl::Status Launcher::StartServer(const std::string& server_exe) {
     return log_fd.status();
   }
   std::vector<std::string> server_args = security_.server_args;
+  if (network_) {
+    // The coordinator records the links in its summary.json (one writer),
+    // also when the run is interrupted.
+    ASSIGN_OR_RETURN(std::string links, WriteLinksFile());
+    server_args.insert(server_args.end(), {"--summary-extra", links});
+  }
   server_args.insert(server_args.end(), options_.server_extra_args.begin(),
                      options_.server_extra_args.end());
   absl::StatusOr<pid_t> pid =
@@ -913,17 +918,7 @@ absl::Status Launcher::StartRelay(const std::string& relay_exe) {
   return absl::OkStatus();
 }
 
-void Launcher::RecordLinks() {
-  const std::string path = out_dir_ + "/summary.json";
-  std::ifstream in(path);
-  if (!in) return;  // the server wrote none (it failed early)
-  nlohmann::ordered_json summary =
-      nlohmann::ordered_json::parse(in, nullptr, /*allow_exceptions=*/false);
-  in.close();
-  if (!summary.is_object()) {
-    Error(absl::StrCat(path, " is not a JSON object; links not recorded"));
-    return;
-  }
+absl::StatusOr<std::string> Launcher::WriteLinksFile() {
   nlohmann::ordered_json links = nlohmann::ordered_json::array();
   bool same = true;
   for (const LinkSpec& link : links_) {
@@ -933,20 +928,16 @@ void Launcher::RecordLinks() {
                      {"down_bps", link.down_bps},
                      {"delay_ms", absl::ToDoubleMilliseconds(link.delay)}});
   }
-  summary["link"] = same ? links_.front().ToString() : std::string("mixed");
-  summary["links"] = std::move(links);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << summary.dump(2) << "\n";
-    if (!out.flush()) {
-      Error(absl::StrCat("cannot write ", tmp, "; links not recorded"));
-      return;
-    }
+  nlohmann::ordered_json j;
+  j["link"] = same ? links_.front().ToString() : std::string("mixed");
+  j["links"] = std::move(links);
+  const std::string path = out_dir_ + "/links.json";
+  std::ofstream out(path, std::ios::trunc);
+  out << j.dump(2) << "\n";
+  if (!out.flush()) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", path));
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) Error(absl::StrCat("cannot replace ", path, ": ", ec.message()));
+  return path;
 }
 
 absl::Status Launcher::StartClients(const std::string& client_exe,
@@ -1144,9 +1135,6 @@ int Launcher::HandleInterrupt() {
   Info("interrupted; stopping the server and clients (again to kill them)");
   StopChildren(Which::kAll, options_.interrupt_grace,
                /*stop_at_signals=*/signal_count_ + 1);
-  // An interrupted coordinator still writes its summary: say over which
-  // links the rounds so far ran.
-  if (network_) RecordLinks();
   Info(absl::StrCat("outputs so far in ", out_dir_));
   return kExitInterrupted;
 }

@@ -161,8 +161,9 @@ class Launcher {
                               int err_fd, const std::string& netns = "");
   absl::Status StartServer(const std::string& server_exe);
   absl::Status StartRelay(const std::string& relay_exe);
-  // Adds the links to summary.json ("link", "links").
-  void RecordLinks();
+  // Writes out_dir/links.json ({"link": spec or "mixed", "links": per
+  // client}) for the coordinator's --summary-extra; its path.
+  absl::StatusOr<std::string> WriteLinksFile();
   absl::Status StartClients(const std::string& client_exe,
                             const std::string& data_dir);
 
