@@ -19,8 +19,6 @@ double Clip(double d, double clip) {
   return std::clamp(d, -clip, clip);
 }
 
-// Appends result r's terms scaled by `weight` (tangents of one result are
-// averaged).
 // Per key, the number of r's keys with its parameter mask: a result's values
 // are averaged within each group of keys that perturb the same parameters
 // (tangent.layer_counts), so every parameter gets one unbiased estimate;
@@ -34,6 +32,8 @@ std::vector<double> GroupSizes(const JvpContribution& r) {
   return n;
 }
 
+// Appends result r's terms scaled by `weight` (a result's tangents are
+// averaged, within each group of one parameter mask).
 void AddTerms(const JvpContribution& r, double weight, double clip,
               GradientStep* step) {
   const std::vector<double> n = GroupSizes(r);
