@@ -380,16 +380,6 @@ absl::Status ExpandSeedRuns(
   return absl::OkStatus();
 }
 
-bool IsKeyRun(const std::vector<TangentKey>& keys) {
-  if (keys.size() < 2) return false;
-  for (size_t i = 1; i < keys.size(); ++i) {
-    TangentKey k = keys[0];
-    k.index = keys[0].index + static_cast<uint32_t>(i);
-    if (!(k == keys[i])) return false;
-  }
-  return true;
-}
-
 std::vector<std::pair<size_t, size_t>> KeyRuns(
     const std::vector<TangentKey>& keys) {
   std::vector<std::pair<size_t, size_t>> runs;
@@ -407,6 +397,36 @@ std::vector<std::pair<size_t, size_t>> KeyRuns(
   return runs;
 }
 
+bool IsKeyRun(const std::vector<TangentKey>& keys) {
+  return keys.size() >= 2 && KeyRuns(keys).size() == 1;
+}
+
+namespace {
+
+// Appends the `count` (>= 1) keys of the run from `first`, each checked.
+absl::Status AppendKeyRun(const v1::TangentKey& first, uint32_t count,
+                          std::vector<TangentKey>* out) {
+  ASSIGN_OR_RETURN(TangentKey key, FromProto(first));
+  if (count < 1 ||
+      static_cast<uint64_t>(key.index) + count > kMaxTangentIndex) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tangent run of ", count, " keys from index ", key.index,
+                     " is empty or runs past the tangent index limit"));
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    TangentKey k = key;
+    k.index = key.index + i;
+    if (!ValidTangentKey(k)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tangent run key index ", k.index, " out of range"));
+    }
+    out->push_back(k);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<TangentKey>> ExpandKeyRuns(
     const google::protobuf::RepeatedPtrField<v1::TangentRun>& runs) {
   uint64_t total = 0;
@@ -418,46 +438,22 @@ absl::StatusOr<std::vector<TangentKey>> ExpandKeyRuns(
   std::vector<TangentKey> keys;
   keys.reserve(static_cast<size_t>(total));
   for (const v1::TangentRun& run : runs) {
-    ASSIGN_OR_RETURN(TangentKey key, FromProto(run.first()));
-    if (run.count() < 1 ||
-        static_cast<uint64_t>(key.index) + run.count() > kMaxTangentIndex) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tangent run of ", run.count(), " keys from index ", key.index,
-          " is empty or runs past the tangent index limit"));
-    }
-    for (uint32_t i = 0; i < run.count(); ++i) {
-      TangentKey k = key;
-      k.index = key.index + i;
-      if (!ValidTangentKey(k)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tangent run key index ", k.index, " out of range"));
-      }
-      keys.push_back(k);
-    }
+    RETURN_IF_ERROR(AppendKeyRun(run.first(), run.count(), &keys));
   }
   return keys;
 }
 
 absl::StatusOr<std::vector<TangentKey>> ExpandKeyRun(
     const v1::TangentKey& first, uint32_t count) {
-  ASSIGN_OR_RETURN(TangentKey key, FromProto(first));
-  if (count < 2 ||
-      static_cast<uint64_t>(key.index) + count > kMaxTangentIndex) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tangent run of ", count, " keys from index ", key.index,
-        " is shorter than 2 or runs past the tangent index limit"));
+  if (count < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tangent run of ", count,
+                     " keys is shorter than 2 (one key goes as "
+                     "itself)"));
   }
   std::vector<TangentKey> keys;
   keys.reserve(count);
-  for (uint32_t i = 0; i < count; ++i) {
-    TangentKey k = key;
-    k.index = key.index + i;
-    if (!ValidTangentKey(k)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tangent run key index ", k.index, " out of range"));
-    }
-    keys.push_back(k);
-  }
+  RETURN_IF_ERROR(AppendKeyRun(first, count, &keys));
   return keys;
 }
 

@@ -139,23 +139,23 @@ grpc::Status CoordinatorService::GetTask(grpc::ServerContext* ctx,
         reply->set_model_checksum(out->model_checksum);
         reply->set_batch_size(out->task.batch_size);
         reply->set_estimator(out->task.estimator);
-        if (IsKeyRun(out->task.tangents)) {
-          *reply->mutable_tangent_run_first() =
-              ToProto(out->task.tangents.front());
-          reply->set_tangent_run_count(
-              static_cast<uint32_t>(out->task.tangents.size()));
-        } else {
-          const auto runs = KeyRuns(out->task.tangents);
-          if (runs.size() > 1 && runs.size() < out->task.tangents.size()) {
+        // One run of two or more keys goes as first + count; several runs
+        // (a per-layer budget) as tangent_runs; keys that form no runs as
+        // themselves.
+        {
+          const std::vector<TangentKey>& keys = out->task.tangents;
+          const auto runs = KeyRuns(keys);
+          if (keys.size() >= 2 && runs.size() == 1) {
+            *reply->mutable_tangent_run_first() = ToProto(keys.front());
+            reply->set_tangent_run_count(static_cast<uint32_t>(keys.size()));
+          } else if (runs.size() > 1 && runs.size() < keys.size()) {
             for (const auto& [begin, end] : runs) {
               v1::TangentRun* run = reply->add_tangent_runs();
-              *run->mutable_first() = ToProto(out->task.tangents[begin]);
+              *run->mutable_first() = ToProto(keys[begin]);
               run->set_count(static_cast<uint32_t>(end - begin));
             }
           } else {
-            for (const auto& k : out->task.tangents) {
-              *reply->add_tangents() = ToProto(k);
-            }
+            for (const auto& k : keys) *reply->add_tangents() = ToProto(k);
           }
         }
         reply->set_local_epochs(out->task.local_epochs);

@@ -569,13 +569,15 @@ absl::StatusOr<std::vector<std::pair<uint64_t, int>>> TangentGroups(
         "tangent.layer_counts: model ", spec.name, " has ", spec.params.size(),
         " parameter tensors; per-layer tangent counts handle at most 64"));
   }
-  std::vector<std::string> names, layers;
-  for (const auto& p : spec.params) {
-    names.push_back(p.name);
-    const std::string layer = p.name.substr(0, p.name.rfind('.'));
-    if (layers.empty() || layers.back() != layer) layers.push_back(layer);
-  }
+  std::vector<std::string> names;
+  for (const auto& p : spec.params) names.push_back(p.name);
   const std::vector<uint64_t> masks = LayerMasks(names);
+  // Each mask's layer name: its first parameter's name up to the last dot.
+  std::vector<std::string> layers;
+  for (uint64_t m : masks) {
+    const std::string& first = names[static_cast<size_t>(__builtin_ctzll(m))];
+    layers.push_back(first.substr(0, first.rfind('.')));
+  }
   for (const auto& [layer, n] : counts) {
     if (std::find(layers.begin(), layers.end(), layer) == layers.end()) {
       return absl::InvalidArgumentError(absl::StrCat(
