@@ -83,8 +83,10 @@ int main(int argc, char** argv) {
       ->group("Decentralized runs");
   app.add_option("--peer-advertise", o.peer_advertise,
                  "HOST:PORT peers dial to reach this daemon (default: "
-                 "--peer-listen with the bound port; set it when listening "
-                 "on 0.0.0.0 or behind a port mapping)")
+                 "--peer-listen's host with the bound port, or this "
+                 "machine's host name when it listens on 0.0.0.0 or [::]; "
+                 "set it behind a port mapping or when peers know this "
+                 "machine by another name)")
       ->group("Decentralized runs");
   app.add_option("--peer-tls-cert", o.peer_tls.cert_file,
                  "PEM certificate the peer service presents (valid for the "

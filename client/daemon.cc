@@ -18,6 +18,7 @@
 #include "client/peer_worker.h"
 #include "common/codec.h"
 #include "common/estimators.h"
+#include "common/metrics.h"
 #include "common/privacy.h"
 #include "common/status_macros.h"
 #include "common/update_codec.h"
@@ -759,10 +760,17 @@ absl::Status ClientDaemon::StartPeerService() {
     return absl::UnavailableError(absl::StrCat(
         "cannot serve the peer service on ", options_.peer_listen));
   }
+  // Without --peer-advertise peers dial the listening host, or this
+  // machine's host name when it listens on every address (0.0.0.0, [::]):
+  // the name a container has on its compose network.
+  std::string listen_host =
+      options_.peer_listen.substr(0, options_.peer_listen.rfind(':'));
+  if (listen_host.empty() || listen_host == "0.0.0.0" ||
+      listen_host == "[::]" || listen_host == "::") {
+    listen_host = HostName();
+  }
   peer_address_ = options_.peer_advertise.empty()
-                      ? absl::StrCat(options_.peer_listen.substr(
-                                         0, options_.peer_listen.rfind(':')),
-                                     ":", port)
+                      ? absl::StrCat(listen_host, ":", port)
                       : options_.peer_advertise;
   peer_sender_ = std::make_unique<PeerSender>(options_.tls);
   Log(absl::StrCat(

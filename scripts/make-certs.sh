@@ -6,11 +6,18 @@
 #
 # usage: scripts/make-certs.sh OUT_DIR --server-name NAME [--server-name NAME]...
 #                              [--client NAME]... [--clients N] [--days D]
+#                              [--peer-certs]
 #
 #   --server-name  a DNS name or IP address clients use to reach the
 #                  coordinator (repeat for each; the first is the subject CN)
 #   --client       a client identity (repeat); --clients N adds client-0..N-1
 #   --days         validity (default 365)
+#   --peer-certs   client certificates also serve a decentralized daemon's
+#                  peer service (fedfwd-client --peer-tls-cert) under the
+#                  client's name: subjectAltName DNS:NAME and serverAuth
+#                  besides clientAuth. For hosts whose name is the client's
+#                  name (docker-compose services); elsewhere make the peer
+#                  certificate for the host's own name.
 #
 # Writes into OUT_DIR (mode 0700):
 #   ca.pem ca.key                   the CA (keep ca.key offline; rerunning with
@@ -33,6 +40,7 @@ OUT=""
 SERVER_NAMES=()
 CLIENTS=()
 DAYS=365
+PEER_CERTS=0
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -41,6 +49,7 @@ while (($#)); do
     --clients)
       [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--clients needs a number"
       for ((i = 0; i < $2; i++)); do CLIENTS+=("client-$i"); done; shift 2 ;;
+    --peer-certs) PEER_CERTS=1; shift ;;
     --days) [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--days needs a number"; DAYS="$2"; shift 2 ;;
     -*) die "unknown option '$1' (try --help)" ;;
     *) [[ -z "$OUT" ]] || die "one OUT_DIR only"; OUT="$1"; shift ;;
@@ -104,8 +113,13 @@ add_credential() {  # role name tokenfile
 [[ -f status.token ]] || add_credential status status status.token
 
 for c in "${CLIENTS[@]}"; do
+  if ((PEER_CERTS)); then
+    ext="extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=DNS:$c\n"
+  else
+    ext="extendedKeyUsage=clientAuth\n"
+  fi
   sign "clients/$c" "$c" \
-    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n$ext"
   add_credential client "$c" "clients/$c.token"
   echo "made client $c: $OUT/clients/$c.{pem,key,token}"
 done

@@ -28,7 +28,9 @@ done
 
 # ---- the builder stage and the build context ----
 grep -Eq '^FROM debian:12 AS build$' "$DOCKERFILE" || fail "no 'FROM debian:12 AS build' stage"
-grep -Eq '^FROM debian:12-slim AS runtime$' "$DOCKERFILE" || fail "no 'FROM debian:12-slim AS runtime' stage"
+grep -Eq '^FROM debian:12-slim AS runtime-base$' "$DOCKERFILE" || fail "no 'FROM debian:12-slim AS runtime-base' stage"
+grep -Eq '^FROM runtime-base AS runtime$' "$DOCKERFILE" || fail "no 'FROM runtime-base AS runtime' stage"
+grep -Eq '^FROM runtime-base AS runtime-prebuilt$' "$DOCKERFILE" || fail "no 'FROM runtime-base AS runtime-prebuilt' stage"
 grep -Eq 'bash scripts/setup.sh --no-data' "$DOCKERFILE" ||
   fail "the builder does not run scripts/setup.sh --no-data"
 for pattern in build 'build-*' data runs deploy/secrets; do
