@@ -5,8 +5,10 @@
 #
 # usage: scripts/setup.sh [--no-build] [--no-data] [--test-tools]
 #   --test-tools  also install what only the tests use: chromium (renders
-#                 fedfwd-report's page) and docker-compose (validates
-#                 deploy/docker-compose.yml); scripts/test.sh passes it
+#                 fedfwd-report's page), docker-compose, docker.io and
+#                 debootstrap (the compose federation test), shellcheck
+#                 (the deployment scripts) and systemd (systemd-analyze
+#                 verifies the units); scripts/test.sh passes it
 # env:   FEDFWD_BUILD_DIR  build folder (default: <repo>/build)
 #        FEDFWD_JOBS       parallel build jobs (default: nproc)
 set -euo pipefail
@@ -43,7 +45,7 @@ PACKAGES=(
   iproute2 python3
 )
 if ((DO_TEST_TOOLS)); then
-  PACKAGES+=(chromium docker-compose)
+  PACKAGES+=(chromium docker-compose docker.io debootstrap shellcheck systemd)
 fi
 # A node/npm from elsewhere (NodeSource's nodejs bundles npm and conflicts
 # with Debian's npm package) counts as present.

@@ -16,7 +16,7 @@
 #   6. run-4: deleting the client identity's line from the credentials file
 #      stops both clients; SIGTERM then stops the coordinator (summary
 #      "interrupted").
-# Exit 0 pass, 1 fail, 77 skip (programs or flags not built yet).
+# Exit 0 pass, 1 fail, 77 skip (programs not built).
 #   tests/deploy/units_smoke.sh BIN_DIR
 set -euo pipefail
 TEST_NAME=units_smoke
@@ -29,8 +29,9 @@ BIN="$(cd "$BIN" && pwd)"
 for p in fedfwd-server fedfwd-client fedfwd-ctl; do
   [[ -x "$BIN/$p" ]] || skip "$BIN/$p not built"
 done
-"$BIN/fedfwd-client" --help | grep -q -- '--stay' || skip "fedfwd-client has no --stay"
-"$BIN/fedfwd-server" --help | grep -q -- '--set' || skip "fedfwd-server has no --set"
+# The units' command lines rely on these: a flag that vanished is a failure.
+"$BIN/fedfwd-client" --help | grep -q -- '--stay' || fail "fedfwd-client --help lists no --stay"
+"$BIN/fedfwd-server" --help | grep -q -- '--set' || fail "fedfwd-server --help lists no --set"
 MNIST="$DEPLOY_ROOT/data/mnist"
 [[ -f "$MNIST/train-images-idx3-ubyte" ]] || fail "real MNIST missing in $MNIST (scripts/setup.sh)"
 UNITS="$DEPLOY_ROOT/deploy/systemd"
