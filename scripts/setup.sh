@@ -11,6 +11,9 @@
 #                 verifies the units); scripts/test.sh passes it
 # env:   FEDFWD_BUILD_DIR  build folder (default: <repo>/build)
 #        FEDFWD_JOBS       parallel build jobs (default: nproc)
+#        FEDFWD_BUILD_TARGETS  build only these targets (space-separated,
+#                          e.g. "fedfwd-server fedfwd-client"; default: all,
+#                          tests included)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -131,8 +134,10 @@ if ((DO_BUILD)); then
     log "configuring $BUILD_DIR"
     cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
   fi
-  log "building in $BUILD_DIR with $JOBS jobs"
-  cmake --build "$BUILD_DIR" -j"$JOBS"
+  targets=()
+  for t in ${FEDFWD_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+  log "building in $BUILD_DIR with $JOBS jobs${FEDFWD_BUILD_TARGETS:+ (targets: $FEDFWD_BUILD_TARGETS)}"
+  cmake --build "$BUILD_DIR" -j"$JOBS" "${targets[@]}"
   log "done: executables in $BUILD_DIR/bin"
 else
   log "build: skipped (--no-build)"

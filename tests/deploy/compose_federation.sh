@@ -11,6 +11,8 @@
 #          its checkpoint, metrics.jsonl goes on at the checkpoint's round
 #          (every round once), and the final model equals run A's bit for
 #          bit;
+#   run C  a decentralized run (GoSGD) on the same client services: the
+#          workers reach each other at their service names;
 #   then   the clients are stopped and every container exited 0; `down -v`
 #          leaves no container, volume or network of the project.
 # Prints each phase's time. The engine (its data root is cached in
@@ -196,6 +198,23 @@ PY
 cmp -s "$A/final_model.bin" "$B/final_model.bin" ||
   fail "the resumed run's final model differs from the uninterrupted run's"
 phase "run B resumed ($(grep -m 1 -o 'resuming after round [0-9]*' "$WORK/coordinator-b.log")), final model equals run A's bit for bit"
+
+# ---- run C: decentralized (GoSGD), peers dialing each other by name ----
+export FEDFWD_RUN=run-c FEDFWD_CONFIG=mnist_gosgd.yaml \
+  FEDFWD_SERVER_ARGS="--set dataset.name=fashion-mnist --set peer.steps=60 --set eval_every=30"
+"${COMPOSE[@]}" up -d coordinator >"$WORK/up-c.log" 2>&1 || fail "docker-compose up (run C): $(tail -5 "$WORK/up-c.log")"
+code="$(wait_exit "$(coordinator_id)" 400)"
+[[ "$code" == 0 ]] || fail "run C (gosgd): the coordinator exited $code"
+python3 - "$WORK/out/run-c" <<'PY' || fail "run C (gosgd): no peer traffic or no 3 finished workers"
+import json, sys
+s = json.load(open(sys.argv[1] + "/summary.json"))
+print("[compose_federation] run C (gosgd): consensus test_acc %.4f, %d bytes between peers"
+      % (s.get("final_test_acc", float("nan")), s.get("peer_bytes_total", 0)))
+sys.exit(0 if s.get("peer_bytes_total", 0) > 0 and "error" not in s else 1)
+PY
+"${COMPOSE[@]}" logs --no-color coordinator 2>&1 | grep -q 'peer client-3:50052' ||
+  fail "run C: the workers did not advertise their service names as peer addresses"
+phase "run C, GoSGD: 3 workers gossiping over client-N:50052"
 
 # ---- every container exits 0; nothing left ----
 "${COMPOSE[@]}" stop >/dev/null 2>&1
