@@ -27,6 +27,7 @@
 #include "common/model.h"
 #include "common/rng.h"
 #include "fedfwd.pb.h"
+#include "server/run_summary.h"
 #include "server/strategy.h"
 
 namespace fedfwd {
@@ -215,6 +216,16 @@ class CoordinatorEngine {
   virtual const ModelSpec& spec() const = 0;
   virtual const std::string& run_id() const = 0;
 
+  // Extra keys for summary.json (a JSON object's text), written beside the
+  // engine's own (which win on a clash): fedfwd-run --link passes the
+  // emulated links this way, so the coordinator stays the file's only
+  // writer. Errors: not a JSON object. Call before Run().
+  absl::Status SetSummaryExtra(const std::string& json_object) {
+    absl::Status s = CheckSummaryExtra(json_object);
+    if (s.ok()) summary_extra_ = json_object;
+    return s;
+  }
+
   // --- Decentralized runs only; the defaults refuse with
   // FAILED_PRECONDITION (a federated run). ---
   // A worker's parameters after result.round local steps (in
@@ -230,6 +241,9 @@ class CoordinatorEngine {
       uint32_t client_id, const std::string& session);
   // How many relayed messages wait for `client_id` (heartbeat replies).
   virtual int RelayedPending(uint32_t client_id) { return 0; }
+
+ protected:
+  std::string summary_extra_;  // SetSummaryExtra; empty: none
 };
 
 }  // namespace fedfwd

@@ -728,6 +728,7 @@ absl::Status PeerEngine::Finish(double wall_s, bool interrupted,
   j["server_threads"] = threads_;
   j["host"] = HostName();
   j["config"] = nlohmann::json::parse(ConfigToJson(config_), nullptr, false);
+  MergeSummaryExtra(summary_extra_, &j);
   RETURN_IF_ERROR(metrics_->WriteFileAtomically(
       "final_model.bin",
       EncodeModelFile(

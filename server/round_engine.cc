@@ -112,16 +112,6 @@ void RoundEngine::CountBytes(int64_t up, int64_t down) {
   bytes_down_ += down;
 }
 
-absl::Status RoundEngine::SetSummaryExtra(const std::string& json_object) {
-  const nlohmann::json j = nlohmann::json::parse(json_object, nullptr, false);
-  if (!j.is_object()) {
-    return absl::InvalidArgumentError(
-        "summary extras must be a JSON object (text of a {...})");
-  }
-  summary_extra_ = json_object;
-  return absl::OkStatus();
-}
-
 double RoundEngine::Epsilon() const {
   // Each round a client releases K scalars (tangent.count plus the
   // per-layer budget), each clipped and noised on its own: one Gaussian
@@ -1061,13 +1051,7 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
   j["server_threads"] = threads_;
   j["host"] = HostName();
   j["config"] = nlohmann::json::parse(ConfigToJson(config_), nullptr, false);
-  if (!summary_extra_.empty()) {
-    const nlohmann::json extra =
-        nlohmann::json::parse(summary_extra_, nullptr, false);
-    for (auto it = extra.begin(); it != extra.end(); ++it) {
-      if (!j.contains(it.key())) j[it.key()] = it.value();
-    }
-  }
+  MergeSummaryExtra(summary_extra_, &j);
   return j.dump(2);
 }
 

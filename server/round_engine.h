@@ -58,11 +58,6 @@ class RoundEngine final : public CoordinatorEngine {
   // finishes. Call before Run().
   void EnableCheckpoints(std::string path, int every,
                          double min_interval_s = 0);
-  // Extra keys for summary.json (a JSON object's text), written beside the
-  // engine's own (which win on a clash): fedfwd-run --link passes the
-  // emulated links this way, so the coordinator stays the file's only
-  // writer. Errors: not a JSON object. Call before Run().
-  absl::Status SetSummaryExtra(const std::string& json_object);
   // Restores a checkpoint before Run(): model, optimizer state, counters,
   // targets and the client registry (its clients keep their ids and
   // sessions and have timeouts.client_s to come back); Run() then goes on
@@ -180,7 +175,6 @@ class RoundEngine final : public CoordinatorEngine {
   int checkpoint_every_ = 0;
   absl::Duration checkpoint_min_interval_;
   absl::Time last_checkpoint_ = absl::InfinitePast();
-  std::string summary_extra_;  // SetSummaryExtra; empty: none
   bool resumed_ = false;
   double resumed_elapsed_s_ = 0;
   double initial_test_acc_ = -1;

@@ -89,6 +89,25 @@ absl::StatusOr<RunSummary> ParseRunSummary(const std::string& json_text) {
   return s;
 }
 
+absl::Status CheckSummaryExtra(const std::string& json_object) {
+  const nlohmann::json j = nlohmann::json::parse(json_object, nullptr, false);
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(
+        "summary extras must be a JSON object (text of a {...})");
+  }
+  return absl::OkStatus();
+}
+
+void MergeSummaryExtra(const std::string& json_object, nlohmann::json* j) {
+  if (json_object.empty()) return;
+  const nlohmann::json extra =
+      nlohmann::json::parse(json_object, nullptr, false);
+  if (!extra.is_object()) return;
+  for (auto it = extra.begin(); it != extra.end(); ++it) {
+    if (!j->contains(it.key())) (*j)[it.key()] = it.value();
+  }
+}
+
 void WriteSummaryCore(const RunSummary& s, nlohmann::json* j) {
   nlohmann::json& o = *j;
   o["mode"] = s.mode;

@@ -61,6 +61,14 @@ absl::StatusOr<RunSummary> ParseRunSummary(const std::string& json_text);
 // Sets the keys every writer shares (the header comment) from `s` on `j`.
 void WriteSummaryCore(const RunSummary& s, nlohmann::json* j);
 
+// Extra keys a run's summary.json carries besides its writer's own
+// (fedfwd-server --summary-extra: fedfwd-run --link records the links this
+// way). The text must be one JSON object.
+absl::Status CheckSummaryExtra(const std::string& json_object);
+// Adds the keys of `json_object` (checked) that `j` does not have: the
+// writer's own keys win.
+void MergeSummaryExtra(const std::string& json_object, nlohmann::json* j);
+
 }  // namespace fedfwd
 
 #endif  // FEDFWD_SERVER_RUN_SUMMARY_H_

@@ -110,8 +110,8 @@ int main(int argc, char** argv) {
   std::string summary_extra_path;
   app.add_option("--summary-extra", summary_extra_path,
                  "JSON file of one object whose keys summary.json carries "
-                 "besides its own (federated runs; fedfwd-run --link records "
-                 "the links this way)");
+                 "besides its own (fedfwd-run --link records the links this "
+                 "way)");
   app.add_flag("--resume", resume,
                "continue the run whose checkpoint is in --out (same config): "
                "model, optimizer state, round counter, metrics and client "
@@ -202,36 +202,29 @@ int main(int argc, char** argv) {
       round_engine->EnableCheckpoints(checkpoint_path, checkpoint_every,
                                       checkpoint_min_interval);
     }
-    if (!summary_extra_path.empty()) {
-      std::ifstream in(summary_extra_path);
-      if (!in) {
-        return Fail("cannot read --summary-extra",
-                    absl::NotFoundError(summary_extra_path), 2);
-      }
-      std::stringstream text;
-      text << in.rdbuf();
-      absl::Status set = round_engine->SetSummaryExtra(text.str());
-      if (!set.ok()) {
-        return Fail(absl::StrCat("--summary-extra ", summary_extra_path), set,
-                    2);
-      }
-    }
     if (checkpoint) {
       absl::Status resumed = round_engine->Resume(*checkpoint);
       if (!resumed.ok()) return Fail("cannot resume", resumed, 2);
     }
     engine_holder = std::move(round_engine);
   } else {
-    if (!summary_extra_path.empty()) {
-      return Fail("--summary-extra",
-                  absl::InvalidArgumentError(
-                      "applies to federated runs only (algorithm: federated)"),
-                  2);
-    }
     engine_holder = std::make_unique<PeerEngine>(
         *config, *spec, std::move(*evaluator), std::move(*metrics), threads);
   }
   CoordinatorEngine& engine = *engine_holder;
+  if (!summary_extra_path.empty()) {
+    std::ifstream in(summary_extra_path);
+    if (!in) {
+      return Fail("cannot read --summary-extra",
+                  absl::NotFoundError(summary_extra_path), 2);
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    absl::Status set = engine.SetSummaryExtra(text.str());
+    if (!set.ok()) {
+      return Fail(absl::StrCat("--summary-extra ", summary_extra_path), set, 2);
+    }
+  }
   CoordinatorService service(&engine, auth.get());
   grpc::ServerBuilder builder;
   int port = 0;

@@ -266,14 +266,16 @@ LocalSecurity InsecureLocalSecurity(int clients) {
   return sec;
 }
 
-absl::StatusOr<LocalSecurity> MakeLocalSecurity(const std::string& dir,
-                                                int clients) {
+absl::StatusOr<LocalSecurity> MakeLocalSecurity(
+    const std::string& dir, int clients,
+    const std::vector<std::string>& more_names) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::PermissionDeniedError("cannot create " + dir);
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
-  ASSIGN_OR_RETURN(PkiFiles pki,
-                   MakeTestPki(dir, {"localhost", "127.0.0.1"}, /*days=*/30));
+  std::vector<std::string> names = {"localhost", "127.0.0.1"};
+  names.insert(names.end(), more_names.begin(), more_names.end());
+  ASSIGN_OR_RETURN(PkiFiles pki, MakeTestPki(dir, names, /*days=*/30));
   auto write_secret = [](const std::string& path,
                          const std::string& text) -> absl::Status {
     int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -538,14 +540,6 @@ int Launcher::Run() {
   }
   extra_client_args_ = *std::move(extra);
   if (!options_.link.empty() || !options_.client_links.empty()) {
-    if (config_.algorithm != "federated") {
-      Error(absl::StrCat(
-          "--link runs federated configs only: the decentralized algorithms' "
-          "peers would need links between client namespaces, which fedfwd-run "
-          "does not make yet (algorithm ",
-          config_.algorithm, ")"));
-      return kExitUsage;
-    }
     absl::StatusOr<std::vector<LinkSpec>> links =
         ClientLinks(options_.link, options_.client_links, config_.clients);
     if (!links.ok()) {
@@ -624,8 +618,16 @@ int Launcher::Run() {
   if (options_.insecure) {
     security_ = InsecureLocalSecurity(config_.clients);
   } else {
+    // Decentralized runs over links: peers dial each other at the links'
+    // coordinator ends (EmulatedNetwork::ClientPeerAdvertise).
+    std::vector<std::string> peer_names;
+    if (!links_.empty() && config_.algorithm != "federated") {
+      for (int i = 0; i < config_.clients; ++i) {
+        peer_names.push_back(LinkAddress(i, /*coordinator_end=*/true));
+      }
+    }
     absl::StatusOr<LocalSecurity> sec =
-        MakeLocalSecurity(out_dir_ + "/secrets", config_.clients);
+        MakeLocalSecurity(out_dir_ + "/secrets", config_.clients, peer_names);
     if (!sec.ok()) {
       Error(absl::StrCat("cannot make throwaway certificates: ",
                          sec.status().message(), " (--insecure runs without)"));
@@ -654,10 +656,14 @@ int Launcher::Run() {
           absl::StrCat(i == 0 ? "" : absl::StrCat("client ", i, ": "),
                        links_[i].ToString()));
     }
-    Info(
-        absl::StrCat("emulated links (each client in its own network "
-                     "namespace): ",
-                     absl::StrJoin(shown, "; ")));
+    Info(absl::StrCat(
+        "emulated links (each client in its own network namespace): ",
+        absl::StrJoin(shown, "; "),
+        config_.algorithm == "federated"
+            ? ""
+            : "; peers reach each other through their links: a message "
+              "crosses the sender's uplink and the receiver's downlink and "
+              "carries the receiver's delay"));
   }
   if (absl::Status s = StartServer(*server_exe); !s.ok()) {
     Error(s.message());
@@ -905,7 +911,8 @@ absl::Status Launcher::StartRelay(const std::string& relay_exe) {
   child.is_helper = true;
   ASSIGN_OR_RETURN(int log_fd, OpenLog(child.log_path));
   std::vector<std::string> argv = {relay_exe};
-  for (const std::string& route : network_->RelayRoutes(*port_)) {
+  for (const std::string& route : network_->RelayRoutes(
+           *port_, /*peers=*/config_.algorithm != "federated")) {
     argv.push_back("--route");
     argv.push_back(route);
   }
@@ -958,10 +965,18 @@ absl::Status Launcher::StartClients(const std::string& client_exe,
                       options_.client_threads, security_.client_args[i]);
     if (config_.algorithm != "federated") {
       // Decentralized runs: each daemon serves the peer service on a free
-      // loopback port (with the throwaway server certificate, valid for
-      // 127.0.0.1, unless --insecure).
+      // loopback port, or with --link on its own end of its link, reached
+      // through the peer relay on the link's coordinator end (which adds
+      // the link's delay). The throwaway server certificate is valid for
+      // 127.0.0.1 and the links' addresses, unless --insecure.
       argv.push_back("--peer-listen");
-      argv.push_back("127.0.0.1:0");
+      if (network_) {
+        argv.push_back(network_->ClientPeerListen(i));
+        argv.push_back("--peer-advertise");
+        argv.push_back(network_->ClientPeerAdvertise(i));
+      } else {
+        argv.push_back("127.0.0.1:0");
+      }
       argv.insert(argv.end(), security_.peer_args.begin(),
                   security_.peer_args.end());
     }

@@ -232,8 +232,12 @@ std::string ResolveDataDir(const Config& config);
 
 // Writes <dir>/{ca,server,client}.pem, the keys (0600), client-<i>.token,
 // status.token and credentials (dir itself 0700) for `clients` clients.
-absl::StatusOr<LocalSecurity> MakeLocalSecurity(const std::string& dir,
-                                                int clients);
+// The server certificate (also the peer services' in decentralized runs)
+// is valid for localhost, 127.0.0.1 and `more_names` (--link: the links'
+// addresses peers dial).
+absl::StatusOr<LocalSecurity> MakeLocalSecurity(
+    const std::string& dir, int clients,
+    const std::vector<std::string>& more_names = {});
 // The flags of an --insecure run.
 LocalSecurity InsecureLocalSecurity(int clients);
 

@@ -351,7 +351,11 @@ absl::Status EmulatedNetwork::Build() {
              {"ip", "-n", ns, "addr", "add", LinkAddress(c, false) + "/30",
               "dev", "eth0"},
              {"ip", "-n", co, "link", "set", co_dev, "up"},
-             {"ip", "-n", ns, "link", "set", "eth0", "up"}}) {
+             {"ip", "-n", ns, "link", "set", "eth0", "up"},
+             // Every link's coordinator end (the peer relays of
+             // decentralized runs) through this client's own link.
+             {"ip", "-n", ns, "route", "add", "10.0.0.0/8", "via",
+              LinkAddress(c, true)}}) {
       if (absl::Status s = RunTool(cmd); !s.ok()) return s;
     }
     if (absl::Status s = shape(ns, "eth0", links_[i].up_bps); !s.ok()) {
@@ -383,12 +387,26 @@ std::string EmulatedNetwork::ClientServerAddress(int client) const {
   return absl::StrCat(LinkAddress(client, true), ":", kRelayPort);
 }
 
-std::vector<std::string> EmulatedNetwork::RelayRoutes(int server_port) const {
+std::string EmulatedNetwork::ClientPeerListen(int client) const {
+  return absl::StrCat(LinkAddress(client, false), ":", kPeerPort);
+}
+
+std::string EmulatedNetwork::ClientPeerAdvertise(int client) const {
+  return absl::StrCat(LinkAddress(client, true), ":", kPeerRelayPort);
+}
+
+std::vector<std::string> EmulatedNetwork::RelayRoutes(int server_port,
+                                                      bool peers) const {
   std::vector<std::string> routes;
   for (size_t i = 0; i < links_.size(); ++i) {
-    routes.push_back(absl::StrCat(ClientServerAddress(static_cast<int>(i)),
-                                  ">127.0.0.1:", server_port, "@",
-                                  absl::FormatDuration(links_[i].delay)));
+    const int c = static_cast<int>(i);
+    const std::string delay = absl::FormatDuration(links_[i].delay);
+    routes.push_back(absl::StrCat(ClientServerAddress(c),
+                                  ">127.0.0.1:", server_port, "@", delay));
+    if (peers) {
+      routes.push_back(absl::StrCat(ClientPeerAdvertise(c), ">",
+                                    ClientPeerListen(c), "@", delay));
+    }
   }
   return routes;
 }

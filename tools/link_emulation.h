@@ -12,6 +12,14 @@
 //                                          `delay` each way
 //                                       fedfwd-server --listen 127.0.0.1:0
 //
+// Decentralized runs: client i serves the peer service on its own end,
+// 10.x.y.(4i+2):7100, and advertises its link's coordinator end,
+// 10.x.y.(4i+1):7001, where a relay route adds client i's delay each way.
+// A client reaches any 10/8 address through its link (one route), so a
+// peer message from i to j crosses i's uplink and j's downlink (each tbf
+// once) and carries j's delay: the path through a shared switch, with the
+// receiving end's delay only (this kernel has no netem for the sender's).
+//
 // Everything lives in namespaces of its own: the host's network and routes
 // are not touched, and two launchers do not see each other's addresses. The
 // namespaces are named after the launcher's pid; deleting them removes the
@@ -86,6 +94,10 @@ std::vector<std::string> NamespacesOf(pid_t pid);
 class EmulatedNetwork {
  public:
   static constexpr int kRelayPort = 7000;
+  // Decentralized runs: the peer relay on each link's coordinator end, and
+  // the peer service's port in each client's namespace.
+  static constexpr int kPeerRelayPort = 7001;
+  static constexpr int kPeerPort = 7100;
 
   // Creates the namespaces and links for one run of this process (named
   // after getpid()). On error, whatever was made is removed again.
@@ -102,8 +114,15 @@ class EmulatedNetwork {
   std::string ClientNetns(int client) const;
   // HOST:PORT a client dials: the relay on its link's coordinator end.
   std::string ClientServerAddress(int client) const;
-  // fedfwd-relay --route values, one per client, to 127.0.0.1:server_port.
-  std::vector<std::string> RelayRoutes(int server_port) const;
+  // Decentralized runs: the client's --peer-listen (its own end) and
+  // --peer-advertise (the peer relay on its link's coordinator end).
+  std::string ClientPeerListen(int client) const;
+  std::string ClientPeerAdvertise(int client) const;
+  // fedfwd-relay --route values, one per client, to 127.0.0.1:server_port;
+  // with `peers`, one more per client from its peer relay to its peer
+  // service, with its delay.
+  std::vector<std::string> RelayRoutes(int server_port,
+                                       bool peers = false) const;
   const std::vector<LinkSpec>& links() const { return links_; }
 
  private:

@@ -334,6 +334,37 @@ TEST(EmulatedLink, FedfwdRunTrainsOverShapedLinksAndCleansUp) {
   EXPECT_THAT(NamespacesOf(run.pid()), ::testing::IsEmpty());
 }
 
+// A decentralized run over links: the workers gossip through the peer
+// relays on their links' coordinator ends (the sender's uplink, the
+// receiver's downlink and delay), summary.json records the links, and no
+// namespace is left behind.
+TEST(EmulatedLink, DecentralizedWorkersGossipOverTheirLinks) {
+  FEDFWD_REQUIRE_MNIST();
+  const std::string out = TempDir("gossip") + "/out";
+  ChildProcess run(
+      {BinPath("fedfwd-run"), SourcePath("configs/mnist_gosgd.yaml"), "--out",
+       out, "--set", "clients=3", "--set", "model=tiny", "--set",
+       "peer.steps=30", "--set", "eval_every=15", "--link",
+       "rate=10mbit,delay=20ms"},
+      TempDir("gossip") + ".log");
+  std::optional<int> code = run.Wait(absl::Seconds(300));
+  ASSERT_TRUE(code.has_value()) << run.Log();
+  ASSERT_EQ(*code, 0) << run.Log();
+  const nlohmann::json summary =
+      nlohmann::json::parse(ReadFile(out + "/summary.json"));
+  EXPECT_EQ(summary["mode"], "decentralized");
+  EXPECT_EQ(summary["link"], "up=10mbit,down=10mbit,delay=20ms");
+  EXPECT_EQ(summary["links"].size(), 3u);
+  EXPECT_EQ(summary["workers_finished"], 3);
+  EXPECT_GT(summary["peer_bytes_total"].get<int64_t>(), 0);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THAT(ReadFile(absl::StrCat(out, "/client-", i, ".log")),
+                HasSubstr(absl::StrCat("advertised as ", LinkAddress(i, true),
+                                       ":", EmulatedNetwork::kPeerRelayPort)));
+  }
+  EXPECT_THAT(NamespacesOf(run.pid()), ::testing::IsEmpty());
+}
+
 // Ctrl-C: the coordinator's summary (marked interrupted) still says over
 // which links its rounds ran, and the namespaces go.
 TEST(EmulatedLink, AnInterruptedRunRecordsItsLinksAndCleansUp) {
