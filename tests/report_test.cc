@@ -424,6 +424,40 @@ TEST(RenderReportHtml, SelfContainedWithFourChartsAndTheTable) {
   EXPECT_THAT(html, HasSubstr("is incomplete (run still writing?)"));
 }
 
+// Runs over emulated links get one accuracy-against-wall-time chart per
+// link (a run without a link is on loopback), each with that link's runs.
+TEST(RenderReportHtml, OneWallTimeChartPerLink) {
+  RunData fg_home = MakeRun("fg-home");
+  fg_home.info.link = "up=1mbit,down=10mbit,delay=40ms";
+  RunData avg_home = MakeRun("fedavg-home");
+  avg_home.info.link = "up=1mbit,down=10mbit,delay=40ms";
+  RunData fg_edge = MakeRun("fg-edge");
+  fg_edge.info.link = "rate=256kbit,delay=100ms";
+  RunData fg_lo = MakeRun("fg-loopback");
+  const std::string html =
+      RenderReportHtml({fg_home, fg_lo, avg_home, fg_edge}, ReportOptions());
+  EXPECT_THAT(html, HasSubstr("per link"));
+  auto chart = [&](int i) {
+    const std::string id = absl::StrCat("data-chart=\"acc_wall_link", i, "\"");
+    const size_t at = html.find(id);
+    EXPECT_NE(at, std::string::npos) << id;
+    return html.substr(at, html.find("</svg>", at) - at);
+  };
+  const std::string home = chart(0), loopback = chart(1), edge = chart(2);
+  EXPECT_THAT(html, Not(HasSubstr("data-chart=\"acc_wall_link3\"")));
+  EXPECT_THAT(home, HasSubstr("Link up=1mbit,down=10mbit,delay=40ms"));
+  EXPECT_THAT(home, HasSubstr("data-run=\"fg-home\""));
+  EXPECT_THAT(home, HasSubstr("data-run=\"fedavg-home\""));
+  EXPECT_THAT(home, Not(HasSubstr("data-run=\"fg-edge\"")));
+  EXPECT_THAT(loopback, HasSubstr("Link loopback"));
+  EXPECT_THAT(loopback, HasSubstr("data-run=\"fg-loopback\""));
+  EXPECT_THAT(edge, HasSubstr("data-run=\"fg-edge\""));
+  EXPECT_THAT(edge, Not(HasSubstr("data-run=\"fg-home\"")));
+  // Without links: no such section.
+  EXPECT_THAT(RenderReportHtml({fg_lo}, ReportOptions()),
+              Not(HasSubstr("per link")));
+}
+
 TEST_F(TempDir, LoadRunErrorsNameTheProblem) {
   auto run = LoadRun(dir_ + "/missing", false);
   ASSERT_FALSE(run.ok());
@@ -465,6 +499,7 @@ TEST_F(TempDir, LoadRunReadsSummaryAndConfig) {
             "{\"round\":1,\"wall_s\":4,\"train_loss\":1.0,\"test_acc\":0.3}\n");
   WriteText(run_dir + "/summary.json", R"({
     "final_test_acc": 0.3, "best_test_acc": 0.31, "rounds": 1,
+    "link": "rate=10mbit",
     "interrupted": true, "wall_s": 4.5, "bytes_up_total": 310,
     "bytes_down_total": 9000,
     "targets": [{"target": 0.2, "reached": true, "round": 1, "wall_s": 4,
@@ -480,6 +515,7 @@ TEST_F(TempDir, LoadRunReadsSummaryAndConfig) {
   EXPECT_EQ(run->info.final_test_acc, 0.3);
   EXPECT_EQ(run->info.bytes_down_total, 9000);
   EXPECT_EQ(run->info.done, 1);
+  EXPECT_EQ(run->info.link, "rate=10mbit");
   EXPECT_EQ(run->info.model, "tiny");
   EXPECT_EQ(run->info.dataset, "mnist");
   EXPECT_EQ(run->info.clients, "3");

@@ -182,6 +182,7 @@ absl::Status ReadSummary(const std::string& dir, RunInfo* info) {
         absl::StrCat(path, ": ", core.status().message()));
   }
   info->has_summary = true;
+  info->link = JsonText(j, "link");
   info->final_test_acc = core->final_test_acc;
   info->best_test_acc = core->best_test_acc;
   info->wall_s = core->wall_s;
@@ -834,7 +835,9 @@ std::string RenderReportHtml(const std::vector<RunData>& runs,
   spec.title = "Test accuracy vs bytes communicated";
   spec.x_label = "bytes up + down";
   spec.x_format = TickFormat::kBytes;
-  spec.log_x_ratio = 100;
+  // Logarithmic from a 10x spread on: a forward-gradient run's bytes are
+  // mostly its join snapshot and would be one vertical line beside FedAvg.
+  spec.log_x_ratio = 10;
   out += RenderSvgChart(spec, acc_bytes);
   spec.id = "loss_round";
   spec.title = absl::StrCat("Training loss vs ", index_label);
@@ -845,6 +848,39 @@ std::string RenderReportHtml(const std::vector<RunData>& runs,
   spec.log_y_ratio = 1000;
   out += RenderSvgChart(spec, loss);
   out += "</div>\n";
+
+  // Runs over emulated links (fedfwd-run --link): accuracy against wall
+  // time, one chart per link, the runs of that link side by side, so that
+  // the crossover of the algorithms on each link shows.
+  std::vector<std::string> links;  // in the order first seen
+  bool any_link = false;
+  for (const RunData& r : runs) {
+    const std::string link = r.info.link.empty() ? "loopback" : r.info.link;
+    any_link |= !r.info.link.empty();
+    if (std::find(links.begin(), links.end(), link) == links.end()) {
+      links.push_back(link);
+    }
+  }
+  if (any_link) {
+    out += "<h2>Test accuracy vs wall time, per link</h2>\n";
+    out += "<div class=\"charts\">\n";
+    ChartSpec link_spec;
+    link_spec.max_points = options.max_points;
+    link_spec.x_label = "wall time (s)";
+    link_spec.y_label = "test accuracy";
+    for (size_t l = 0; l < links.size(); ++l) {
+      std::vector<Series> on_link;
+      for (const RunData& r : runs) {
+        const std::string link = r.info.link.empty() ? "loopback" : r.info.link;
+        if (link == links[l])
+          on_link.push_back({r.name, AccuracyByWallTime(r)});
+      }
+      link_spec.id = absl::StrCat("acc_wall_link", l);
+      link_spec.title = absl::StrCat("Link ", links[l]);
+      out += RenderSvgChart(link_spec, on_link);
+    }
+    out += "</div>\n";
+  }
 
   // What was skipped, so a chart never silently hides data.
   std::vector<std::string> warnings;

@@ -83,6 +83,9 @@ struct RunInfo {
   std::optional<int64_t> done;  // rounds / steps run
   std::vector<TargetResult> targets;
   std::string model, dataset, estimator, clients, rounds, lr;
+  // summary.json's `link` (fedfwd-run --link: the emulated link, or
+  // "mixed"); empty for a run on loopback.
+  std::string link;
 };
 
 struct RunData {
