@@ -122,6 +122,10 @@ def figures(summary, rows):
                 out[key] = r["wall_s"]
     # Join traffic is in round 0's row and the totals.
     if summary is not None:
+        # A run stopped between evaluations is evaluated once more at the
+        # end: its accuracy is only in the summary.
+        if out["final_acc"] is None and summary.get("final_test_acc", -1) >= 0:
+            out["final_acc"] = summary["final_test_acc"]
         out["bytes"] = summary.get("bytes_up_total", 0) + summary.get(
             "bytes_down_total", 0)
         out["interrupted"] = bool(summary.get("interrupted"))
