@@ -97,6 +97,20 @@ for r in "${REVOKE[@]}"; do
   mv -f "$PKI/credentials.tmp" "$PKI/credentials"
 done
 
+# Identities beyond N (an earlier, larger --clients) get no service here,
+# but their credentials stay admitted until revoked.
+beyond=()
+for t in "$PKI"/clients/client-*.token; do
+  [[ -e "$t" ]] || continue
+  c="$(basename "$t" .token)"
+  ((${c#client-} > CLIENTS)) || continue
+  grep -q -E "^client[[:space:]]+${c}[[:space:]]" "$PKI/credentials" && beyond+=("$c")
+done
+if ((${#beyond[@]} > 0)); then
+  echo "compose-secrets: note: identities beyond --clients $CLIENTS (${beyond[*]}) have no service in clients.yml, but" \
+    "their credentials are still admitted; --revoke them if they are gone" >&2
+fi
+
 umask 077
 # Files are replaced one by one (rename in the same folder), never the
 # folder itself: a running container's bind mount keeps pointing at it, so

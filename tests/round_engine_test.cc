@@ -235,6 +235,23 @@ class RoundEngineTest : public ::testing::Test {
     }
     return run_->Get();
   }
+  // Joins two well-behaved clients, runs the whole run with them and waits
+  // (bounded) for Run() and both clients to end. Call inside
+  // ASSERT_NO_FATAL_FAILURE.
+  void RunWithTwoClients() {
+    const JoinOutcome a = MustJoin(), b = MustJoin();
+    StartRun();
+    std::atomic<bool> quit{false};
+    Background<ClientLog> ca(
+        [&] { return RunClient(engine_.get(), a, &quit, absl::Seconds(60)); });
+    Background<ClientLog> cb(
+        [&] { return RunClient(engine_.get(), b, &quit, absl::Seconds(60)); });
+    SetOnExit stop_clients(&quit);
+    ASSERT_TRUE(WaitRun(absl::Seconds(60)).ok());
+    quit = true;
+    ASSERT_TRUE(ca.WaitFor(absl::Seconds(20)));
+    ASSERT_TRUE(cb.WaitFor(absl::Seconds(20)));
+  }
   void StopRun() {
     if (run_) {
       engine_->RequestStop();
@@ -652,18 +669,7 @@ TEST_F(RoundEngineTest, PrivacyEpsilonCountsEveryScalarOfARound) {
   config_.privacy.delta = 1e-5;
   config_.rounds = 3;
   MakeEngine();
-  const JoinOutcome a = MustJoin(), b = MustJoin();
-  StartRun();
-  std::atomic<bool> quit{false};
-  Background<ClientLog> ca(
-      [&] { return RunClient(engine_.get(), a, &quit, absl::Seconds(60)); });
-  Background<ClientLog> cb(
-      [&] { return RunClient(engine_.get(), b, &quit, absl::Seconds(60)); });
-  SetOnExit stop_clients(&quit);
-  ASSERT_TRUE(WaitRun(absl::Seconds(60)).ok());
-  quit = true;
-  ASSERT_TRUE(ca.WaitFor(absl::Seconds(20)));
-  ASSERT_TRUE(cb.WaitFor(absl::Seconds(20)));
+  ASSERT_NO_FATAL_FAILURE(RunWithTwoClients());
   const nlohmann::json summary = ReadJson(out_dir() + "/summary.json");
   ASSERT_TRUE(summary.contains("privacy")) << summary.dump();
   const nlohmann::json& p = summary["privacy"];
@@ -697,18 +703,7 @@ TEST_F(RoundEngineTest, SummaryExtraKeysLandBesideTheEnginesOwn) {
                   ->SetSummaryExtra(R"({"link": "rate=10mbit", "links": [1],
                                         "model": "not the model"})")
                   .ok());
-  const JoinOutcome a = MustJoin(), b = MustJoin();
-  StartRun();
-  std::atomic<bool> quit{false};
-  Background<ClientLog> ca(
-      [&] { return RunClient(engine_.get(), a, &quit, absl::Seconds(60)); });
-  Background<ClientLog> cb(
-      [&] { return RunClient(engine_.get(), b, &quit, absl::Seconds(60)); });
-  SetOnExit stop_clients(&quit);
-  ASSERT_TRUE(WaitRun(absl::Seconds(60)).ok());
-  quit = true;
-  ASSERT_TRUE(ca.WaitFor(absl::Seconds(20)));
-  ASSERT_TRUE(cb.WaitFor(absl::Seconds(20)));
+  ASSERT_NO_FATAL_FAILURE(RunWithTwoClients());
   const nlohmann::json summary = ReadJson(out_dir() + "/summary.json");
   EXPECT_EQ(summary["link"], "rate=10mbit");
   EXPECT_EQ(summary["links"], nlohmann::json::array({1}));
