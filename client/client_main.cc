@@ -74,6 +74,11 @@ int main(int argc, char** argv) {
                  "after every successful exchange with the coordinator, "
                  "replace this file atomically with the unix time (s), for "
                  "health checks: test $(( $(date +%s) - $(cat FILE) )) -lt 60");
+  app.add_flag("--allow-torchscript", o.allow_torchscript,
+               "accept runs whose model is a TorchScript file the "
+               "coordinator sends (config model: {torchscript: FILE}); "
+               "libtorch runs that code on this machine. Without it such a "
+               "run is refused at join");
   std::string token_file;
   fedfwd::AddClientTlsFlags(&app, &o.tls, &token_file);
   app.add_option("--peer-listen", o.peer_listen,

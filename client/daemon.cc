@@ -168,16 +168,27 @@ absl::Status ClientDaemon::PrepareTrainer(const v1::JoinReply& reply) {
   const v1::RunSpec& run = reply.run();
   // A new run (another id) gets a fresh trainer even on the same data: its
   // model versions start again at 1 and its minibatch order at the start.
-  const std::string key =
-      absl::StrCat(run.run_id(), "|", run.model(), "|", run.dataset(), "|",
-                   run.seed(), "|", reply.shard(), "/", run.num_shards(), "|",
-                   run.train_limit(), "|", run.partition(), "|",
-                   run.shards_per_client(), "|", run.partition_alpha());
+  const std::string key = absl::StrCat(
+      run.run_id(), "|", run.model(), "|", run.dataset(), "|", run.seed(), "|",
+      reply.shard(), "/", run.num_shards(), "|", run.train_limit(), "|",
+      run.partition(), "|", run.shards_per_client(), "|", run.partition_alpha(),
+      "|", run.torchscript().size(), ":",
+      std::hash<std::string>{}(run.torchscript()));
   if (trainer_ && key == trainer_key_) return absl::OkStatus();
+  if (!run.torchscript().empty() && !options_.allow_torchscript) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "run ", run.run_id(), " trains a TorchScript model (",
+        run.torchscript().size(),
+        " bytes from the coordinator, which libtorch would run on this "
+        "machine); this daemon runs only the built-in models unless started "
+        "with --allow-torchscript"));
+  }
   trainer_.reset();
   trainer_key_.clear();
   TrainerOptions t;
   t.model = run.model();
+  t.torchscript = run.torchscript();
+  t.torchscript_name = absl::StrCat("from coordinator ", options_.server);
   t.dataset = run.dataset();
   t.data_dir = options_.data_dir;
   t.seed = run.seed();

@@ -70,6 +70,10 @@ struct DaemonOptions {
   // advertised address) and the CA whose client certificates it requires;
   // peer_tls.insecure for plaintext. Peers are dialed with `tls`.
   TlsOptions peer_tls;
+  // Accept runs whose model is a TorchScript file sent by the coordinator
+  // (RunSpec.torchscript): code that libtorch runs here. Off: such a run is
+  // refused at join with an error that names this option.
+  bool allow_torchscript = false;
 };
 
 class ClientDaemon {

@@ -31,6 +31,7 @@ namespace fs = std::filesystem;
 const std::vector<std::string>& KnownKeys() {
   static const auto* keys = new std::vector<std::string>{
       "model",
+      "model.torchscript",
       "dataset",
       "dataset.name",
       "dataset.data_dir",
@@ -492,9 +493,26 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                         const std::string& base_dir, Config* c) {
   RETURN_IF_ERROR(r.CheckMap(root, ""));
 
-  RETURN_IF_ERROR(r.String(root, "", "model", &c->model));
-  if (c->model.empty()) {
-    return r.Error("model", root["model"], "must not be empty");
+  if (root.IsMap() && root["model"].IsMap()) {
+    // A model written in PyTorch: {torchscript: FILE}.
+    const YAML::Node m = root["model"];
+    RETURN_IF_ERROR(r.CheckMap(m, "model"));
+    RETURN_IF_ERROR(r.String(m, "model", "torchscript", &c->torchscript));
+    if (c->torchscript.empty()) {
+      return r.Error("model", m,
+                     "a map names a TorchScript file: {torchscript: FILE}");
+    }
+    c->torchscript = ResolvePath(c->torchscript, base_dir);
+    c->model = kTorchScriptModel;
+  } else {
+    RETURN_IF_ERROR(r.String(root, "", "model", &c->model));
+    if (c->model.empty()) {
+      return r.Error("model", root["model"], "must not be empty");
+    }
+    if (c->model == kTorchScriptModel) {
+      return r.Error("model", root["model"],
+                     "a TorchScript model is written {torchscript: FILE}");
+    }
   }
 
   if (root.IsMap() && root["dataset"].IsDefined()) {
@@ -812,7 +830,11 @@ absl::StatusOr<Config> ParseConfigOrThrow(
 // Both writers walk the same tree so YAML and JSON have one shape.
 nlohmann::ordered_json ConfigTree(const Config& c) {
   nlohmann::ordered_json j;
-  j["model"] = c.model;
+  if (c.torchscript.empty()) {
+    j["model"] = c.model;
+  } else {
+    j["model"] = {{"torchscript", c.torchscript}};
+  }
   j["dataset"] = {{"name", c.dataset.name},
                   {"data_dir", c.dataset.data_dir},
                   {"train_limit", c.dataset.train_limit},

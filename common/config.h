@@ -188,8 +188,14 @@ struct TimeoutsConfig {
   double join_s = 600;   // how long to wait for `clients` to join
 };
 
+// Config::model of a run whose model is a TorchScript file.
+inline constexpr char kTorchScriptModel[] = "torchscript";
+
 struct Config {
+  // A registered model (model.h), or kTorchScriptModel when `torchscript`
+  // is set (YAML `model: {torchscript: FILE}`, FILE relative to the config).
   std::string model = "mlp";
+  std::string torchscript;  // absolute path; "" for a registered model
   DatasetConfig dataset;
   // How the training set is split into `clients` shards. YAML: a map
   // {type, shards_per_client, alpha}, or just the type ("partition: iid").

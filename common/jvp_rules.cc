@@ -339,6 +339,7 @@ bool SharedRankOneJvpApplies(const ModelSpec& spec,
 }
 
 bool SupportsJvpRules(const ModelSpec& spec) {
+  if (spec.is_scripted()) return false;  // libtorch's forward AD runs it
   for (const LayerSpec& layer : spec.layers) {
     if (layer.kind == LayerSpec::Kind::kBatchNorm) return false;
   }
@@ -356,7 +357,9 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
   }
   if (!SupportsJvpRules(spec)) {
     return absl::UnimplementedError(absl::StrCat(
-        "model ", spec.name, " has batch norm, which has no JVP rule"));
+        "model ", spec.name,
+        spec.is_scripted() ? " is a TorchScript module, which has no JVP rules"
+                           : " has batch norm, which has no JVP rule"));
   }
   if (params.size() != spec.params.size()) {
     return absl::InvalidArgumentError(

@@ -277,6 +277,7 @@ absl::StatusOr<ModelSpec> GetModelSpec(
 }
 
 std::vector<float> InitialParams(const ModelSpec& spec, uint64_t seed) {
+  if (spec.initial != nullptr) return *spec.initial;
   std::vector<float> flat(static_cast<size_t>(spec.NumParams()));
   int64_t off = 0;
   for (size_t p = 0; p < spec.params.size(); ++p) {

@@ -21,6 +21,7 @@
 #define FEDFWD_COMMON_MODEL_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,12 +73,25 @@ struct LayerSpec {
   static LayerSpec Flatten();
 };
 
+// A TorchScript module loaded by common/scripted_model.h (libtorch side).
+struct ScriptedModule;
+
 struct ModelSpec {
   std::string name;
   std::vector<int64_t> input_shape;  // C, H, W
   int64_t num_classes = 10;
   std::vector<LayerSpec> layers;  // what Forward runs, in order
   std::vector<ParamSpec> params;  // derived from layers and input_shape
+
+  // A model from a TorchScript file (config `model: {torchscript: FILE}`):
+  // `layers` is empty, Forward runs `scripted`, `params` are the module's
+  // parameters in registration order (named_parameters), `initial` their
+  // values in the file (InitialParams returns them whatever the seed) and
+  // `script` the file's bytes, which the coordinator sends to clients.
+  std::shared_ptr<const ScriptedModule> scripted;
+  std::shared_ptr<const std::vector<float>> initial;
+  std::shared_ptr<const std::string> script;
+  bool is_scripted() const { return scripted != nullptr; }
 
   int64_t NumParams() const;
   std::vector<int64_t> ParamSizes() const;
@@ -110,7 +124,8 @@ struct EvalResult {
   int64_t count = 0;
 };
 
-// Deterministic initial weights from the run seed. kUniform parameters get
+// Deterministic initial weights from the run seed (a TorchScript model:
+// the values in its file, see ModelSpec::initial). kUniform parameters get
 // U(-b, b), b = 1/sqrt(fan_in) (PyTorch's default for Linear/Conv2d), drawn
 // from the generator stream of their parameter index; kOnes / kZeros are
 // constant.

@@ -6,11 +6,18 @@
 #include <dlfcn.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/scripted_model.h"
 
 namespace fedfwd {
 
 at::Tensor Forward(const ModelSpec& spec, const std::vector<at::Tensor>& params,
                    const at::Tensor& x, const LayerInputFn& layer_input) {
+  if (spec.is_scripted()) {
+    TORCH_CHECK(!layer_input, "model ", spec.name,
+                " is a TorchScript module: the fixed-point simulation of "
+                "layer inputs needs a built-in model");
+    return ScriptedForward(*spec.scripted, params, x);
+  }
   TORCH_CHECK(params.size() == spec.params.size(), "model ", spec.name, " has ",
               spec.params.size(), " parameter tensors, got ", params.size());
   at::Tensor h = x;

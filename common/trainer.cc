@@ -13,6 +13,7 @@
 #include "common/finite_diff.h"
 #include "common/forward_ad.h"
 #include "common/jvp_rules.h"
+#include "common/scripted_model.h"
 #include "common/status_macros.h"
 #include "common/torch_model.h"
 
@@ -342,9 +343,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     const TrainerOptions& o) {
   auto impl = std::make_unique<Impl>();
   ASSIGN_OR_RETURN(impl->info, GetDatasetInfo(o.dataset));
-  ASSIGN_OR_RETURN(impl->spec,
-                   GetModelSpec(o.model, {impl->info.channels, impl->info.rows,
-                                          impl->info.cols}));
+  const std::vector<int64_t> input_shape = {impl->info.channels,
+                                            impl->info.rows, impl->info.cols};
+  if (o.torchscript.empty()) {
+    ASSIGN_OR_RETURN(impl->spec, GetModelSpec(o.model, input_shape));
+  } else {
+    ScriptOptions so;
+    so.input_shape = input_shape;
+    so.num_classes = impl->info.num_classes;
+    ASSIGN_OR_RETURN(impl->spec,
+                     LoadScriptedModel(o.torchscript, o.torchscript_name, so));
+  }
   if (o.num_shards < 1 || o.shard < 0 || o.shard >= o.num_shards) {
     return absl::InvalidArgumentError(absl::StrCat(
         "shard ", o.shard, " of ", o.num_shards, " is out of range"));

@@ -52,6 +52,11 @@ struct LocalResult {
 
 struct TrainerOptions {
   std::string model;
+  // The bytes of a TorchScript file (scripted_model.h), which then is the
+  // model; "": `model` names a registered one. `torchscript_name` names it in
+  // errors.
+  std::string torchscript;
+  std::string torchscript_name = "the run's TorchScript model";
   std::string dataset;
   std::string data_dir;
   uint64_t seed = 0;

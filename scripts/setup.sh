@@ -7,8 +7,10 @@
 #   --test-tools  also install what only the tests use: chromium (renders
 #                 fedfwd-report's page), docker-compose, docker.io and
 #                 debootstrap (the compose federation test), shellcheck
-#                 (the deployment scripts) and systemd (systemd-analyze
-#                 verifies the units); scripts/test.sh passes it
+#                 (the deployment scripts), systemd (systemd-analyze
+#                 verifies the units) and python3-torch (exports the
+#                 TorchScript models the tests train); scripts/test.sh
+#                 passes it
 # env:   FEDFWD_BUILD_DIR  build folder (default: <repo>/build)
 #        FEDFWD_JOBS       parallel build jobs (default: nproc)
 #        FEDFWD_BUILD_TARGETS  build only these targets (space-separated,
@@ -44,11 +46,12 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libgrpc++-dev protobuf-compiler-grpc
   protobuf-compiler libprotobuf-dev libabsl-dev libyaml-cpp-dev libgtest-dev
   libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libxxhash-dev
-  zlib1g-dev dataset-fashion-mnist libssl-dev openssl clang libclang-rt-14-dev
-  iproute2 python3
+  zlib1g-dev libzip-dev dataset-fashion-mnist libssl-dev openssl clang
+  libclang-rt-14-dev iproute2 python3
 )
 if ((DO_TEST_TOOLS)); then
-  PACKAGES+=(chromium docker-compose docker.io debootstrap shellcheck systemd)
+  PACKAGES+=(chromium docker-compose docker.io debootstrap shellcheck systemd
+    python3-torch)
 fi
 # A node/npm from elsewhere (NodeSource's nodejs bundles npm and conflicts
 # with Debian's npm package) counts as present.

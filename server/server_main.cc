@@ -15,6 +15,7 @@
 #include "common/dataset.h"
 #include "common/log.h"
 #include "common/log_flags.h"
+#include "common/scripted_model.h"
 #include "common/security.h"
 #include "common/signals.h"
 #include "common/torch_model.h"
@@ -147,8 +148,10 @@ int main(int argc, char** argv) {
   SetTorchThreads(threads);
   auto info = GetDatasetInfo(config->dataset.name);
   if (!info.ok()) return Fail("bad dataset", info.status(), 2);
-  auto spec =
-      GetModelSpec(config->model, {info->channels, info->rows, info->cols});
+  auto spec = ResolveModelSpec(config->model, config->torchscript,
+                               {info->channels, info->rows, info->cols},
+                               info->num_classes,
+                               EstimatorNeedsForwardAd(config->estimator));
   if (!spec.ok()) return Fail("bad model", spec.status(), 2);
   auto strategy = MakeStrategy(*config, *spec, threads);
   if (!strategy.ok()) return Fail("bad config", strategy.status(), 2);

@@ -86,6 +86,9 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
     run->set_run_id(engine_->run_id());
     run->set_seed(c.seed);
     run->set_model(c.model);
+    if (engine_->spec().script != nullptr) {
+      run->set_torchscript(*engine_->spec().script);
+    }
     run->set_dataset(c.dataset.name);
     run->set_partition(c.partition.type);
     run->set_shards_per_client(c.partition.shards_per_client);

@@ -12,6 +12,7 @@
 #include "common/dataset.h"
 #include "common/metrics.h"
 #include "common/model_file.h"
+#include "common/scripted_model.h"
 #include "common/status_macros.h"
 #include "common/trainer.h"
 #include "server/evaluator.h"
@@ -55,13 +56,19 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(config.dataset.name));
   ASSIGN_OR_RETURN(
       ModelSpec spec,
-      GetModelSpec(config.model, {info.channels, info.rows, info.cols}));
+      ResolveModelSpec(config.model, config.torchscript,
+                       {info.channels, info.rows, info.cols}, info.num_classes,
+                       EstimatorNeedsForwardAd(config.estimator)));
   ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy,
                    MakeStrategy(config, spec, options.threads));
   ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
                    Evaluator::Create(config, spec));
   TrainerOptions t;
   t.model = config.model;
+  if (spec.script != nullptr) {
+    t.torchscript = *spec.script;
+    t.torchscript_name = config.torchscript;
+  }
   t.dataset = config.dataset.name;
   t.data_dir = config.dataset.data_dir.empty()
                    ? DefaultDataDir(config.dataset.name)

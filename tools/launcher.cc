@@ -963,6 +963,8 @@ absl::Status Launcher::StartClients(const std::string& client_exe,
     std::vector<std::string> argv =
         ClientCommand(client_exe, server, data_dir, i, config_.clients,
                       options_.client_threads, security_.client_args[i]);
+    // The config's own TorchScript model: the daemons may run it.
+    if (!config_.torchscript.empty()) argv.push_back("--allow-torchscript");
     if (config_.algorithm != "federated") {
       // Decentralized runs: each daemon serves the peer service on a free
       // loopback port, or with --link on its own end of its link, reached

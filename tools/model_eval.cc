@@ -8,6 +8,7 @@
 #include "common/dataset.h"
 #include "common/model_file.h"
 #include "common/partition.h"
+#include "common/scripted_model.h"
 #include "common/status_macros.h"
 #include "common/torch_model.h"
 
@@ -32,9 +33,16 @@ absl::StatusOr<ModelEvalReport> EvaluateModelFile(
   if (dir.empty()) dir = DefaultDataDir(report.dataset);
 
   ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(report.dataset));
+  // A TorchScript model is the file the run's config names (--set
+  // model.torchscript=FILE when it has moved).
   ASSIGN_OR_RETURN(
       ModelSpec spec,
-      GetModelSpec(file.header.model, {info.channels, info.rows, info.cols}));
+      ResolveModelSpec(file.header.model,
+                       file.header.model == kTorchScriptModel
+                           ? config.torchscript
+                           : std::string(),
+                       {info.channels, info.rows, info.cols}, info.num_classes,
+                       /*forward_ad=*/false));
   if (spec.NumParams() != static_cast<int64_t>(file.params.size())) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": model ", spec.name, " on ", report.dataset, " has ",
