@@ -17,6 +17,8 @@ track_running_stats=False); the module runs in eval mode, so dropout is off.
 The parameter values in the file are the run's initial model.
 """
 import argparse
+import json
+import struct
 
 import torch
 from torch import nn
@@ -39,6 +41,30 @@ class Cnn(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+def load_fedfwd_model(module: nn.Module, path: str) -> None:
+    """Copies the parameters of a fedfwd model file (final_model.bin,
+    best_model.bin: magic FFWDMDL1, a JSON header, float32 parameters in
+    registration order) into `module`, whose parameters must have the same
+    count in the same order (the built-in `cnn`'s, for this network)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"FFWDMDL1":
+        raise SystemExit(f"{path} is not a fedfwd model file")
+    (length,) = struct.unpack("<I", data[8:12])
+    header = json.loads(data[12:12 + length])
+    values = torch.frombuffer(bytearray(data[12 + length:]), dtype=torch.float32)
+    params = list(module.parameters())
+    want = sum(p.numel() for p in params)
+    if header["num_params"] != want or values.numel() != want:
+        raise SystemExit(f"{path} holds {values.numel()} parameters of model "
+                         f"{header['model']}; this network has {want}")
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            p.copy_(values[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the .pt file to write")
@@ -48,9 +74,16 @@ def main() -> None:
                         help="input channels (1: MNIST, Fashion-MNIST; 3: CIFAR-10)")
     parser.add_argument("--size", type=int, default=28,
                         help="input height and width (28 or 32)")
+    parser.add_argument("--init-from", metavar="MODEL_FILE",
+                        help="start from the parameters of a fedfwd model "
+                        "file instead (e.g. a built-in cnn run's "
+                        "final_model.bin), for side-by-side comparisons")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    module = torch.jit.script(Cnn(args.channels, args.size))
+    net = Cnn(args.channels, args.size)
+    if args.init_from:
+        load_fedfwd_model(net, args.init_from)
+    module = torch.jit.script(net)
     module.save(args.out)
     n = sum(p.numel() for p in module.parameters())
     print(f"wrote {args.out}: {n} parameters")
