@@ -172,7 +172,8 @@ absl::Status ClientDaemon::PrepareTrainer(const v1::JoinReply& reply) {
       run.run_id(), "|", run.model(), "|", run.dataset(), "|", run.seed(), "|",
       reply.shard(), "/", run.num_shards(), "|", run.train_limit(), "|",
       run.partition(), "|", run.shards_per_client(), "|", run.partition_alpha(),
-      "|", run.torchscript().size(), ":",
+      "|", run.data_label(), "|", run.data_features(), "|", run.data_id(), "|",
+      run.torchscript().size(), ":",
       std::hash<std::string>{}(run.torchscript()));
   if (trainer_ && key == trainer_key_) return absl::OkStatus();
   if (!run.torchscript().empty() && !options_.allow_torchscript) {
@@ -190,6 +191,12 @@ absl::Status ClientDaemon::PrepareTrainer(const v1::JoinReply& reply) {
   t.torchscript = run.torchscript();
   t.torchscript_name = absl::StrCat("from coordinator ", options_.server);
   t.dataset = run.dataset();
+  t.file.label = run.data_label();
+  t.file.features = run.data_features();
+  t.file.id = run.data_id();
+  t.input_shape.assign(run.data_shape().begin(), run.data_shape().end());
+  t.num_classes = run.num_classes();
+  t.class_names.assign(run.class_names().begin(), run.class_names().end());
   t.data_dir = options_.data_dir;
   t.seed = run.seed();
   t.shard = reply.shard();

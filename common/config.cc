@@ -37,6 +37,10 @@ const std::vector<std::string>& KnownKeys() {
       "dataset.data_dir",
       "dataset.train_limit",
       "dataset.test_limit",
+      "dataset.label",
+      "dataset.features",
+      "dataset.id",
+      "dataset.classes",
       "partition",
       "partition.type",
       "partition.shards_per_client",
@@ -493,7 +497,7 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                         const std::string& base_dir, Config* c) {
   RETURN_IF_ERROR(r.CheckMap(root, ""));
 
-  if (root.IsMap() && root["model"].IsMap()) {
+  if (root.IsMap() && root["model"].IsDefined() && root["model"].IsMap()) {
     // A model written in PyTorch: {torchscript: FILE}.
     const YAML::Node m = root["model"];
     RETURN_IF_ERROR(r.CheckMap(m, "model"));
@@ -519,8 +523,20 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
     const YAML::Node ds = root["dataset"];
     RETURN_IF_ERROR(r.CheckMap(ds, "dataset"));
     DatasetConfig& d = c->dataset;
-    RETURN_IF_ERROR(r.Choice(ds, "dataset", "name",
-                             {"mnist", "fashion-mnist", "cifar10"}, &d.name));
+    RETURN_IF_ERROR(
+        r.Choice(ds, "dataset", "name",
+                 {"mnist", "fashion-mnist", "cifar10", "npz", "csv"}, &d.name));
+    RETURN_IF_ERROR(r.String(ds, "dataset", "label", &d.file.label));
+    RETURN_IF_ERROR(r.String(ds, "dataset", "features", &d.file.features));
+    RETURN_IF_ERROR(r.String(ds, "dataset", "id", &d.file.id));
+    RETURN_IF_ERROR(r.Int(ds, "dataset", "classes", 0, 256, &d.file.classes));
+    if (!IsFileDataset(d.name) &&
+        (!d.file.label.empty() || !d.file.features.empty() ||
+         !d.file.id.empty() || d.file.classes != 0)) {
+      return r.Error("dataset", ds,
+                     "label, features, id and classes apply to dataset npz "
+                     "and csv (users' own data)");
+    }
     RETURN_IF_ERROR(r.String(ds, "dataset", "data_dir", &d.data_dir));
     RETURN_IF_ERROR(
         r.Int(ds, "dataset", "train_limit", 0, INT64_MAX, &d.train_limit));
@@ -528,17 +544,29 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
         r.Int(ds, "dataset", "test_limit", 0, INT64_MAX, &d.test_limit));
   }
   c->dataset.data_dir = ResolvePath(c->dataset.data_dir, base_dir);
+  if (IsFileDataset(c->dataset.name) && c->dataset.data_dir.empty()) {
+    return r.Error(
+        "dataset.data_dir", root["dataset"],
+        absl::StrCat("dataset ", c->dataset.name,
+                     " needs data_dir: the folder with train.", c->dataset.name,
+                     " and test.", c->dataset.name));
+  }
 
   if (root.IsMap() && root["partition"].IsDefined()) {
     const YAML::Node p = root["partition"];
     RETURN_IF_ERROR(r.CheckMap(p, "partition"));
     RETURN_IF_ERROR(r.Choice(p, "partition", "type",
-                             {"iid", "shards", "dirichlet"},
+                             {"iid", "shards", "dirichlet", "id"},
                              &c->partition.type));
     RETURN_IF_ERROR(r.Int(p, "partition", "shards_per_client", 1, 1000,
                           &c->partition.shards_per_client));
     RETURN_IF_ERROR(r.Double(p, "partition", "alpha", 0, true, kInf, false,
                              &c->partition.alpha));
+    if (c->partition.type == "id" && c->dataset.file.id.empty()) {
+      return r.Error("partition.type", p,
+                     "'id' needs dataset.id: the npz array or csv column of "
+                     "natural ids (dataset npz or csv)");
+    }
   }
   RETURN_IF_ERROR(r.Int(root, "", "clients", 1, 1024, &c->clients));
   RETURN_IF_ERROR(r.Int(root, "", "min_clients", 1, 1024, &c->min_clients));
@@ -838,7 +866,11 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
   j["dataset"] = {{"name", c.dataset.name},
                   {"data_dir", c.dataset.data_dir},
                   {"train_limit", c.dataset.train_limit},
-                  {"test_limit", c.dataset.test_limit}};
+                  {"test_limit", c.dataset.test_limit},
+                  {"label", c.dataset.file.label},
+                  {"features", c.dataset.file.features},
+                  {"id", c.dataset.file.id},
+                  {"classes", c.dataset.file.classes}};
   j["partition"] = {{"type", c.partition.type},
                     {"shards_per_client", c.partition.shards_per_client},
                     {"alpha", c.partition.alpha}};

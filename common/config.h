@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/dataset.h"
 #include "common/partition.h"
 
 namespace fedfwd {
@@ -22,7 +23,13 @@ namespace fedfwd {
 enum class MergeRule { kNaive, kAverage, kWeighted };
 
 struct DatasetConfig {
-  std::string name = "mnist";  // mnist | fashion-mnist | cifar10
+  // mnist | fashion-mnist | cifar10, or users' own data: npz | csv (files
+  // train.<name> and test.<name> in data_dir; dataset.h FileDataOptions)
+  std::string name = "mnist";
+  FileDataOptions file;  // npz and csv only: label, features, id, classes
+  // Not a config key: CSV label names of the coordinator's test split,
+  // found at start (fedfwd-server), which clients' data must match.
+  std::vector<std::string> class_names;
   // Folder holding the dataset files. Empty: the dataset's default location
   // (see DefaultDataDir in dataset.h).
   std::string data_dir;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/array_data.h"
 #include "common/rng.h"
 #include "common/status_macros.h"
 
@@ -435,19 +437,171 @@ ImageSet Subset(const ImageSet& set, const std::vector<int64_t>& indices) {
   out.channels = set.channels;
   out.rows = set.rows;
   out.cols = set.cols;
+  out.class_names = set.class_names;
   const int64_t per_image = set.channels * set.rows * set.cols;
-  out.pixels.reserve(indices.size() * per_image);
+  if (set.has_features()) {
+    out.features.reserve(indices.size() * per_image);
+  } else {
+    out.pixels.reserve(indices.size() * per_image);
+  }
   out.labels.reserve(indices.size());
   // Indices outside [0, size) are a caller bug; they are skipped rather than
   // read out of bounds.
   for (int64_t i : indices) {
     if (i < 0 || i >= set.size) continue;
-    out.pixels.insert(out.pixels.end(), set.pixels.begin() + i * per_image,
-                      set.pixels.begin() + (i + 1) * per_image);
+    if (set.has_features()) {
+      out.features.insert(out.features.end(),
+                          set.features.begin() + i * per_image,
+                          set.features.begin() + (i + 1) * per_image);
+    } else {
+      out.pixels.insert(out.pixels.end(), set.pixels.begin() + i * per_image,
+                        set.pixels.begin() + (i + 1) * per_image);
+    }
     out.labels.push_back(set.labels[i]);
+    if (!set.ids.empty()) out.ids.push_back(set.ids[i]);
   }
   out.size = static_cast<int64_t>(out.labels.size());
   return out;
+}
+
+bool IsFileDataset(const std::string& name) {
+  return name == "npz" || name == "csv";
+}
+
+std::string FileDataPath(const std::string& name, const std::string& dir,
+                         bool train) {
+  return absl::StrCat(dir, "/", train ? "train." : "test.", name);
+}
+
+absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
+                                       const FileDataOptions& file,
+                                       const std::string& dir, Split split,
+                                       int64_t limit) {
+  if (!IsFileDataset(dataset_name)) {
+    return LoadImageSet(dataset_name, dir, split, limit);
+  }
+  if (dir.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset ", dataset_name,
+                     " needs dataset.data_dir (the folder with train.",
+                     dataset_name, " and test.", dataset_name, ")"));
+  }
+  const std::string path =
+      FileDataPath(dataset_name, dir, split == Split::kTrain);
+  absl::StatusOr<ArrayData> data;
+  if (dataset_name == "npz") {
+    NpzNames names;
+    if (!file.features.empty()) names.features = file.features;
+    if (!file.label.empty()) names.labels = file.label;
+    names.ids = file.id;
+    data = LoadNpz(path, names, ArrayTask::kClassification);
+  } else {
+    CsvOptions o;
+    o.label_column = file.label.empty() ? "label" : file.label;
+    o.id_column = file.id;
+    data = LoadCsv(path, o);
+  }
+  if (!data.ok()) return data.status();
+  if (!file.id.empty() && data->ids.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": no id array '", file.id, "'"));
+  }
+  if (data->labels.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path,
+        ": labels must be integers (classification); float targets "
+        "(regression) are not supported yet"));
+  }
+  const std::vector<int64_t>& shape = data->feature_shape;
+  ImageSet out;
+  if (shape.size() == 1) {
+    out.channels = 1;
+    out.rows = 1;
+    out.cols = shape[0];
+  } else if (shape.size() == 2) {
+    out.channels = 1;
+    out.rows = shape[0];
+    out.cols = shape[1];
+  } else if (shape.size() == 3) {
+    out.channels = shape[0];
+    out.rows = shape[1];
+    out.cols = shape[2];
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": features of ", shape.size(),
+        " dimensions per example; fedfwd takes (d), (h, w) or (c, h, w)"));
+  }
+  const int64_t n =
+      limit > 0 ? std::min<int64_t>(limit, data->size) : data->size;
+  const int64_t per = out.channels * out.rows * out.cols;
+  out.size = n;
+  out.features.assign(data->features.begin(), data->features.begin() + n * per);
+  out.labels.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (data->labels[i] > 255) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": example ", i, " has label ", data->labels[i],
+                       "; fedfwd takes at most 256 classes (0..255)"));
+    }
+    out.labels[i] = static_cast<uint8_t>(data->labels[i]);
+  }
+  if (!data->ids.empty()) {
+    out.ids.assign(data->ids.begin(), data->ids.begin() + n);
+  }
+  out.class_names = data->class_names;
+  return out;
+}
+
+absl::StatusOr<DatasetInfo> DescribeFileData(const std::string& name,
+                                             const FileDataOptions& options,
+                                             const ImageSet& split) {
+  if (split.size == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset ", name, ": no examples"));
+  }
+  int64_t top = 0;
+  for (uint8_t l : split.labels) top = std::max<int64_t>(top, l);
+  DatasetInfo info{name,
+                   split.channels,
+                   split.rows,
+                   split.cols,
+                   options.classes > 0 ? options.classes : top + 1,
+                   0.0f,
+                   1.0f};
+  if (!split.class_names.empty() && options.classes == 0) {
+    info.num_classes = static_cast<int64_t>(split.class_names.size());
+  }
+  info.class_names = split.class_names;
+  RETURN_IF_ERROR(CheckFileData(split, info, absl::StrCat("dataset ", name)));
+  return info;
+}
+
+absl::StatusOr<DatasetInfo> DatasetInfoFor(const std::string& name,
+                                           const FileDataOptions& file,
+                                           const std::string& dir) {
+  if (!IsFileDataset(name)) return GetDatasetInfo(name);
+  ASSIGN_OR_RETURN(ImageSet test, LoadDataSplit(name, file, dir, Split::kTest));
+  return DescribeFileData(name, file, test);
+}
+
+absl::Status CheckFileData(const ImageSet& split, const DatasetInfo& info,
+                           const std::string& what) {
+  if (split.channels != info.channels || split.rows != info.rows ||
+      split.cols != info.cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": examples of shape ", split.channels, "x",
+                     split.rows, "x", split.cols, ", the run's are ",
+                     info.channels, "x", info.rows, "x", info.cols));
+  }
+  for (int64_t i = 0; i < split.size; ++i) {
+    if (split.labels[i] >= info.num_classes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": example ", i, " has label ",
+                       int{split.labels[i]}, ", the run has ", info.num_classes,
+                       " classes (set dataset.classes)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fedfwd

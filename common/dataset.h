@@ -32,16 +32,62 @@ struct ImageSet {
   int64_t channels = 1, rows = 28, cols = 28;
   std::vector<uint8_t> pixels;  // size * channels * rows * cols, NCHW
   std::vector<uint8_t> labels;  // size, each < num_classes
+  // Users' own data (npz, csv): the features as float32, used as they are
+  // (no scaling, no normalization), instead of `pixels` (then empty).
+  std::vector<float> features;
+  // Natural ids per example (partition type "id"), or empty.
+  std::vector<std::string> ids;
+  // CSV labels given as names: the name of each label (sorted), or empty.
+  std::vector<std::string> class_names;
+  bool has_features() const { return !features.empty(); }
 };
 
 struct DatasetInfo {
   std::string name;
   int64_t channels, rows, cols, num_classes;
   float mean, stddev;  // per-pixel normalization after scaling to [0, 1]
+  // File data with labels given as names (CSV): the names, label order.
+  std::vector<std::string> class_names = {};
 };
 // Known datasets: "mnist", "fashion-mnist" (1x28x28), "cifar10" (3x32x32).
 // Error for others. CIFAR-10 uses one mean/stddev for all three channels.
+// Users' own data ("npz", "csv") has no fixed shape: DescribeFileData.
 absl::StatusOr<DatasetInfo> GetDatasetInfo(const std::string& name);
+
+// ---- users' own data: NumPy .npz archives and CSV tables (array_data.h) ----
+//
+// dataset.name "npz": data_dir holds train.npz and test.npz, each with a
+// features array (default "x"), an integer label array (default "y") and
+// optionally an id array. "csv": train.csv and test.csv with a header, a
+// label column (default "label"), optionally an id column, every other
+// column a numeric feature. Features of shape (d) become C,H,W = 1,1,d;
+// (h, w) become 1,h,w; (c, h, w) stay. At most 256 classes.
+struct FileDataOptions {
+  std::string features;  // npz: the features array ("": "x")
+  std::string label;     // npz: the label array ("": "y"); csv: the label
+                         // column ("": "label")
+  std::string id;        // npz array or csv column of natural ids ("": none)
+  int64_t classes = 0;   // 0: 1 + the largest label of the described split
+};
+bool IsFileDataset(const std::string& name);  // "npz" or "csv"
+// The file of `split` in `dir`: <dir>/train.npz, <dir>/test.csv, ...
+std::string FileDataPath(const std::string& name, const std::string& dir,
+                         bool train);
+// Shape and classes of file data from one of its splits (the coordinator
+// describes the test split, and sends the result to the clients); mean 0,
+// stddev 1. Errors: no examples, a label >= options.classes.
+absl::StatusOr<DatasetInfo> DescribeFileData(const std::string& name,
+                                             const FileDataOptions& options,
+                                             const ImageSet& split);
+// GetDatasetInfo for every data set: for "npz" and "csv", DescribeFileData
+// of the test split in `dir`.
+absl::StatusOr<DatasetInfo> DatasetInfoFor(const std::string& name,
+                                           const FileDataOptions& file,
+                                           const std::string& dir);
+// Checks that a split of file data fits `info` (the coordinator's): the
+// same C,H,W and every label < info.num_classes. `what` names the split.
+absl::Status CheckFileData(const ImageSet& split, const DatasetInfo& info,
+                           const std::string& what);
 
 // Where a dataset lives when the config names no data_dir:
 // fashion-mnist: /usr/share/datasets/fashion-mnist (Debian package);
@@ -76,6 +122,12 @@ enum class Split { kTrain, kTest };
 absl::StatusOr<ImageSet> LoadImageSet(const std::string& dataset_name,
                                       const std::string& dir, Split split,
                                       int64_t limit = 0);
+// LoadImageSet for every data set, users' own files included (`file` is
+// used for "npz" and "csv" only). `dir` must be set for file data.
+absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
+                                       const FileDataOptions& file,
+                                       const std::string& dir, Split split,
+                                       int64_t limit = 0);
 
 // Indices of shard `shard` out of `num_shards` of an iid split of n examples:
 // a permutation from (seed) cut into near-equal contiguous pieces. Every

@@ -86,13 +86,15 @@ TangentLayout ModelSpec::Layout() const {
 
 absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
                                         const std::vector<int64_t>& input_shape,
-                                        std::vector<LayerSpec> layers) {
+                                        std::vector<LayerSpec> layers,
+                                        int64_t outputs) {
   if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 ||
       input_shape[2] < 1) {
     return absl::InvalidArgumentError(
         "model input shape must be C,H,W with positive sizes");
   }
   ModelSpec spec;
+  spec.num_classes = outputs;
   spec.name = name;
   spec.input_shape = input_shape;
   // Shape of the activation entering each layer: [c, h, w] until flattened,
@@ -191,7 +193,7 @@ using L = LayerSpec;
 absl::StatusOr<ModelSpec> Mlp(const std::string& name,
                               const std::vector<int64_t>& input_shape,
                               const std::vector<int64_t>& hidden,
-                              int input_pool = 1) {
+                              int64_t outputs, int input_pool = 1) {
   std::vector<LayerSpec> layers;
   if (input_pool > 1) layers.push_back(L::AvgPool(input_pool));
   layers.push_back(L::Flatten());
@@ -199,8 +201,8 @@ absl::StatusOr<ModelSpec> Mlp(const std::string& name,
     layers.push_back(L::Dense(absl::StrCat("fc", i + 1), hidden[i]));
     layers.push_back(L::Relu());
   }
-  layers.push_back(L::Dense(absl::StrCat("fc", hidden.size() + 1), 10));
-  return MakeModelSpec(name, input_shape, std::move(layers));
+  layers.push_back(L::Dense(absl::StrCat("fc", hidden.size() + 1), outputs));
+  return MakeModelSpec(name, input_shape, std::move(layers), outputs);
 }
 
 // 3x3 convolutions conv1, conv2, ... (pad 1) each followed by ReLU, a 2x2
@@ -209,7 +211,7 @@ absl::StatusOr<ModelSpec> Mlp(const std::string& name,
 absl::StatusOr<ModelSpec> Cnn(const std::string& name,
                               const std::vector<int64_t>& input_shape,
                               const std::vector<int64_t>& channels,
-                              size_t pool_every) {
+                              size_t pool_every, int64_t outputs) {
   std::vector<LayerSpec> layers;
   for (size_t i = 0; i < channels.size(); ++i) {
     layers.push_back(L::Conv(absl::StrCat("conv", i + 1), channels[i], 3, 1));
@@ -217,28 +219,31 @@ absl::StatusOr<ModelSpec> Cnn(const std::string& name,
     if ((i + 1) % pool_every == 0) layers.push_back(L::MaxPool(2));
   }
   layers.push_back(L::Flatten());
-  layers.push_back(L::Dense("fc", 10));
-  return MakeModelSpec(name, input_shape, std::move(layers));
+  layers.push_back(L::Dense("fc", outputs));
+  return MakeModelSpec(name, input_shape, std::move(layers), outputs);
 }
 
 absl::StatusOr<ModelSpec> BuildModelSpec(
-    const std::string& name, const std::vector<int64_t>& input_shape) {
+    const std::string& name, const std::vector<int64_t>& input_shape,
+    int64_t outputs) {
   if (input_shape.size() != 3) {
     return absl::InvalidArgumentError("model input shape must be C,H,W");
   }
   // The forward-gradient report's MNN: 784-1024-1024-10.
-  if (name == "mlp") return Mlp(name, input_shape, {1024, 1024});
-  if (name == "mlp_small") return Mlp(name, input_shape, {32});
+  if (name == "mlp") return Mlp(name, input_shape, {1024, 1024}, outputs);
+  if (name == "mlp_small") return Mlp(name, input_shape, {32}, outputs);
   // Multinomial logistic regression: small enough for forward gradients to
   // learn in a few rounds (integration tests).
-  if (name == "logreg") return Mlp(name, input_shape, {});
+  if (name == "logreg") return Mlp(name, input_shape, {}, outputs);
   // Logistic regression on 4x4-average-pooled images (7x7 for MNIST, 500
   // parameters): learns within a few forward-gradient rounds (tests, smoke).
-  if (name == "tiny") return Mlp(name, input_shape, {}, 4);
+  if (name == "tiny") return Mlp(name, input_shape, {}, outputs, 4);
   // The report's CNN: four 3x3 convolutions of 64 channels, a 2x2 max-pool
   // after the second and the fourth, one dense layer.
-  if (name == "cnn") return Cnn(name, input_shape, {64, 64, 64, 64}, 2);
-  if (name == "cnn_small") return Cnn(name, input_shape, {8, 8}, 1);
+  if (name == "cnn") {
+    return Cnn(name, input_shape, {64, 64, 64, 64}, 2, outputs);
+  }
+  if (name == "cnn_small") return Cnn(name, input_shape, {8, 8}, 1, outputs);
   // A CIFAR-10 backprop baseline: 5x5x64 and 5x5x128 convolutions (pad 2),
   // each followed by ReLU and a 2x2 max-pool, a 3x3x64 convolution (pad 1)
   // with ReLU, one dense layer.
@@ -247,7 +252,8 @@ absl::StatusOr<ModelSpec> BuildModelSpec(
                          {L::Conv("conv1", 64, 5, 2), L::Relu(), L::MaxPool(2),
                           L::Conv("conv2", 128, 5, 2), L::Relu(), L::MaxPool(2),
                           L::Conv("conv3", 64, 3, 1), L::Relu(), L::Flatten(),
-                          L::Dense("fc", 10)});
+                          L::Dense("fc", outputs)},
+                         outputs);
   }
   // LeNet-5 variant: 5x5x30 convolution, ReLU, max-pool; 5x5x40 convolution,
   // batch norm, ReLU, max-pool; dense 700 with ReLU; dense 10. No padding.
@@ -257,7 +263,8 @@ absl::StatusOr<ModelSpec> BuildModelSpec(
         {L::Conv("conv1", 30, 5, 0), L::Relu(), L::MaxPool(2),
          L::Conv("conv2", 40, 5, 0), L::BatchNorm("bn2"), L::Relu(),
          L::MaxPool(2), L::Flatten(), L::Dense("fc1", 700), L::Relu(),
-         L::Dense("fc2", 10)});
+         L::Dense("fc2", outputs)},
+        outputs);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown model '", name,
@@ -271,9 +278,14 @@ std::vector<std::string> ModelNames() {
           "logreg", "tiny", "cifar_cnn", "lenet5"};
 }
 
-absl::StatusOr<ModelSpec> GetModelSpec(
-    const std::string& name, const std::vector<int64_t>& input_shape) {
-  return BuildModelSpec(name, input_shape);
+absl::StatusOr<ModelSpec> GetModelSpec(const std::string& name,
+                                       const std::vector<int64_t>& input_shape,
+                                       int64_t outputs) {
+  if (outputs < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", name, ": ", outputs, " outputs"));
+  }
+  return BuildModelSpec(name, input_shape, outputs);
 }
 
 std::vector<float> InitialParams(const ModelSpec& spec, uint64_t seed) {

@@ -103,18 +103,22 @@ struct ModelSpec {
 // Derives the parameters of `layers` applied to inputs of `input_shape`
 // (C,H,W): checks that every layer fits the shape it receives (spatial sizes
 // stay >= 1, dense only after flatten, convolutions and pools only before)
-// that the model ends in a dense layer of 10 outputs, and that it has at most
-// kMaxParamIndex parameter tensors (tangent counters hold the index in 12
+// that the model ends in a dense layer of `outputs` outputs, and that it has at
+// most kMaxParamIndex parameter tensors (tangent counters hold the index in 12
 // bits). Errors are InvalidArgument naming the model (and the layer).
 absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
                                         const std::vector<int64_t>& input_shape,
-                                        std::vector<LayerSpec> layers);
+                                        std::vector<LayerSpec> layers,
+                                        int64_t outputs = 10);
 
 // Registered names (see ModelNames): mlp, cnn, mlp_small, cnn_small, logreg,
 // tiny, cifar_cnn, lenet5. `input_shape` is the dataset's C,H,W; every model
 // adapts its first and its dense layers to it (MNIST 1x28x28, CIFAR 3x32x32).
+// `outputs`: the last dense layer's width (classes; 10 for the image data
+// sets, whose models the registry's comments describe).
 absl::StatusOr<ModelSpec> GetModelSpec(const std::string& name,
-                                       const std::vector<int64_t>& input_shape);
+                                       const std::vector<int64_t>& input_shape,
+                                       int64_t outputs = 10);
 std::vector<std::string> ModelNames();
 
 // Test-set score of a model.

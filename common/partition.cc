@@ -10,8 +10,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/array_data.h"
 #include "common/dataset.h"
 #include "common/rng.h"
+#include "common/status_macros.h"
 
 namespace fedfwd {
 namespace {
@@ -336,15 +338,41 @@ std::vector<std::vector<int64_t>> Dirichlet(const std::vector<uint8_t>& labels,
   return parts;
 }
 
+absl::Status CheckIds(const std::vector<std::string>& ids, size_t examples) {
+  if (ids.empty()) {
+    return absl::InvalidArgumentError(
+        "partition type 'id' needs the data's natural ids (dataset.id: the "
+        "npz array or csv column that holds them)");
+  }
+  if (ids.size() != examples) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("partition type 'id': ", ids.size(), " ids for ", examples,
+                     " examples"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::vector<std::string> PartitionTypes() {
-  return {"iid", "shards", "dirichlet"};
+  return {"iid", "shards", "dirichlet", "id"};
 }
 
 absl::StatusOr<std::vector<std::vector<int64_t>>> PartitionIndices(
     const std::vector<uint8_t>& labels, int num_classes, int num_clients,
-    const PartitionOptions& options, uint64_t seed) {
+    const PartitionOptions& options, uint64_t seed,
+    const std::vector<std::string>& ids) {
+  if (options.type == "id") {
+    RETURN_IF_ERROR(CheckIds(ids, labels.size()));
+    std::vector<std::vector<int64_t>> parts;
+    for (int c = 0; c < num_clients; ++c) {
+      absl::StatusOr<std::vector<int64_t>> part =
+          IdShardIndices(ids, num_clients, c);
+      if (!part.ok()) return part.status();
+      parts.push_back(std::move(*part));
+    }
+    return parts;
+  }
   absl::Status valid = Validate(labels, num_classes, num_clients, options);
   if (!valid.ok()) return valid;
   if (options.type == "shards") {
@@ -359,7 +387,12 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> PartitionIndices(
 
 absl::StatusOr<std::vector<int64_t>> ShardIndices(
     const std::vector<uint8_t>& labels, int num_classes, int num_clients,
-    int shard, const PartitionOptions& options, uint64_t seed) {
+    int shard, const PartitionOptions& options, uint64_t seed,
+    const std::vector<std::string>& ids) {
+  if (options.type == "id") {
+    RETURN_IF_ERROR(CheckIds(ids, labels.size()));
+    return IdShardIndices(ids, num_clients, shard);
+  }
   absl::Status valid = Validate(labels, num_classes, num_clients, options);
   if (!valid.ok()) return valid;
   if (shard < 0 || shard >= num_clients) {

@@ -30,7 +30,9 @@
 namespace fedfwd {
 
 struct PartitionOptions {
-  std::string type = "iid";   // iid | shards | dirichlet
+  // iid | shards | dirichlet | id (one client per natural id: the data's
+  // ids, dealt round-robin in sorted order; array_data.h IdShardIndices)
+  std::string type = "iid";
   int shards_per_client = 2;  // shards only
   double alpha = 0.5;         // dirichlet only; > 0
 };
@@ -44,15 +46,18 @@ std::vector<std::string> PartitionTypes();
 // [1, 256], a label >= num_classes, shards_per_client outside [1, 1000] or
 // fewer examples than num_clients * shards_per_client (shards), alpha not
 // finite and > 0 (dirichlet). Only the chosen type's parameter is checked.
+// `ids`: the examples' natural ids (type id only; an error when empty).
 absl::StatusOr<std::vector<std::vector<int64_t>>> PartitionIndices(
     const std::vector<uint8_t>& labels, int num_classes, int num_clients,
-    const PartitionOptions& options, uint64_t seed);
+    const PartitionOptions& options, uint64_t seed,
+    const std::vector<std::string>& ids = {});
 
 // Client `shard`'s part of PartitionIndices (same errors, and shard outside
 // [0, num_clients)). For iid it costs one permutation, not the whole split.
 absl::StatusOr<std::vector<int64_t>> ShardIndices(
     const std::vector<uint8_t>& labels, int num_classes, int num_clients,
-    int shard, const PartitionOptions& options, uint64_t seed);
+    int shard, const PartitionOptions& options, uint64_t seed,
+    const std::vector<std::string>& ids = {});
 
 // counts[c][k]: examples of class k held by client c. Indices outside
 // labels and labels >= num_classes are not counted.

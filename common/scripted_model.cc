@@ -291,7 +291,7 @@ absl::StatusOr<ModelSpec> ResolveModelSpec(
     const std::string& name, const std::string& torchscript,
     const std::vector<int64_t>& input_shape, int64_t num_classes,
     bool forward_ad) {
-  if (torchscript.empty()) return GetModelSpec(name, input_shape);
+  if (torchscript.empty()) return GetModelSpec(name, input_shape, num_classes);
   ScriptOptions o;
   o.input_shape = input_shape;
   o.num_classes = num_classes;

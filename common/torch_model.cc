@@ -5,6 +5,8 @@
 #include <c10/core/GradMode.h>
 #include <dlfcn.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/scripted_model.h"
 
@@ -87,6 +89,14 @@ Batch MakeBatch(const ImageSet& set, const DatasetInfo& info,
   at::Tensor y = at::empty({b}, at::kLong);
   float* xp = x.data_ptr<float>();
   int64_t* yp = y.data_ptr<int64_t>();
+  if (set.has_features()) {  // users' own data: as it is
+    for (int64_t i = 0; i < b; ++i) {
+      std::copy(set.features.begin() + indices[i] * per,
+                set.features.begin() + (indices[i] + 1) * per, xp + i * per);
+      yp[i] = set.labels[indices[i]];
+    }
+    return {x, y};
+  }
   const float scale = 1.0f / (255.0f * info.stddev);
   const float shift = info.mean / info.stddev;
   for (int64_t i = 0; i < b; ++i) {

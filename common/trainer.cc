@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/backprop.h"
 #include "common/finite_diff.h"
 #include "common/forward_ad.h"
@@ -342,11 +343,29 @@ Trainer::~Trainer() = default;
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     const TrainerOptions& o) {
   auto impl = std::make_unique<Impl>();
-  ASSIGN_OR_RETURN(impl->info, GetDatasetInfo(o.dataset));
+  const bool file_data = IsFileDataset(o.dataset);
+  if (file_data) {
+    if (o.input_shape.size() != 3 || o.num_classes < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dataset ", o.dataset,
+                       ": the run names no input shape and classes (an older "
+                       "coordinator?)"));
+    }
+    impl->info = DatasetInfo{o.dataset,
+                             o.input_shape[0],
+                             o.input_shape[1],
+                             o.input_shape[2],
+                             o.num_classes,
+                             0.0f,
+                             1.0f};
+  } else {
+    ASSIGN_OR_RETURN(impl->info, GetDatasetInfo(o.dataset));
+  }
   const std::vector<int64_t> input_shape = {impl->info.channels,
                                             impl->info.rows, impl->info.cols};
   if (o.torchscript.empty()) {
-    ASSIGN_OR_RETURN(impl->spec, GetModelSpec(o.model, input_shape));
+    ASSIGN_OR_RETURN(
+        impl->spec, GetModelSpec(o.model, input_shape, impl->info.num_classes));
   } else {
     ScriptOptions so;
     so.input_shape = input_shape;
@@ -358,12 +377,25 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     return absl::InvalidArgumentError(absl::StrCat(
         "shard ", o.shard, " of ", o.num_shards, " is out of range"));
   }
-  ASSIGN_OR_RETURN(ImageSet train, LoadImageSet(o.dataset, o.data_dir,
-                                                Split::kTrain, o.train_limit));
+  ASSIGN_OR_RETURN(ImageSet train, LoadDataSplit(o.dataset, o.file, o.data_dir,
+                                                 Split::kTrain, o.train_limit));
+  if (file_data) {
+    const std::string what =
+        FileDataPath(o.dataset, o.data_dir, /*train=*/true);
+    RETURN_IF_ERROR(CheckFileData(train, impl->info, what));
+    if (train.class_names != o.class_names) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": label names {", absl::StrJoin(train.class_names, ", "),
+          "} differ from the coordinator's test split {",
+          absl::StrJoin(o.class_names, ", "),
+          "}: labels given as names are numbered in sorted order per file, "
+          "so both files need the same classes (or use numeric labels)"));
+    }
+  }
   ASSIGN_OR_RETURN(
       std::vector<int64_t> indices,
       ShardIndices(train.labels, static_cast<int>(impl->info.num_classes),
-                   o.num_shards, o.shard, o.partition, o.seed));
+                   o.num_shards, o.shard, o.partition, o.seed, train.ids));
   impl->shard = Subset(train, indices);
   if (impl->shard.size == 0) {
     return absl::FailedPreconditionError(

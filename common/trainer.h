@@ -59,6 +59,12 @@ struct TrainerOptions {
   std::string torchscript_name = "the run's TorchScript model";
   std::string dataset;
   std::string data_dir;
+  // Users' own data (dataset npz or csv): what to read, and the shape
+  // (C, H, W) and classes the run expects (the coordinator's).
+  FileDataOptions file;
+  std::vector<int64_t> input_shape;
+  int64_t num_classes = 0;
+  std::vector<std::string> class_names;  // CSV label names, if any
   uint64_t seed = 0;
   int shard = 0;
   int num_shards = 1;

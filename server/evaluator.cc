@@ -18,13 +18,25 @@ Evaluator::~Evaluator() = default;
 
 absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(
     const Config& config, const ModelSpec& spec) {
-  ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(config.dataset.name));
   const std::string dir = config.dataset.data_dir.empty()
                               ? DefaultDataDir(config.dataset.name)
                               : config.dataset.data_dir;
   ASSIGN_OR_RETURN(ImageSet test,
-                   LoadImageSet(config.dataset.name, dir, Split::kTest,
-                                config.dataset.test_limit));
+                   LoadDataSplit(config.dataset.name, config.dataset.file, dir,
+                                 Split::kTest, config.dataset.test_limit));
+  DatasetInfo info;
+  if (IsFileDataset(config.dataset.name)) {
+    info = DatasetInfo{config.dataset.name,
+                       spec.input_shape[0],
+                       spec.input_shape[1],
+                       spec.input_shape[2],
+                       spec.num_classes,
+                       0.0f,
+                       1.0f};
+    RETURN_IF_ERROR(CheckFileData(test, info, "the test split"));
+  } else {
+    ASSIGN_OR_RETURN(info, GetDatasetInfo(config.dataset.name));
+  }
   auto impl = std::make_unique<Impl>();
   impl->spec = spec;
   impl->test = MakeFullBatch(test, info);

@@ -146,8 +146,10 @@ int main(int argc, char** argv) {
   auto config = LoadConfigFile(config_path, overrides);
   if (!config.ok()) return Fail("bad config", config.status(), 2);
   SetTorchThreads(threads);
-  auto info = GetDatasetInfo(config->dataset.name);
+  auto info = DatasetInfoFor(config->dataset.name, config->dataset.file,
+                             config->dataset.data_dir);
   if (!info.ok()) return Fail("bad dataset", info.status(), 2);
+  config->dataset.class_names = info->class_names;
   auto spec = ResolveModelSpec(config->model, config->torchscript,
                                {info->channels, info->rows, info->cols},
                                info->num_classes,

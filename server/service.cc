@@ -89,6 +89,16 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
     if (engine_->spec().script != nullptr) {
       run->set_torchscript(*engine_->spec().script);
     }
+    if (IsFileDataset(c.dataset.name)) {
+      run->set_data_label(c.dataset.file.label);
+      run->set_data_features(c.dataset.file.features);
+      run->set_data_id(c.dataset.file.id);
+      for (int64_t d : engine_->spec().input_shape) run->add_data_shape(d);
+      run->set_num_classes(engine_->spec().num_classes);
+      for (const std::string& name : c.dataset.class_names) {
+        run->add_class_names(name);
+      }
+    }
     run->set_dataset(c.dataset.name);
     run->set_partition(c.partition.type);
     run->set_shards_per_client(c.partition.shards_per_client);

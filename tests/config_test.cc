@@ -590,6 +590,13 @@ TEST(Config, ReferenceDocumentsEveryKeyWithItsDefault) {
       EXPECT_EQ(ConfigToJson(*c), ConfigToJson(Config())) << key;
       continue;
     }
+    if (key == "model.torchscript" && !defaults.count(key)) {
+      // The map form of `model` (model: {torchscript: FILE}): the tree
+      // carries it only when set, and a registered model is the default.
+      EXPECT_EQ(defaults["model"], "mlp");
+      EXPECT_EQ(text, "");
+      continue;
+    }
     ASSERT_TRUE(defaults.count(key))
         << "documented key " << key << " is not a config key";
     // The documented default, set explicitly, must give the default value.

@@ -53,7 +53,9 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   config.sampling = SamplingConfig();
   config.partition = PartitionOptions();
 
-  ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(config.dataset.name));
+  ASSIGN_OR_RETURN(DatasetInfo info,
+                   DatasetInfoFor(config.dataset.name, config.dataset.file,
+                                  config.dataset.data_dir));
   ASSIGN_OR_RETURN(
       ModelSpec spec,
       ResolveModelSpec(config.model, config.torchscript,
@@ -70,6 +72,10 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
     t.torchscript_name = config.torchscript;
   }
   t.dataset = config.dataset.name;
+  t.file = config.dataset.file;
+  t.input_shape = {info.channels, info.rows, info.cols};
+  t.num_classes = info.num_classes;
+  t.class_names = info.class_names;
   t.data_dir = config.dataset.data_dir.empty()
                    ? DefaultDataDir(config.dataset.name)
                    : config.dataset.data_dir;

@@ -32,7 +32,8 @@ absl::StatusOr<ModelEvalReport> EvaluateModelFile(
   }
   if (dir.empty()) dir = DefaultDataDir(report.dataset);
 
-  ASSIGN_OR_RETURN(DatasetInfo info, GetDatasetInfo(report.dataset));
+  ASSIGN_OR_RETURN(DatasetInfo info,
+                   DatasetInfoFor(report.dataset, config.dataset.file, dir));
   // A TorchScript model is the file the run's config names (--set
   // model.torchscript=FILE when it has moved).
   ASSIGN_OR_RETURN(
@@ -50,8 +51,9 @@ absl::StatusOr<ModelEvalReport> EvaluateModelFile(
         " (was it trained on images of another shape?)"));
   }
   const std::vector<at::Tensor> params = ParamViews(spec, file.params.data());
-  ASSIGN_OR_RETURN(ImageSet test,
-                   LoadImageSet(report.dataset, dir, Split::kTest));
+  ASSIGN_OR_RETURN(
+      ImageSet test,
+      LoadDataSplit(report.dataset, config.dataset.file, dir, Split::kTest));
   ASSIGN_OR_RETURN(report.test,
                    Evaluate(spec, params, MakeFullBatch(test, info)));
   if (!options.per_client) return report;
@@ -59,12 +61,13 @@ absl::StatusOr<ModelEvalReport> EvaluateModelFile(
   report.clients = config.clients;
   report.partition = config.partition.type;
   ASSIGN_OR_RETURN(ImageSet train,
-                   LoadImageSet(report.dataset, dir, Split::kTrain,
-                                config.dataset.train_limit));
+                   LoadDataSplit(report.dataset, config.dataset.file, dir,
+                                 Split::kTrain, config.dataset.train_limit));
   ASSIGN_OR_RETURN(
       std::vector<std::vector<int64_t>> parts,
       PartitionIndices(train.labels, static_cast<int>(info.num_classes),
-                       config.clients, config.partition, config.seed));
+                       config.clients, config.partition, config.seed,
+                       train.ids));
   const auto counts =
       LabelHistogram(train.labels, static_cast<int>(info.num_classes), parts);
   for (size_t c = 0; c < parts.size(); ++c) {

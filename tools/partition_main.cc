@@ -59,19 +59,20 @@ int main(int argc, char** argv) {
   using namespace fedfwd;
   absl::StatusOr<Config> config = LoadConfigFile(config_path, overrides);
   if (!config.ok()) return Fail("bad config", config.status(), 2);
-  absl::StatusOr<DatasetInfo> info = GetDatasetInfo(config->dataset.name);
-  if (!info.ok()) return Fail("bad dataset", info.status(), 2);
   if (data_dir.empty()) data_dir = config->dataset.data_dir;
+  absl::StatusOr<DatasetInfo> info =
+      DatasetInfoFor(config->dataset.name, config->dataset.file, data_dir);
+  if (!info.ok()) return Fail("bad dataset", info.status(), 2);
   absl::StatusOr<ImageSet> train =
-      LoadImageSet(config->dataset.name, data_dir, Split::kTrain,
-                   config->dataset.train_limit);
+      LoadDataSplit(config->dataset.name, config->dataset.file, data_dir,
+                    Split::kTrain, config->dataset.train_limit);
   if (!train.ok()) {
     return Fail("cannot load training data", train.status(), 1);
   }
   const int num_classes = static_cast<int>(info->num_classes);
   absl::StatusOr<std::vector<std::vector<int64_t>>> parts =
       PartitionIndices(train->labels, num_classes, config->clients,
-                       config->partition, config->seed);
+                       config->partition, config->seed, train->ids);
   if (!parts.ok()) return Fail("cannot partition", parts.status(), 1);
 
   std::printf(
