@@ -20,6 +20,7 @@
 #include "common/model.h"
 #include "common/rng.h"
 #include "common/torch_model.h"
+#include "common/trainer.h"
 #include "tests/testutil/synthetic_data.h"
 
 namespace fedfwd {
@@ -184,6 +185,57 @@ TEST_F(ScriptedModel, ExportedCnnMatchesTheBuiltIn) {
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_NEAR(a->jvps[0], b->jvps[0], 1e-9 * std::abs(b->jvps[0]));
+}
+
+// The clients' path: a Trainer on the exported cnn (forward AD through the
+// module) gives the built-in cnn's JVP scalars (hand-written rules) for the
+// same keys, minibatch and parameters, to float rounding.
+TEST_F(ScriptedModel, TrainerJvpsOfExportedCnnEqualTheBuiltInRules) {
+  const std::string data =
+      testing::WriteSyntheticMnist(*dir_ + "/mnist", 256, 64, 3);
+  ASSERT_FALSE(data.empty());
+  auto exported = Load("cnn.pt");
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  auto builtin = GetModelSpec("cnn", kMnist);
+  ASSERT_TRUE(builtin.ok());
+  const std::vector<float> start = InitialParams(*builtin, 4);
+  LocalTask task;
+  task.round = 2;
+  task.batch_size = 16;
+  task.estimator = "jvp";
+  for (uint32_t k = 0; k < 3; ++k) {
+    TangentKey key;
+    key.run_seed = 4;
+    key.round = 2;
+    key.client = 1;
+    key.index = k;
+    key.type = k == 1 ? TangentDistribution::kNormal
+                      : TangentDistribution::kRademacher;
+    task.tangents.push_back(key);
+  }
+  std::vector<LocalResult> out;
+  for (bool scripted : {false, true}) {
+    TrainerOptions t;
+    t.model = scripted ? std::string(kTorchScriptModel) : "cnn";
+    if (scripted) t.torchscript = *exported->script;
+    t.dataset = "mnist";
+    t.data_dir = data;
+    t.seed = 1;
+    auto trainer = Trainer::Create(t);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    ASSERT_TRUE((*trainer)->SetModel(start, 1).ok());
+    auto r = (*trainer)->Run(task);
+    ASSERT_TRUE(r.ok()) << r.status();
+    out.push_back(*r);
+  }
+  ASSERT_EQ(out[1].jvps.size(), 3u);
+  EXPECT_NEAR(out[1].loss, out[0].loss, 1e-5);
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_NE(out[0].jvps[k], 0.0);
+    EXPECT_NEAR(out[1].jvps[k], out[0].jvps[k],
+                1e-4 * std::abs(out[0].jvps[k]) + 1e-5)
+        << k;
+  }
 }
 
 TEST_F(ScriptedModel, OpWithoutForwardDerivativeIsNamed) {
