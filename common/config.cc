@@ -523,9 +523,9 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
     const YAML::Node ds = root["dataset"];
     RETURN_IF_ERROR(r.CheckMap(ds, "dataset"));
     DatasetConfig& d = c->dataset;
-    RETURN_IF_ERROR(
-        r.Choice(ds, "dataset", "name",
-                 {"mnist", "fashion-mnist", "cifar10", "npz", "csv"}, &d.name));
+    RETURN_IF_ERROR(r.Choice(
+        ds, "dataset", "name",
+        {"mnist", "fashion-mnist", "cifar10", "npz", "npy", "csv"}, &d.name));
     RETURN_IF_ERROR(r.String(ds, "dataset", "label", &d.file.label));
     RETURN_IF_ERROR(r.String(ds, "dataset", "features", &d.file.features));
     RETURN_IF_ERROR(r.String(ds, "dataset", "id", &d.file.id));
@@ -534,8 +534,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
         (!d.file.label.empty() || !d.file.features.empty() ||
          !d.file.id.empty() || d.file.classes != 0)) {
       return r.Error("dataset", ds,
-                     "label, features, id and classes apply to dataset npz "
-                     "and csv (users' own data)");
+                     "label, features, id and classes apply to dataset npz, "
+                     "npy and csv (users' own data)");
     }
     RETURN_IF_ERROR(r.String(ds, "dataset", "data_dir", &d.data_dir));
     RETURN_IF_ERROR(
@@ -548,8 +548,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
     return r.Error(
         "dataset.data_dir", root["dataset"],
         absl::StrCat("dataset ", c->dataset.name,
-                     " needs data_dir: the folder with train.", c->dataset.name,
-                     " and test.", c->dataset.name));
+                     " needs data_dir: the folder with its train and test "
+                     "files"));
   }
 
   if (root.IsMap() && root["partition"].IsDefined()) {

@@ -465,11 +465,14 @@ ImageSet Subset(const ImageSet& set, const std::vector<int64_t>& indices) {
 }
 
 bool IsFileDataset(const std::string& name) {
-  return name == "npz" || name == "csv";
+  return name == "npz" || name == "csv" || name == "npy";
 }
 
 std::string FileDataPath(const std::string& name, const std::string& dir,
                          bool train) {
+  if (name == "npy") {  // a pair (or three) of files: train_x.npy, ...
+    return absl::StrCat(dir, "/", train ? "train_*.npy" : "test_*.npy");
+  }
   return absl::StrCat(dir, "/", train ? "train." : "test.", name);
 }
 
@@ -481,15 +484,24 @@ absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
     return LoadImageSet(dataset_name, dir, split, limit);
   }
   if (dir.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dataset ", dataset_name,
-                     " needs dataset.data_dir (the folder with train.",
-                     dataset_name, " and test.", dataset_name, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset ", dataset_name, " needs dataset.data_dir (the folder with ",
+        FileDataPath(dataset_name, "", true).substr(1), " and ",
+        FileDataPath(dataset_name, "", false).substr(1), ")"));
   }
   const std::string path =
       FileDataPath(dataset_name, dir, split == Split::kTrain);
   absl::StatusOr<ArrayData> data;
-  if (dataset_name == "npz") {
+  if (dataset_name == "npy") {
+    const std::string prefix =
+        absl::StrCat(dir, "/", split == Split::kTrain ? "train_" : "test_");
+    data = LoadNpyPair(
+        absl::StrCat(prefix, file.features.empty() ? "x" : file.features,
+                     ".npy"),
+        absl::StrCat(prefix, file.label.empty() ? "y" : file.label, ".npy"),
+        ArrayTask::kClassification,
+        file.id.empty() ? "" : absl::StrCat(prefix, file.id, ".npy"));
+  } else if (dataset_name == "npz") {
     NpzNames names;
     if (!file.features.empty()) names.features = file.features;
     if (!file.label.empty()) names.labels = file.label;

@@ -28,6 +28,10 @@ struct ScriptedModule {
   // attribute name there, in named_parameters order.
   mutable std::vector<std::pair<torch::jit::Module, std::string>> slots;
   mutable c10::optional<at::Device> device;  // where buffers live now
+  // The module's own parameters, put back in the slots after every call so
+  // that the module never holds a caller's tensors (views of buffers that
+  // may be freed, dual tensors with their tangents) between calls.
+  mutable std::vector<at::Tensor> own;
 };
 
 namespace {
@@ -97,6 +101,14 @@ at::Tensor ScriptedForward(const ScriptedModule& m,
     m.module.to(x.device());  // buffers and constants follow the data
     m.device = x.device();
   }
+  struct Restore {
+    const ScriptedModule& m;
+    ~Restore() {
+      for (size_t i = 0; i < m.slots.size(); ++i) {
+        m.slots[i].first.setattr(m.slots[i].second, m.own[i]);
+      }
+    }
+  } restore{m};
   for (size_t i = 0; i < params.size(); ++i) {
     m.slots[i].first.setattr(m.slots[i].second, params[i]);
   }
@@ -178,6 +190,7 @@ absl::StatusOr<ModelSpec> LoadScriptedModel(const std::string& bytes,
     std::string leaf;
     torch::jit::Module owner = OwnerOf(m->module, p.name, &leaf);
     m->slots.emplace_back(owner, leaf);
+    m->own.push_back(t);
   }
   if (spec.params.empty()) {
     return absl::InvalidArgumentError(

@@ -110,6 +110,43 @@ TEST_F(FileData, ErrorsNameTheFile) {
   EXPECT_THAT(no_dir.status().message(), HasSubstr("dataset.data_dir"));
 }
 
+// .npy pairs: train_x.npy and train_y.npy (and an id array), written here
+// byte by byte in NumPy's format 1.0.
+TEST_F(FileData, NpyPairsWithIds) {
+  auto npy = [&](const std::string& name, const std::string& descr,
+                 const std::string& shape, const std::string& payload) {
+    std::string header = "{'descr': '" + descr +
+                         "', 'fortran_order': False, 'shape': " + shape + ", }";
+    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+    header += '\n';
+    std::string bytes = "\x93NUMPY\x01";
+    bytes += '\0';
+    bytes += static_cast<char>(header.size() & 0xff);
+    bytes += static_cast<char>(header.size() >> 8);
+    Write(name, bytes + header + payload);
+  };
+  const float x[6] = {1, 2, 3, 4, 5, 6};
+  const int64_t y[3] = {1, 0, 1};
+  const int32_t site[3] = {7, 8, 7};
+  npy("train_x.npy", "<f4", "(3, 2)",
+      std::string(reinterpret_cast<const char*>(x), sizeof(x)));
+  npy("train_y.npy", "<i8", "(3,)",
+      std::string(reinterpret_cast<const char*>(y), sizeof(y)));
+  npy("train_site.npy", "<i4", "(3,)",
+      std::string(reinterpret_cast<const char*>(site), sizeof(site)));
+  FileDataOptions o;
+  o.id = "site";
+  auto set = LoadDataSplit("npy", o, dir_, Split::kTrain);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->cols, 2);
+  EXPECT_THAT(set->features, ElementsAre(1, 2, 3, 4, 5, 6));
+  EXPECT_THAT(set->labels, ElementsAre(1, 0, 1));
+  EXPECT_THAT(set->ids, ElementsAre("7", "8", "7"));
+  auto test = LoadDataSplit("npy", o, dir_, Split::kTest);
+  ASSERT_FALSE(test.ok());
+  EXPECT_THAT(test.status().message(), HasSubstr(dir_ + "/test_x.npy"));
+}
+
 TEST_F(FileData, IdPartitionKeepsEverySiteOnOneClient) {
   const std::vector<uint8_t> labels = {0, 1, 0, 1, 0, 1};
   const std::vector<std::string> ids = {"b", "a", "b", "c", "a", "c"};
@@ -147,7 +184,7 @@ TEST_F(FileData, ConfigKeys) {
   };
   for (const Case& c : std::vector<Case>{
            {"dataset: {name: npz}\n", "needs data_dir"},
-           {"dataset: {name: mnist, label: y}\n", "apply to dataset npz"},
+           {"dataset: {name: mnist, label: y}\n", "apply to dataset npz, npy"},
            {"dataset: {name: csv, data_dir: /d}\npartition: id\n",
             "'id' needs dataset.id"},
            {"dataset: {name: csv, data_dir: /d, classes: 300}\n",

@@ -91,16 +91,19 @@ TEST_F(TorchScriptFederation, TrainsByFedAvg) {
 // learns (the module is the built-in `tiny`, written in PyTorch).
 TEST_F(TorchScriptFederation, TrainsByForwardGradients) {
   FEDFWD_REQUIRE_MNIST();
-  const auto rows = Run(Config("jvp", "tiny.pt",
-                               "rounds: 20\nestimator: jvp\nmerge: naive\n"
-                               "tangent: {distribution: rademacher}\nlr: 0.05\n"
-                               "clip_jvp: 1.0\nbatch_size: 256\n"),
-                        dir_ + "/jvp");
+  const auto rows =
+      Run(Config("jvp", "tiny.pt",
+                 "rounds: 20\nestimator: jvp\nmerge: naive\n"
+                 "tangent: {distribution: rademacher, count: 8}\nlr: 0.1\n"
+                 "clip_jvp: 1.0\nbatch_size: 256\n"),
+          dir_ + "/jvp");
   ASSERT_EQ(rows.size(), 21u);
   const double acc0 = rows.front()["test_acc"].get<double>();
   const double acc = rows.back()["test_acc"].get<double>();
   std::cout << "jvp tiny.pt: round 0 " << acc0 << ", round 20 " << acc << "\n";
-  EXPECT_GE(acc, acc0 + 0.2);
+  // 0.60 in three runs here (client ids, and so the tangent keys behind
+  // each shard, follow the join order): a wide margin.
+  EXPECT_GE(acc, acc0 + 0.3);
   for (size_t r = 1; r < rows.size(); ++r) {
     // A few scalars and framing per client: no model goes up.
     EXPECT_LT(rows[r]["bytes_up"].get<int64_t>(), 3 * 1024) << rows[r];
