@@ -564,8 +564,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                              &c->partition.alpha));
     if (c->partition.type == "id" && c->dataset.file.id.empty()) {
       return r.Error("partition.type", p,
-                     "'id' needs dataset.id: the npz array or csv column of "
-                     "natural ids (dataset npz or csv)");
+                     "'id' needs dataset.id: the npz array, npy file or csv "
+                     "column of natural ids (dataset npz, npy or csv)");
     }
   }
   RETURN_IF_ERROR(r.Int(root, "", "clients", 1, 1024, &c->clients));

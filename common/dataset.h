@@ -58,10 +58,11 @@ absl::StatusOr<DatasetInfo> GetDatasetInfo(const std::string& name);
 //
 // dataset.name "npz": data_dir holds train.npz and test.npz, each with a
 // features array (default "x"), an integer label array (default "y") and
-// optionally an id array. "csv": train.csv and test.csv with a header, a
-// label column (default "label"), optionally an id column, every other
-// column a numeric feature. Features of shape (d) become C,H,W = 1,1,d;
-// (h, w) become 1,h,w; (c, h, w) stay. At most 256 classes.
+// optionally an id array. "npy": the same arrays as one file each,
+// train_x.npy, train_y.npy (train_<id>.npy), test_x.npy, ... "csv": train.csv
+// and test.csv with a header, a label column (default "label"), optionally an
+// id column, every other column a numeric feature. Features of shape (d) become
+// C,H,W = 1,1,d; (h, w) become 1,h,w; (c, h, w) stay. At most 256 classes.
 struct FileDataOptions {
   std::string features;  // npz: the features array ("": "x")
   std::string label;     // npz: the label array ("": "y"); csv: the label
