@@ -23,6 +23,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/dataset.h"
 #include "common/status_macros.h"
 
 namespace fedfwd {
@@ -45,37 +46,6 @@ constexpr int64_t kMaxNpyStringItem = int64_t{1} << 20;
 constexpr uint64_t kDeflateMaxRatio = 1032;
 // Labels and whole-number floats must stay exact in a double.
 constexpr double kMaxExactInteger = 9007199254740992.0;  // 2^53
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) {
-    return absl::NotFoundError(absl::StrCat("file not found: ", path));
-  }
-  if (fs::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expected a file, found a directory: ", path));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
-  }
-  // Read in pieces, not by the size the file claims (a pipe has none).
-  std::string out;
-  constexpr size_t kChunk = size_t{1} << 20;
-  const uintmax_t hint = fs::file_size(path, ec);
-  if (!ec) out.reserve(static_cast<size_t>(hint) + kChunk);
-  while (in) {
-    const size_t at = out.size();
-    out.resize(at + kChunk);
-    in.read(out.data() + at, static_cast<std::streamsize>(kChunk));
-    out.resize(at + static_cast<size_t>(in.gcount()));
-  }
-  if (in.bad()) {
-    return absl::InvalidArgumentError(absl::StrCat("error reading ", path));
-  }
-  return out;
-}
 
 // A value for an error message: quoted, escaped, at most 40 characters.
 std::string Quote(std::string_view s) {

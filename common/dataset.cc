@@ -91,28 +91,6 @@ absl::StatusOr<std::string> Gunzip(const std::string& in,
   return out;
 }
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) {
-    return absl::NotFoundError(absl::StrCat("file not found: ", path));
-  }
-  if (fs::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expected a file, found a directory: ", path));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
-  }
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) {
-    return absl::InvalidArgumentError(absl::StrCat("error reading ", path));
-  }
-  return std::move(buf).str();
-}
-
 // The first existing path among `base` and `base`.gz.
 absl::StatusOr<std::string> FindIdx(const std::string& dir,
                                     const std::string& base) {
@@ -209,6 +187,28 @@ absl::StatusOr<ImageSet> LoadCifar(const std::string& dir, Split split,
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("file not found: ", path));
+  }
+  if (fs::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected a file, found a directory: ", path));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) {
+    return absl::InvalidArgumentError(absl::StrCat("error reading ", path));
+  }
+  return std::move(buf).str();
+}
 
 absl::StatusOr<IdxArray> ParseIdx(const std::string& bytes,
                                   const std::string& name) {
@@ -564,6 +564,12 @@ absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
   return out;
 }
 
+DatasetInfo FileDataInfo(const std::string& name,
+                         const std::vector<int64_t>& shape, int64_t classes) {
+  return DatasetInfo{name,    shape.at(0), shape.at(1), shape.at(2),
+                     classes, 0.0f,        1.0f};
+}
+
 absl::StatusOr<DatasetInfo> DescribeFileData(const std::string& name,
                                              const FileDataOptions& options,
                                              const ImageSet& split) {
@@ -573,13 +579,9 @@ absl::StatusOr<DatasetInfo> DescribeFileData(const std::string& name,
   }
   int64_t top = 0;
   for (uint8_t l : split.labels) top = std::max<int64_t>(top, l);
-  DatasetInfo info{name,
-                   split.channels,
-                   split.rows,
-                   split.cols,
-                   options.classes > 0 ? options.classes : top + 1,
-                   0.0f,
-                   1.0f};
+  DatasetInfo info =
+      FileDataInfo(name, {split.channels, split.rows, split.cols},
+                   options.classes > 0 ? options.classes : top + 1);
   if (!split.class_names.empty() && options.classes == 0) {
     info.num_classes = static_cast<int64_t>(split.class_names.size());
   }

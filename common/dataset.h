@@ -15,6 +15,11 @@
 
 namespace fedfwd {
 
+// The bytes of the file at `path`: NotFound for a missing file,
+// InvalidArgument for a folder or a read error, each naming the path. The
+// readers here and in array_data.h load their files with it.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
+
 // A decoded IDX file: dimensions and raw uint8 payload.
 struct IdxArray {
   std::vector<int64_t> dims;
@@ -80,6 +85,10 @@ std::string FileDataPath(const std::string& name, const std::string& dir,
 absl::StatusOr<DatasetInfo> DescribeFileData(const std::string& name,
                                              const FileDataOptions& options,
                                              const ImageSet& split);
+// The info of file data of shape C,H,W = `shape` and `classes` classes:
+// features used as they are (mean 0, stddev 1).
+DatasetInfo FileDataInfo(const std::string& name,
+                         const std::vector<int64_t>& shape, int64_t classes);
 // GetDatasetInfo for every data set: for "npz" and "csv", DescribeFileData
 // of the test split in `dir`.
 absl::StatusOr<DatasetInfo> DatasetInfoFor(const std::string& name,

@@ -351,13 +351,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                        ": the run names no input shape and classes (an older "
                        "coordinator?)"));
     }
-    impl->info = DatasetInfo{o.dataset,
-                             o.input_shape[0],
-                             o.input_shape[1],
-                             o.input_shape[2],
-                             o.num_classes,
-                             0.0f,
-                             1.0f};
+    impl->info = FileDataInfo(o.dataset, o.input_shape, o.num_classes);
   } else {
     ASSIGN_OR_RETURN(impl->info, GetDatasetInfo(o.dataset));
   }

@@ -26,13 +26,8 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(
                                  Split::kTest, config.dataset.test_limit));
   DatasetInfo info;
   if (IsFileDataset(config.dataset.name)) {
-    info = DatasetInfo{config.dataset.name,
-                       spec.input_shape[0],
-                       spec.input_shape[1],
-                       spec.input_shape[2],
-                       spec.num_classes,
-                       0.0f,
-                       1.0f};
+    info =
+        FileDataInfo(config.dataset.name, spec.input_shape, spec.num_classes);
     RETURN_IF_ERROR(CheckFileData(test, info, "the test split"));
   } else {
     ASSIGN_OR_RETURN(info, GetDatasetInfo(config.dataset.name));
