@@ -173,7 +173,7 @@ absl::Status ClientDaemon::PrepareTrainer(const v1::JoinReply& reply) {
       reply.shard(), "/", run.num_shards(), "|", run.train_limit(), "|",
       run.partition(), "|", run.shards_per_client(), "|", run.partition_alpha(),
       "|", run.data_label(), "|", run.data_features(), "|", run.data_id(), "|",
-      run.torchscript().size(), ":",
+      run.regression(), "|", run.torchscript().size(), ":",
       std::hash<std::string>{}(run.torchscript()));
   if (trainer_ && key == trainer_key_) return absl::OkStatus();
   if (!run.torchscript().empty() && !options_.allow_torchscript) {
@@ -194,6 +194,7 @@ absl::Status ClientDaemon::PrepareTrainer(const v1::JoinReply& reply) {
   t.file.label = run.data_label();
   t.file.features = run.data_features();
   t.file.id = run.data_id();
+  t.file.regression = run.regression();
   t.input_shape.assign(run.data_shape().begin(), run.data_shape().end());
   t.num_classes = run.num_classes();
   t.class_names.assign(run.class_names().begin(), run.class_names().end());

@@ -21,7 +21,7 @@ GradientResult GradientOrThrow(const ModelSpec& spec,
   leaves.reserve(params.size());
   // detach() shares storage: no copy of the weights.
   for (const auto& p : params) leaves.push_back(p.detach().requires_grad_());
-  at::Tensor loss = at::cross_entropy_loss(Forward(spec, leaves, x), y);
+  at::Tensor loss = TaskLoss(Forward(spec, leaves, x), y);
   GradientResult r;
   r.grads = torch::autograd::grad({loss}, leaves);
   r.loss = loss.item<double>();

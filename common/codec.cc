@@ -480,6 +480,8 @@ v1::StepRule ToProto(const StepRule& rule) {
   p.set_beta2(rule.beta2);
   p.set_eps(rule.eps);
   p.set_clip_step(rule.clip_step);
+  p.set_frank_wolfe(rule.frank_wolfe);
+  p.set_radius(rule.radius);
   return p;
 }
 
@@ -491,16 +493,22 @@ absl::StatusOr<StepRule> FromProto(const v1::StepRule& p) {
   r.beta2 = p.beta2();
   r.eps = p.eps();
   r.clip_step = p.clip_step();
+  r.frank_wolfe = p.frank_wolfe();
+  r.radius = p.radius();
   const bool ok =
       r.momentum >= 0 && r.momentum < 1 && r.clip_step >= 0 &&
       std::isfinite(r.clip_step) &&
       (!r.adam || (r.beta1 >= 0 && r.beta1 < 1 && r.beta2 >= 0 && r.beta2 < 1 &&
-                   r.eps > 0 && std::isfinite(r.eps)));
+                   r.eps > 0 && std::isfinite(r.eps))) &&
+      (!r.frank_wolfe || (!r.adam && r.momentum == 0 && r.radius > 0 &&
+                          std::isfinite(r.radius))) &&
+      (r.frank_wolfe || r.radius == 0);
   if (!ok) {
     return absl::InvalidArgumentError(
         absl::StrCat("step rule out of range: momentum ", r.momentum, ", adam ",
                      r.adam, " (beta1 ", r.beta1, ", beta2 ", r.beta2, ", eps ",
-                     r.eps, "), clip_step ", r.clip_step));
+                     r.eps, "), clip_step ", r.clip_step, ", frank_wolfe ",
+                     r.frank_wolfe, " (radius ", r.radius, ")"));
   }
   return r;
 }

@@ -32,6 +32,7 @@ const std::vector<std::string>& KnownKeys() {
   static const auto* keys = new std::vector<std::string>{
       "model",
       "model.torchscript",
+      "task",
       "dataset",
       "dataset.name",
       "dataset.data_dir",
@@ -99,6 +100,7 @@ const std::vector<std::string>& KnownKeys() {
       "server_optimizer.beta1",
       "server_optimizer.beta2",
       "server_optimizer.eps",
+      "server_optimizer.radius",
       "compression",
       "sync",
       "sync_max_terms",
@@ -552,6 +554,23 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                      "files"));
   }
 
+  RETURN_IF_ERROR(
+      r.Choice(root, "", "task", {"classification", "regression"}, &c->task));
+  c->dataset.file.regression = c->task == "regression";
+  if (c->dataset.file.regression) {
+    if (!IsFileDataset(c->dataset.name)) {
+      return r.Error("task", root["task"],
+                     absl::StrCat("regression needs float targets: users' own "
+                                  "data (dataset npz, npy or csv), not ",
+                                  c->dataset.name));
+    }
+    if (c->dataset.file.classes != 0) {
+      return r.Error("dataset.classes", root["dataset"],
+                     "does not apply to 'task: regression' (the targets "
+                     "give the model's outputs)");
+    }
+  }
+
   if (root.IsMap() && root["partition"].IsDefined()) {
     const YAML::Node p = root["partition"];
     RETURN_IF_ERROR(r.CheckMap(p, "partition"));
@@ -562,6 +581,13 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                           &c->partition.shards_per_client));
     RETURN_IF_ERROR(r.Double(p, "partition", "alpha", 0, true, kInf, false,
                              &c->partition.alpha));
+    if (c->dataset.file.regression && c->partition.type != "iid" &&
+        c->partition.type != "id") {
+      return r.Error("partition.type", p,
+                     absl::StrCat("'", c->partition.type,
+                                  "' splits by class; 'task: regression' "
+                                  "takes iid or id"));
+    }
     if (c->partition.type == "id" && c->dataset.file.id.empty()) {
       return r.Error("partition.type", p,
                      "'id' needs dataset.id: the npz array, npy file or csv "
@@ -689,8 +715,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
     const YAML::Node s = root["server_optimizer"];
     ServerOptimizerConfig& o = c->server_optimizer;
     RETURN_IF_ERROR(r.CheckMap(s, "server_optimizer"));
-    RETURN_IF_ERROR(
-        r.Choice(s, "server_optimizer", "type", {"sgd", "adam"}, &o.type));
+    RETURN_IF_ERROR(r.Choice(s, "server_optimizer", "type",
+                             {"sgd", "adam", "frank_wolfe"}, &o.type));
     RETURN_IF_ERROR(
         r.Double(s, "server_optimizer", "lr", 0, true, kInf, false, &o.lr));
     RETURN_IF_ERROR(r.Double(s, "server_optimizer", "momentum", 0, false, 1,
@@ -701,6 +727,41 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
         r.Double(s, "server_optimizer", "beta2", 0, false, 1, true, &o.beta2));
     RETURN_IF_ERROR(
         r.Double(s, "server_optimizer", "eps", 0, true, kInf, false, &o.eps));
+    RETURN_IF_ERROR(r.Double(s, "server_optimizer", "radius", 0, false, kInf,
+                             false, &o.radius));
+  }
+  if (c->server_optimizer.type == "frank_wolfe") {
+    // The step is a convex combination with a vertex of the ball: lr is
+    // its weight, so it must lie in (0, 1]; the estimate is the projected
+    // forward gradient (d v) v of forward-only clients.
+    if (c->estimator != "jvp" && c->estimator != "fd") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'server_optimizer.type: frank_wolfe' takes forward gradients from "
+          "forward-only clients (estimator: jvp or fd), not ",
+          c->estimator));
+    }
+    if (!(c->server_optimizer.radius > 0)) {
+      return absl::InvalidArgumentError(
+          "'server_optimizer.type: frank_wolfe' needs "
+          "'server_optimizer.radius' "
+          "> 0 (the l1 ball's radius)");
+    }
+    if (c->lr > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'server_optimizer.type: frank_wolfe' takes 'lr' as the Frank-Wolfe "
+          "step size, in (0, 1]; got ",
+          FormatDouble(c->lr)));
+    }
+    if (c->momentum != 0 || c->algorithm != "federated") {
+      return absl::InvalidArgumentError(
+          "'server_optimizer.type: frank_wolfe' averages past estimates "
+          "itself: it takes no 'momentum' and runs with 'algorithm: "
+          "federated'");
+    }
+  } else if (c->server_optimizer.radius != 0) {
+    return absl::InvalidArgumentError(
+        "'server_optimizer.radius' applies to 'server_optimizer.type: "
+        "frank_wolfe'");
   }
   RETURN_IF_ERROR(r.Choice(root, "", "compression", {"none", "fp16", "int8"},
                            &c->compression));
@@ -863,6 +924,7 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
   } else {
     j["model"] = {{"torchscript", c.torchscript}};
   }
+  j["task"] = c.task;
   j["dataset"] = {{"name", c.dataset.name},
                   {"data_dir", c.dataset.data_dir},
                   {"train_limit", c.dataset.train_limit},
@@ -923,7 +985,8 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                            {"momentum", c.server_optimizer.momentum},
                            {"beta1", c.server_optimizer.beta1},
                            {"beta2", c.server_optimizer.beta2},
-                           {"eps", c.server_optimizer.eps}};
+                           {"eps", c.server_optimizer.eps},
+                           {"radius", c.server_optimizer.radius}};
   j["compression"] = c.compression;
   j["sync"] = c.sync;
   j["sync_max_terms"] = c.sync_max_terms;

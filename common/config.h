@@ -123,8 +123,12 @@ struct SamplingConfig {
 // estimated gradient with the scheduled `lr` (this `lr` and `momentum` are
 // FedAvg's only).
 struct ServerOptimizerConfig {
-  std::string type = "sgd";  // sgd | adam
+  // sgd | adam | frank_wolfe. frank_wolfe: forward gradients (estimator jvp
+  // or fd) constrained to the l1 ball of `radius` (common/step_rule.h); the
+  // round's learning rate (lr, lr_schedule) is the Frank-Wolfe step size.
+  std::string type = "sgd";
   double lr = 1.0;
+  double radius = 0;  // frank_wolfe: the l1 ball's radius (> 0)
   double momentum = 0;
   double beta1 = 0.9;
   double beta2 = 0.99;
@@ -203,6 +207,12 @@ struct Config {
   // is set (YAML `model: {torchscript: FILE}`, FILE relative to the config).
   std::string model = "mlp";
   std::string torchscript;  // absolute path; "" for a registered model
+  // classification: class labels, cross-entropy, test accuracy.
+  // regression: float targets of users' own data (dataset npz, npy or csv),
+  //   mean squared error, test RMSE and R^2 (R^2 is the score that targets,
+  //   the best model and final_test_acc's place in the summary use).
+  //   Also sets dataset.file.regression.
+  std::string task = "classification";
   DatasetConfig dataset;
   // How the training set is split into `clients` shards. YAML: a map
   // {type, shards_per_client, alpha}, or just the type ("partition: iid").

@@ -444,7 +444,9 @@ ImageSet Subset(const ImageSet& set, const std::vector<int64_t>& indices) {
   } else {
     out.pixels.reserve(indices.size() * per_image);
   }
-  out.labels.reserve(indices.size());
+  out.target_dim = set.target_dim;
+  if (!set.regression()) out.labels.reserve(indices.size());
+  out.size = 0;
   // Indices outside [0, size) are a caller bug; they are skipped rather than
   // read out of bounds.
   for (int64_t i : indices) {
@@ -457,11 +459,26 @@ ImageSet Subset(const ImageSet& set, const std::vector<int64_t>& indices) {
       out.pixels.insert(out.pixels.end(), set.pixels.begin() + i * per_image,
                         set.pixels.begin() + (i + 1) * per_image);
     }
-    out.labels.push_back(set.labels[i]);
+    if (set.regression()) {
+      out.targets.insert(out.targets.end(),
+                         set.targets.begin() + i * set.target_dim,
+                         set.targets.begin() + (i + 1) * set.target_dim);
+    } else {
+      out.labels.push_back(set.labels[i]);
+    }
     if (!set.ids.empty()) out.ids.push_back(set.ids[i]);
+    ++out.size;
   }
-  out.size = static_cast<int64_t>(out.labels.size());
   return out;
+}
+
+std::vector<uint8_t> PartitionLabels(const ImageSet& set) {
+  if (!set.regression()) return set.labels;
+  return std::vector<uint8_t>(static_cast<size_t>(set.size), 0);
+}
+
+int PartitionClasses(const ImageSet& set, const DatasetInfo& info) {
+  return set.regression() ? 1 : static_cast<int>(info.num_classes);
 }
 
 bool IsFileDataset(const std::string& name) {
@@ -492,6 +509,8 @@ absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
   const std::string path =
       FileDataPath(dataset_name, dir, split == Split::kTrain);
   absl::StatusOr<ArrayData> data;
+  const ArrayTask task =
+      file.regression ? ArrayTask::kRegression : ArrayTask::kClassification;
   if (dataset_name == "npy") {
     const std::string prefix =
         absl::StrCat(dir, "/", split == Split::kTrain ? "train_" : "test_");
@@ -499,17 +518,20 @@ absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
         absl::StrCat(prefix, file.features.empty() ? "x" : file.features,
                      ".npy"),
         absl::StrCat(prefix, file.label.empty() ? "y" : file.label, ".npy"),
-        ArrayTask::kClassification,
-        file.id.empty() ? "" : absl::StrCat(prefix, file.id, ".npy"));
+        task, file.id.empty() ? "" : absl::StrCat(prefix, file.id, ".npy"));
   } else if (dataset_name == "npz") {
     NpzNames names;
     if (!file.features.empty()) names.features = file.features;
     if (!file.label.empty()) names.labels = file.label;
     names.ids = file.id;
-    data = LoadNpz(path, names, ArrayTask::kClassification);
+    data = LoadNpz(path, names, task);
   } else {
     CsvOptions o;
-    o.label_column = file.label.empty() ? "label" : file.label;
+    if (file.regression) {
+      o.target_columns = {file.label.empty() ? "target" : file.label};
+    } else {
+      o.label_column = file.label.empty() ? "label" : file.label;
+    }
     o.id_column = file.id;
     data = LoadCsv(path, o);
   }
@@ -518,11 +540,15 @@ absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": no id array '", file.id, "'"));
   }
-  if (data->labels.empty()) {
+  if (file.regression && data->targets.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": task regression needs float targets"));
+  }
+  if (!file.regression && data->labels.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         path,
-        ": labels must be integers (classification); float targets "
-        "(regression) are not supported yet"));
+        ": labels must be integers (classification); float targets need "
+        "'task: regression'"));
   }
   const std::vector<int64_t>& shape = data->feature_shape;
   ImageSet out;
@@ -548,8 +574,14 @@ absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
   const int64_t per = out.channels * out.rows * out.cols;
   out.size = n;
   out.features.assign(data->features.begin(), data->features.begin() + n * per);
-  out.labels.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
+  if (file.regression) {
+    out.target_dim = data->target_dim;
+    out.targets.assign(data->targets.begin(),
+                       data->targets.begin() + n * data->target_dim);
+  } else {
+    out.labels.resize(static_cast<size_t>(n));
+  }
+  for (int64_t i = 0; i < n && !file.regression; ++i) {
     if (data->labels[i] > 255) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": example ", i, " has label ", data->labels[i],
@@ -565,9 +597,12 @@ absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
 }
 
 DatasetInfo FileDataInfo(const std::string& name,
-                         const std::vector<int64_t>& shape, int64_t classes) {
-  return DatasetInfo{name,    shape.at(0), shape.at(1), shape.at(2),
-                     classes, 0.0f,        1.0f};
+                         const std::vector<int64_t>& shape, int64_t classes,
+                         bool regression) {
+  DatasetInfo info{name,    shape.at(0), shape.at(1), shape.at(2),
+                   classes, 0.0f,        1.0f};
+  info.regression = regression;
+  return info;
 }
 
 absl::StatusOr<DatasetInfo> DescribeFileData(const std::string& name,
@@ -576,6 +611,12 @@ absl::StatusOr<DatasetInfo> DescribeFileData(const std::string& name,
   if (split.size == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("dataset ", name, ": no examples"));
+  }
+  if (split.regression()) {
+    DatasetInfo info = FileDataInfo(
+        name, {split.channels, split.rows, split.cols}, split.target_dim, true);
+    RETURN_IF_ERROR(CheckFileData(split, info, absl::StrCat("dataset ", name)));
+    return info;
   }
   int64_t top = 0;
   for (uint8_t l : split.labels) top = std::max<int64_t>(top, l);
@@ -606,6 +647,20 @@ absl::Status CheckFileData(const ImageSet& split, const DatasetInfo& info,
         absl::StrCat(what, ": examples of shape ", split.channels, "x",
                      split.rows, "x", split.cols, ", the run's are ",
                      info.channels, "x", info.rows, "x", info.cols));
+  }
+  if (split.regression() != info.regression) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, split.regression() ? ": float targets" : ": class labels",
+        ", the run is ",
+        info.regression ? "a regression" : "a classification"));
+  }
+  if (split.regression()) {
+    if (split.target_dim != info.num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": ", split.target_dim, " targets per example, the run's are ",
+          info.num_classes));
+    }
+    return absl::OkStatus();
   }
   for (int64_t i = 0; i < split.size; ++i) {
     if (split.labels[i] >= info.num_classes) {

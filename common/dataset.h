@@ -36,7 +36,11 @@ struct ImageSet {
   int64_t size = 0;
   int64_t channels = 1, rows = 28, cols = 28;
   std::vector<uint8_t> pixels;  // size * channels * rows * cols, NCHW
-  std::vector<uint8_t> labels;  // size, each < num_classes
+  std::vector<uint8_t> labels;  // size, each < num_classes (classification)
+  // Regression (task: regression, users' own data): size * target_dim float
+  // targets, example-major; then `labels` is empty.
+  std::vector<float> targets;
+  int64_t target_dim = 0;
   // Users' own data (npz, csv): the features as float32, used as they are
   // (no scaling, no normalization), instead of `pixels` (then empty).
   std::vector<float> features;
@@ -45,14 +49,18 @@ struct ImageSet {
   // CSV labels given as names: the name of each label (sorted), or empty.
   std::vector<std::string> class_names;
   bool has_features() const { return !features.empty(); }
+  bool regression() const { return target_dim > 0; }
 };
 
 struct DatasetInfo {
   std::string name;
+  // num_classes: the model's outputs (classes, or the regression targets).
   int64_t channels, rows, cols, num_classes;
   float mean, stddev;  // per-pixel normalization after scaling to [0, 1]
   // File data with labels given as names (CSV): the names, label order.
   std::vector<std::string> class_names = {};
+  // task: regression: float targets, num_classes of them per example.
+  bool regression = false;
 };
 // Known datasets: "mnist", "fashion-mnist" (1x28x28), "cifar10" (3x32x32).
 // Error for others. CIFAR-10 uses one mean/stddev for all three channels.
@@ -74,6 +82,10 @@ struct FileDataOptions {
                          // column ("": "label")
   std::string id;        // npz array or csv column of natural ids ("": none)
   int64_t classes = 0;   // 0: 1 + the largest label of the described split
+  // task: regression: float targets instead of labels (npz/npy: the label
+  // array, of shape (n) or (n, t); csv: the label column, default
+  // "target"); `classes` does not apply.
+  bool regression = false;
 };
 bool IsFileDataset(const std::string& name);  // "npz" or "csv"
 // The file of `split` in `dir`: <dir>/train.npz, <dir>/test.csv, ...
@@ -88,7 +100,8 @@ absl::StatusOr<DatasetInfo> DescribeFileData(const std::string& name,
 // The info of file data of shape C,H,W = `shape` and `classes` classes:
 // features used as they are (mean 0, stddev 1).
 DatasetInfo FileDataInfo(const std::string& name,
-                         const std::vector<int64_t>& shape, int64_t classes);
+                         const std::vector<int64_t>& shape, int64_t classes,
+                         bool regression = false);
 // GetDatasetInfo for every data set: for "npz" and "csv", DescribeFileData
 // of the test split in `dir`.
 absl::StatusOr<DatasetInfo> DatasetInfoFor(const std::string& name,
@@ -144,6 +157,11 @@ absl::StatusOr<ImageSet> LoadDataSplit(const std::string& dataset_name,
 // daemon computes the same split independently.
 std::vector<int64_t> IidShardIndices(int64_t n, int num_shards, int shard,
                                      uint64_t seed);
+
+// What a partition splits by: the labels, or for regression (no classes)
+// one class of every example; and the number of those classes.
+std::vector<uint8_t> PartitionLabels(const ImageSet& set);
+int PartitionClasses(const ImageSet& set, const DatasetInfo& info);
 
 // Keeps only the examples at `indices` (in that order).
 ImageSet Subset(const ImageSet& set, const std::vector<int64_t>& indices);

@@ -30,7 +30,7 @@ double Loss(const ModelSpec& spec, const std::vector<at::Tensor>& params,
   const at::Tensor logits = fixed == nullptr
                                 ? Forward(spec, params, x)
                                 : QuantizedForward(spec, params, x, *fixed);
-  return at::cross_entropy_loss(logits, y).item<double>();
+  return TaskLoss(logits, y).item<double>();
 }
 
 }  // namespace

@@ -63,7 +63,7 @@ absl::StatusOr<JvpResult> ComputeJvp(
       for (size_t p = 0; p < params.size(); ++p) {
         duals.push_back(at::_make_dual(params[p], tangents[k][p], level.idx()));
       }
-      at::Tensor loss = at::cross_entropy_loss(Forward(spec, duals, x), y);
+      at::Tensor loss = TaskLoss(Forward(spec, duals, x), y);
       auto unpacked = at::_unpack_dual(loss, level.idx());
       const at::Tensor& tangent_out = std::get<1>(unpacked);
       if (!tangent_out.defined()) {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/torch_model.h"
 
 namespace fedfwd {
 namespace {
@@ -234,13 +235,14 @@ absl::StatusOr<JvpResult> SharedRankOneJvps(
         h = h_is_input ? at::relu(h) : at::relu_(h);
       }
     }
-    loss_sum +=
-        at::cross_entropy_loss(h, yb, {}, at::Reduction::Sum).item<double>();
-    // The cross-entropy's forward rule: dL = sum_b e_b . dz_b (the mean
-    // over the whole batch).
-    const at::Tensor e =
-        (at::softmax(h, 1) - at::one_hot(yb, h.size(1)).to(h.scalar_type())) /
-        static_cast<double>(b);
+    loss_sum += at::isFloatingType(yb.scalar_type())
+                    ? at::mse_loss(h, yb, at::Reduction::Sum).item<double>() /
+                          static_cast<double>(h.size(1))
+                    : at::cross_entropy_loss(h, yb, {}, at::Reduction::Sum)
+                          .item<double>();
+    // The loss's forward rule: dL = sum_b e_b . dz_b (the mean over the
+    // whole batch; cross-entropy or squared error, TaskLossGrad).
+    const at::Tensor e = TaskLossGrad(h, yb, b);
     h.reset();
     p = 0;
     for (size_t l = 0; l < nl; ++l) {
@@ -560,20 +562,27 @@ absl::StatusOr<JvpResult> ComputeJvpRules(const ModelSpec& spec,
       }
     }
     JvpResult result;
-    result.loss = at::cross_entropy_loss(h, y).item<double>();
+    result.loss = TaskLoss(h, y).item<double>();
     if (!ht.defined()) {
       result.jvps.assign(keys.size(), 0.0);
       return result;
     }
-    // d/dt mean_b (logsumexp(z_b) - z_b[y_b]) = mean_b (softmax(z_b) . zt_b
-    // - zt_b[y_b]).
-    const at::Tensor prob = at::softmax(h, 1);
-    const at::Tensor picked =
-        ht.gather(2, y.reshape({1, b, 1}).expand({k, b, 1})).squeeze(2);
-    const at::Tensor d = ((ht * prob.unsqueeze(0)).sum(2) - picked)
-                             .mean(1)
-                             .to(at::kDouble)
-                             .cpu();
+    at::Tensor d;
+    if (at::isFloatingType(y.scalar_type())) {
+      // Squared error: d/dt L = sum_b e_b . zt_b, e = dL/dz (TaskLossGrad).
+      const at::Tensor e = TaskLossGrad(h, y, b);
+      d = (ht * e.unsqueeze(0)).sum(2).sum(1).to(at::kDouble).cpu();
+    } else {
+      // d/dt mean_b (logsumexp(z_b) - z_b[y_b]) = mean_b (softmax(z_b) .
+      // zt_b - zt_b[y_b]).
+      const at::Tensor prob = at::softmax(h, 1);
+      const at::Tensor picked =
+          ht.gather(2, y.reshape({1, b, 1}).expand({k, b, 1})).squeeze(2);
+      d = ((ht * prob.unsqueeze(0)).sum(2) - picked)
+              .mean(1)
+              .to(at::kDouble)
+              .cpu();
+    }
     result.jvps.assign(d.data_ptr<double>(), d.data_ptr<double>() + k);
     return result;
   } catch (const c10::Error& e) {

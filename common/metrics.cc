@@ -71,8 +71,9 @@ absl::Status MetricsWriter::Append(const RoundRow& row) {
   j["wall_s"] = row.wall_s;
   j["train_loss"] = row.train_loss ? nlohmann::json(*row.train_loss)
                                    : nlohmann::json(nullptr);
-  j["test_acc"] =
+  j[regression_ ? "test_r2" : "test_acc"] =
       row.test_acc ? nlohmann::json(*row.test_acc) : nlohmann::json(nullptr);
+  if (row.test_rmse) j["test_rmse"] = *row.test_rmse;
   j["bytes_up"] = row.bytes_up;
   j["bytes_down"] = row.bytes_down;
   j["clients"] = row.clients;

@@ -21,7 +21,10 @@ struct RoundRow {
   int64_t round = 0;
   double wall_s = 0;
   std::optional<double> train_loss;
+  // The score: test accuracy, or R^2 for regression (written "test_r2",
+  // MetricsWriter::set_regression), then RMSE for regression.
   std::optional<double> test_acc;
+  std::optional<double> test_rmse;
   int64_t bytes_up = 0;
   int64_t bytes_down = 0;
   int clients = 0;
@@ -47,6 +50,8 @@ class MetricsWriter {
       const std::string& dir, int64_t keep_through,
       const std::string& index_key = "round");
   absl::Status Append(const RoundRow& row);
+  // Regression runs: rows name their score "test_r2", not "test_acc".
+  void set_regression(bool regression) { regression_ = regression; }
   // Writes dir/summary.json from a JSON object text.
   absl::Status WriteSummary(const std::string& json_text);
   // Writes `bytes` to dir/name atomically and durably (WriteFileDurably).
@@ -59,6 +64,7 @@ class MetricsWriter {
       : dir_(std::move(dir)), index_key_(std::move(index_key)) {}
   std::string dir_;
   std::string index_key_;
+  bool regression_ = false;
   std::ofstream rows_;
 };
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/rng.h"
 
@@ -312,6 +313,13 @@ std::vector<float> InitialParams(const ModelSpec& spec, uint64_t seed) {
     off += param.numel();
   }
   return flat;
+}
+
+std::string ScoreText(const EvalResult& r) {
+  if (r.regression) {
+    return absl::StrFormat("test_r2 %.4f  test_rmse %.4g", r.r2, r.rmse);
+  }
+  return absl::StrFormat("test_acc %.4f", r.accuracy);
 }
 
 }  // namespace fedfwd

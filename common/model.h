@@ -123,10 +123,22 @@ std::vector<std::string> ModelNames();
 
 // Test-set score of a model.
 struct EvalResult {
+  // The score that runs track (best model, targets, final): the accuracy,
+  // or for regression R^2 (below).
   double accuracy = 0;
-  double loss = 0;  // mean cross-entropy
+  double loss = 0;  // mean cross-entropy; regression: mean squared error
   int64_t count = 0;
+  // Regression (float targets): the root mean squared error and R^2 = 1 -
+  // SSE / SST (SST about the evaluated targets' own mean, summed over
+  // target dimensions; 0 when the targets are constant).
+  bool regression = false;
+  double rmse = 0;
+  double r2 = 0;
 };
+
+// "test_acc 0.9123", or for regression "test_r2 0.4512  test_rmse 55.31":
+// the score as progress lines print it.
+std::string ScoreText(const EvalResult& r);
 
 // Deterministic initial weights from the run seed (a TorchScript model:
 // the values in its file, see ModelSpec::initial). kUniform parameters get

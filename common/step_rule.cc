@@ -1,6 +1,8 @@
 #include "common/step_rule.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 
 namespace fedfwd {
 
@@ -13,6 +15,8 @@ StepRule StepRuleOf(const Config& config) {
   r.eps = config.server_optimizer.eps;
   r.clip_step = config.clip_step;
   if (r.adam) r.momentum = 0;  // Adam's first moment is its momentum
+  r.frank_wolfe = config.server_optimizer.type == "frank_wolfe";
+  r.radius = config.server_optimizer.radius;
   return r;
 }
 
@@ -41,6 +45,54 @@ void MomentumStep(const float* g, size_t n, double lr, double mu, float* buf,
   }
 }
 
+void ProjectL1Ball(float* x, size_t n, double radius) {
+  double l1 = 0;
+  for (size_t i = 0; i < n; ++i) l1 += std::fabs(static_cast<double>(x[i]));
+  if (l1 <= radius) return;
+  std::vector<double> u(n);
+  for (size_t i = 0; i < n; ++i) u[i] = std::fabs(static_cast<double>(x[i]));
+  std::sort(u.begin(), u.end(), std::greater<double>());
+  // theta = (sum of the k largest - radius) / k for the largest k whose
+  // k-th magnitude stays above it.
+  double sum = 0, theta = 0;
+  for (size_t k = 0; k < n; ++k) {
+    sum += u[k];
+    const double t = (sum - radius) / static_cast<double>(k + 1);
+    if (u[k] > t) theta = t;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const double a = std::fabs(static_cast<double>(x[i])) - theta;
+    x[i] = a > 0 ? static_cast<float>(std::copysign(a, x[i])) : 0.0f;
+  }
+}
+
+void FrankWolfeStep(const float* g, size_t n, double lr, double radius,
+                    float* state, float* params) {
+  float* d = state;
+  const double t = state[n];
+  if (t == 0) ProjectL1Ball(params, n, radius);
+  const double rho = std::min(1.0, 4.0 / std::pow(t + 8.0, 2.0 / 3.0));
+  const float keep = static_cast<float>(1.0 - rho),
+              take = static_cast<float>(rho);
+  size_t best = 0;
+  float best_abs = -1;
+  for (size_t i = 0; i < n; ++i) {
+    d[i] = keep * d[i] + take * g[i];
+    const float a = std::fabs(d[i]);
+    if (a > best_abs) {
+      best_abs = a;
+      best = i;
+    }
+  }
+  const float shrink = static_cast<float>(1.0 - lr);
+  for (size_t i = 0; i < n; ++i) params[i] *= shrink;
+  if (best_abs > 0) {
+    params[best] -=
+        static_cast<float>(lr * radius) * (d[best] > 0 ? 1.0f : -1.0f);
+  }
+  state[n] = static_cast<float>(t + 1);
+}
+
 void AdamStep(const float* g, size_t n, double lr, double beta1, double beta2,
               double eps, float* m, float* v, float* params) {
   const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
@@ -65,7 +117,7 @@ void ApplySeedStep(const SeedStep& step, const StepRule& rule,
   const size_t n = static_cast<size_t>(n64);
   const size_t want = static_cast<size_t>(rule.StateSize(n64));
   if (state->size() != want) state->assign(want, 0.0f);
-  if (!rule.adam && !(rule.clip_step > 0)) {
+  if (!rule.adam && !rule.frank_wolfe && !(rule.clip_step > 0)) {
     // Momentum alone: buf = mu buf + g with g's terms added straight into
     // the buffer (no model-sized scratch), then the step.
     float* buf = state->data();
@@ -80,7 +132,9 @@ void ApplySeedStep(const SeedStep& step, const StepRule& rule,
   float* g = scratch->data();
   ApplySeedTerms(step.terms, layout, g, threads);
   ClipToNorm(g, n, rule.clip_step);
-  if (rule.adam) {
+  if (rule.frank_wolfe) {
+    FrankWolfeStep(g, n, step.lr, rule.radius, state->data(), params);
+  } else if (rule.adam) {
     AdamStep(g, n, step.lr, rule.beta1, rule.beta2, rule.eps, state->data(),
              state->data() + n, params);
   } else {

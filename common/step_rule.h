@@ -11,6 +11,19 @@
 //   adam:           m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //                   params -= lr * m / (sqrt(v) + eps)   (no bias correction)
 //   momentum > 0:   buf = mu buf + g;  params -= lr * buf
+//   frank_wolfe:    the l1 ball of radius R (Rostami and Kia 2024, projected
+//                   forward gradients in Frank-Wolfe with the average of
+//                   past estimates for variance reduction):
+//                   t = steps taken before this one;
+//                   t == 0: params = projection of params onto the ball
+//                     (Duchi et al. 2008: a sparse start, no-op inside it);
+//                   rho = min(1, 4 / (t + 8)^(2/3));
+//                   d = (1 - rho) d + rho g;
+//                   i = argmax |d_i| (lowest index on ties);
+//                   params *= (1 - lr);  params[i] -= lr * R * sign(d_i)
+//                   (the linear minimization oracle's vertex -R sign(d_i) e_i;
+//                   lr in (0, 1] is the Frank-Wolfe step size, so the model
+//                   stays in the ball and gains at most one non-zero a step)
 //   else:           params -= lr * g
 // Plain SGD (no momentum, no Adam, no clip) needs none of this: its terms
 // carry -lr * coefficient and ApplySeedTerms adds them straight into the
@@ -36,14 +49,21 @@ struct StepRule {
   bool adam = false;
   double beta1 = 0.9, beta2 = 0.99, eps = 1e-3;
   double clip_step = 0;  // clip |g| before the step; 0: off
+  bool frank_wolfe = false;
+  double radius = 0;  // frank_wolfe: the l1 ball's radius
 
   // The terms are the raw gradient (alpha = coefficient) and the step needs
-  // the learning rate and, for momentum or Adam, state.
-  bool Stateful() const { return adam || momentum != 0 || clip_step > 0; }
+  // the learning rate and, for momentum, Adam or Frank-Wolfe, state.
+  bool Stateful() const {
+    return adam || frank_wolfe || momentum != 0 || clip_step > 0;
+  }
   // Floats of optimizer state for a model of n parameters: Adam m then v
-  // (2n), momentum's buffer (n), else none.
+  // (2n), Frank-Wolfe's average d then its step count (n + 1), momentum's
+  // buffer (n), else none.
   int64_t StateSize(int64_t n) const {
-    return adam ? 2 * n : (momentum != 0 ? n : 0);
+    if (adam) return 2 * n;
+    if (frank_wolfe) return n + 1;
+    return momentum != 0 ? n : 0;
   }
 };
 
@@ -74,6 +94,16 @@ void ClipToNorm(float* g, size_t n, double clip);
 // unused).
 void MomentumStep(const float* g, size_t n, double lr, double mu, float* buf,
                   float* params);
+// The Euclidean projection of x (n floats) onto the l1 ball of `radius`
+// (Duchi, Shalev-Shwartz, Singer, Chandra 2008): x_i = sign(x_i)
+// max(|x_i| - theta, 0) with the one theta that lands on the sphere; x
+// unchanged when |x|_1 <= radius. Deterministic (sums in double over the
+// sorted magnitudes).
+void ProjectL1Ball(float* x, size_t n, double radius);
+// One Frank-Wolfe step as in the header comment on d and the step count
+// held in state (n + 1 floats).
+void FrankWolfeStep(const float* g, size_t n, double lr, double radius,
+                    float* state, float* params);
 // Adam as in the header comment, on m and v of n floats each.
 void AdamStep(const float* g, size_t n, double lr, double beta1, double beta2,
               double eps, float* m, float* v, float* params);

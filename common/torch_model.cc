@@ -6,6 +6,8 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/scripted_model.h"
@@ -81,11 +83,42 @@ std::vector<at::Tensor> ParamsTo(const std::vector<at::Tensor>& params,
   return out;
 }
 
+at::Tensor TaskLoss(const at::Tensor& out, const at::Tensor& y) {
+  if (at::isFloatingType(y.scalar_type())) {
+    return at::mse_loss(out, y.to(out.scalar_type()));
+  }
+  return at::cross_entropy_loss(out, y);
+}
+
+at::Tensor TaskLossGrad(const at::Tensor& out, const at::Tensor& y,
+                        int64_t total) {
+  if (at::isFloatingType(y.scalar_type())) {
+    return (out - y.to(out.scalar_type())) *
+           (2.0 / static_cast<double>(total * out.size(1)));
+  }
+  return (at::softmax(out, 1) -
+          at::one_hot(y, out.size(1)).to(out.scalar_type())) /
+         static_cast<double>(total);
+}
+
 Batch MakeBatch(const ImageSet& set, const DatasetInfo& info,
                 const std::vector<int64_t>& indices) {
   const int64_t per = set.channels * set.rows * set.cols;
   const int64_t b = static_cast<int64_t>(indices.size());
   at::Tensor x = at::empty({b, set.channels, set.rows, set.cols}, at::kFloat);
+  if (set.regression()) {  // users' own data, float targets
+    const int64_t t = set.target_dim;
+    at::Tensor y = at::empty({b, t}, at::kFloat);
+    float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    for (int64_t i = 0; i < b; ++i) {
+      std::copy(set.features.begin() + indices[i] * per,
+                set.features.begin() + (indices[i] + 1) * per, xp + i * per);
+      std::copy(set.targets.begin() + indices[i] * t,
+                set.targets.begin() + (indices[i] + 1) * t, yp + i * t);
+    }
+    return {x, y};
+  }
   at::Tensor y = at::empty({b}, at::kLong);
   float* xp = x.data_ptr<float>();
   int64_t* yp = y.data_ptr<int64_t>();
@@ -125,6 +158,28 @@ absl::StatusOr<EvalResult> Evaluate(const ModelSpec& spec,
     double loss_sum = 0;
     const at::Device device =
         params.empty() ? at::Device(at::kCPU) : params[0].device();
+    if (at::isFloatingType(data.y.scalar_type())) {
+      // Regression: SSE and SST (about the targets' mean) in double.
+      const at::Tensor yd = data.y.to(at::kDouble);
+      const double sst =
+          n ? (yd - yd.mean(0, true)).pow(2).sum().item<double>() : 0;
+      double sse = 0;
+      for (int64_t s = 0; s < n; s += chunk) {
+        const int64_t e = std::min(n, s + chunk);
+        at::Tensor x = data.x.slice(0, s, e).to(device);
+        at::Tensor out = Forward(spec, params, x).to(at::kDouble).cpu();
+        sse += (out - yd.slice(0, s, e)).pow(2).sum().item<double>();
+      }
+      const double entries = static_cast<double>(n * data.y.size(1));
+      r.regression = true;
+      r.count = n;
+      r.loss = n ? sse / entries : 0;
+      r.rmse = std::sqrt(r.loss);
+      r.r2 = sst > 0 ? 1.0 - sse / sst : 0;
+      if (!std::isfinite(r.r2)) r.r2 = -std::numeric_limits<double>::infinity();
+      r.accuracy = r.r2;
+      return r;
+    }
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t e = std::min(n, s + chunk);
       at::Tensor x = data.x.slice(0, s, e).to(device);

@@ -37,8 +37,18 @@ std::vector<at::Tensor> ParamViews(const ModelSpec& spec, float* flat);
 std::vector<at::Tensor> ParamsTo(const std::vector<at::Tensor>& params,
                                  const at::Device& device);
 
-// A normalized float batch [B, C, H, W] and int64 labels [B] built from the
-// examples at `indices` of `set`.
+// The training loss of outputs [B, K] against y: y int64 [B] (class
+// labels): mean cross-entropy; y float [B, T] (regression targets, T == K):
+// mean squared error over every entry. Throws c10::Error.
+at::Tensor TaskLoss(const at::Tensor& out, const at::Tensor& y);
+// dL/dout of TaskLoss for the whole batch of `total` rows, on the rows of
+// `out` (a slice of it when `total` is larger): (softmax - onehot(y)) /
+// total, or 2 (out - y) / (total * T).
+at::Tensor TaskLossGrad(const at::Tensor& out, const at::Tensor& y,
+                        int64_t total);
+
+// A normalized float batch [B, C, H, W] and int64 labels [B] (regression:
+// float32 targets [B, T]) built from the examples at `indices` of `set`.
 struct Batch {
   at::Tensor x, y;
 };
@@ -47,8 +57,9 @@ Batch MakeBatch(const ImageSet& set, const DatasetInfo& info,
 // The whole set as one batch (for evaluation data kept in memory).
 Batch MakeFullBatch(const ImageSet& set, const DatasetInfo& info);
 
-// Accuracy and mean cross-entropy of the model on `data`, in chunks of
-// `chunk` examples, without autograd.
+// Accuracy and mean cross-entropy of the model on `data` (float targets:
+// RMSE, R^2 and mean squared error), in chunks of `chunk` examples, without
+// autograd.
 absl::StatusOr<EvalResult> Evaluate(const ModelSpec& spec,
                                     const std::vector<at::Tensor>& params,
                                     const Batch& data, int64_t chunk = 1000);

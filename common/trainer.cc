@@ -351,7 +351,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                        ": the run names no input shape and classes (an older "
                        "coordinator?)"));
     }
-    impl->info = FileDataInfo(o.dataset, o.input_shape, o.num_classes);
+    impl->info = FileDataInfo(o.dataset, o.input_shape, o.num_classes,
+                              o.file.regression);
   } else {
     ASSIGN_OR_RETURN(impl->info, GetDatasetInfo(o.dataset));
   }
@@ -388,7 +389,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   }
   ASSIGN_OR_RETURN(
       std::vector<int64_t> indices,
-      ShardIndices(train.labels, static_cast<int>(impl->info.num_classes),
+      ShardIndices(PartitionLabels(train), PartitionClasses(train, impl->info),
                    o.num_shards, o.shard, o.partition, o.seed, train.ids));
   impl->shard = Subset(train, indices);
   if (impl->shard.size == 0) {

@@ -26,8 +26,8 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(
                                  Split::kTest, config.dataset.test_limit));
   DatasetInfo info;
   if (IsFileDataset(config.dataset.name)) {
-    info =
-        FileDataInfo(config.dataset.name, spec.input_shape, spec.num_classes);
+    info = FileDataInfo(config.dataset.name, spec.input_shape, spec.num_classes,
+                        config.dataset.file.regression);
     RETURN_IF_ERROR(CheckFileData(test, info, "the test split"));
   } else {
     ASSIGN_OR_RETURN(info, GetDatasetInfo(config.dataset.name));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -500,6 +501,7 @@ absl::Status PeerEngine::EvaluateStep(int64_t step, PendingReport report) {
   row.wall_s = absl::ToDoubleSeconds(absl::Now() - start);
   row.train_loss = report.loss_sum / static_cast<double>(n);
   row.test_acc = score.accuracy;
+  if (score.regression) row.test_rmse = score.rmse;
   row.bytes_up = bytes_up_ + peer_bytes;
   row.bytes_down = bytes_down_;
   row.clients = static_cast<int>(n);
@@ -511,9 +513,9 @@ absl::Status PeerEngine::EvaluateStep(int64_t step, PendingReport report) {
   if (center_acc) row.extra.emplace_back("center_test_acc", *center_acc);
   RETURN_IF_ERROR(metrics_->Append(row));
   Log(absl::StrFormat(
-          "step %d/%d  loss %.4f  test_acc %.4f%s  spread %.4g  "
+          "step %d/%d  loss %.4f  %s%s  spread %.4g  "
           "workers %d  %.1f s",
-          step, config_.peer.steps, *row.train_loss, score.accuracy,
+          step, config_.peer.steps, *row.train_loss, ScoreText(score),
           center_acc ? absl::StrFormat("  center_acc %.4f", *center_acc) : "",
           spread, n, row.wall_s),
       {{"event", "evaluation"},
@@ -525,6 +527,7 @@ absl::Status PeerEngine::EvaluateStep(int64_t step, PendingReport report) {
        {"wall_s", row.wall_s}});
   std::lock_guard<std::mutex> lock(mu_);
   last_test_acc_ = score.accuracy;
+  last_test_rmse_ = score.rmse;
   last_eval_step_ = step;
   accuracy_history_.emplace_back(step, score.accuracy);
   while (accuracy_history_.size() > 10) accuracy_history_.pop_front();
@@ -548,6 +551,12 @@ absl::Status PeerEngine::Run() {
   RoundRow row0;
   row0.round = 0;
   row0.test_acc = e0.accuracy;
+  if (e0.regression) {
+    row0.test_rmse = e0.rmse;
+    // R^2 has no floor: the first evaluation is the best so far.
+    std::lock_guard<std::mutex> lock(mu_);
+    best_test_acc_ = -std::numeric_limits<double>::infinity();
+  }
   row0.lr = config_.lr;
   row0.extra = {{"worker_step", 0.0}, {"spread", 0.0}};
   RETURN_IF_ERROR(metrics_->Append(row0));
@@ -563,11 +572,11 @@ absl::Status PeerEngine::Run() {
     algo = absl::StrFormat("sgp (%s graph)", config_.peer.topology);
   }
   Log(absl::StrFormat("decentralized run %s: %s, %d workers x %d local steps, "
-                      "%s (%d parameters) on %s, batch %d, lr %g, test_acc "
-                      "%.4f at the start",
+                      "%s (%d parameters) on %s, batch %d, lr %g, %s at the "
+                      "start",
                       run_id_, algo, config_.clients, config_.peer.steps,
                       spec_.name, spec_.NumParams(), config_.dataset.name,
-                      config_.batch_size, config_.lr, e0.accuracy),
+                      config_.batch_size, config_.lr, ScoreText(e0)),
       {{"event", "start"},
        {"run_id", run_id_},
        {"algorithm", config_.algorithm},
@@ -691,6 +700,10 @@ absl::Status PeerEngine::Finish(double wall_s, bool interrupted,
     core.unit = "step";
     core.final_test_acc = last_test_acc_;
     core.best_test_acc = best_test_acc_;
+    if (config_.dataset.file.regression) {
+      core.task = "regression";
+      core.final_test_rmse = last_test_rmse_;
+    }
     core.rounds = last_eval_step_ < 0 ? 0 : last_eval_step_;
     core.planned = config_.peer.steps;
     core.wall_s = wall_s;

@@ -173,6 +173,7 @@ class PeerEngine final : public CoordinatorEngine {
   std::set<uint32_t> exchanged_;      // who sent one
   // Figures (under mu_).
   double last_test_acc_ = -1;
+  double last_test_rmse_ = 0;  // regression: beside the score
   int64_t last_eval_step_ = -1;
   std::deque<std::pair<int64_t, double>> accuracy_history_;
   std::vector<float> consensus_;  // the last evaluated consensus

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 
@@ -15,21 +16,22 @@ std::string FormatDuration(double s) {
 
 std::string FormatProgressLine(const RoundProgress& p) {
   return absl::StrFormat(
-      "round %d/%d  loss %.4f  test_acc %s  clients %d  %.1f rounds/s  "
+      "round %d/%d  loss %.4f  %s %s  clients %d  %.1f rounds/s  "
       "elapsed %s  eta %s  up %s  down %s",
-      p.round, p.rounds, p.loss,
+      p.round, p.rounds, p.loss, p.regression ? "test_r2" : "test_acc",
       p.test_acc ? absl::StrFormat("%.4f", *p.test_acc) : "-", p.clients,
       p.rounds_per_s, FormatDuration(p.wall_s), FormatDuration(p.eta_s),
       HumanBytes(p.bytes_up), HumanBytes(p.bytes_down));
 }
 
 std::string FormatLiveProgress(const RoundProgress& p) {
-  std::string acc = "acc -";
-  if (p.last_test_acc >= 0) {
+  const char* name = p.regression ? "r2" : "acc";
+  std::string acc = absl::StrCat(name, " -");
+  if (p.last_test_acc >= 0 || (p.regression && p.last_test_round >= 0)) {
     acc = p.last_test_round >= 0
-              ? absl::StrFormat("acc %.4f @%d", p.last_test_acc,
+              ? absl::StrFormat("%s %.4f @%d", name, p.last_test_acc,
                                 p.last_test_round)
-              : absl::StrFormat("acc %.4f", p.last_test_acc);
+              : absl::StrFormat("%s %.4f", name, p.last_test_acc);
   }
   // The most wanted first: a narrow terminal cuts the end off.
   return absl::StrFormat(

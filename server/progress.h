@@ -17,6 +17,7 @@ struct RoundProgress {
   int64_t rounds = 0;
   double loss = 0;                 // this round's mean training loss
   std::optional<double> test_acc;  // this round's, when evaluated
+  bool regression = false;         // test_acc is R^2: shown "test_r2"
   double last_test_acc = -1;       // latest evaluation (-1: none yet)
   int64_t last_test_round = -1;    // its round (-1: unknown)
   int clients = 0;                 // results merged this round

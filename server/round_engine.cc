@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -748,14 +749,19 @@ absl::Status RoundEngine::RunRounds() {
     RoundRow row0;
     row0.round = 0;
     row0.test_acc = initial.accuracy;
+    if (initial.regression) {
+      row0.test_rmse = initial.rmse;
+      final_test_rmse_ = initial.rmse;
+      // R^2 has no floor: the first evaluated round is the best so far.
+      best_test_acc_ = -std::numeric_limits<double>::infinity();
+    }
     row0.bytes_up = bytes_up_.exchange(0);
     row0.bytes_down = bytes_down_.exchange(0);
     bytes_up_total_ += row0.bytes_up;
     bytes_down_total_ += row0.bytes_down;
     RETURN_IF_ERROR(metrics_->Append(row0));
-    Log(absl::StrFormat(
-            "round 0: test_acc %.4f (initial model, %d test images)",
-            initial.accuracy, initial.count),
+    Log(absl::StrFormat("round 0: %s (initial model, %d test examples)",
+                        ScoreText(initial), initial.count),
         {{"event", "round"},
          {"round", 0},
          {"rounds", config_.rounds},
@@ -866,6 +872,10 @@ absl::Status RoundEngine::RunRounds() {
             round, score.loss));
       }
       row.test_acc = score.accuracy;
+      if (score.regression) {
+        row.test_rmse = score.rmse;
+        final_test_rmse_ = score.rmse;
+      }
       if (score.accuracy > best_test_acc_) {
         best_test_acc_ = score.accuracy;
         RETURN_IF_ERROR(WriteModel("best", round, score.accuracy));
@@ -912,6 +922,7 @@ absl::Status RoundEngine::RunRounds() {
       p.rounds = config_.rounds;
       p.loss = report.mean_loss;
       p.test_acc = row.test_acc;
+      p.regression = config_.dataset.file.regression;
       p.clients = report.merged;
       p.wall_s = row.wall_s;
       p.rounds_per_s = round / std::max(1e-9, row.wall_s);
@@ -948,6 +959,7 @@ absl::Status RoundEngine::RunRounds() {
     // Evaluate what was trained so the summary tells the truth.
     ASSIGN_OR_RETURN(EvalResult score, evaluator_->Evaluate(params_));
     final_test_acc_ = score.accuracy;
+    final_test_rmse_ = score.rmse;
   } else if (rounds_done_ == 0) {
     final_test_acc_ = initial_test_acc_;
   }
@@ -974,11 +986,16 @@ absl::Status RoundEngine::Finish(int64_t rounds_done, double wall_s,
     status_final_wall_s_ = wall_s;
   }
   Logger::Global().ClearStatusLine();
-  Log(absl::StrFormat("%s after %d rounds: final_test_acc %.4f  wall %.1f s  "
-                      "bytes up %d down %d",
-                      interrupted ? "stopped" : "finished", rounds_done,
-                      final_test_acc_, wall_s, bytes_up_total_,
-                      bytes_down_total_),
+  const bool regression = config_.dataset.file.regression;
+  Log(absl::StrFormat(
+          "%s after %d rounds: %s  wall %.1f s  "
+          "bytes up %d down %d",
+          interrupted ? "stopped" : "finished", rounds_done,
+          regression ? absl::StrFormat("final_test_r2 %.4f  "
+                                       "final_test_rmse %.4g",
+                                       final_test_acc_, final_test_rmse_)
+                     : absl::StrFormat("final_test_acc %.4f", final_test_acc_),
+          wall_s, bytes_up_total_, bytes_down_total_),
       {{"event", interrupted ? "stopped" : "finished"},
        {"rounds", rounds_done},
        {"final_test_acc", final_test_acc_},
@@ -1007,6 +1024,10 @@ std::string RoundEngine::SummaryJson(int64_t rounds_done, double wall_s,
   core.unit = "round";
   core.final_test_acc = final_test_acc_;
   core.best_test_acc = best_test_acc_;
+  if (config_.dataset.file.regression) {
+    core.task = "regression";
+    core.final_test_rmse = final_test_rmse_;
+  }
   core.rounds = rounds_done;
   core.planned = config_.rounds;
   core.wall_s = wall_s;

@@ -194,6 +194,7 @@ class RoundEngine final : public CoordinatorEngine {
   std::vector<TargetHit> targets_;
   int64_t bytes_up_total_ = 0, bytes_down_total_ = 0;
   double final_test_acc_ = -1;
+  double final_test_rmse_ = 0;  // regression: the RMSE beside the score
   double best_test_acc_ = -1;
   double last_cpu_ms_ = 0;  // ProcessCpuMs() at the previous row
   bool stopped_at_target_ = false;

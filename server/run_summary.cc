@@ -1,5 +1,6 @@
 #include "server/run_summary.h"
 
+#include <cmath>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
@@ -34,9 +35,20 @@ absl::StatusOr<RunSummary> ParseRunSummary(const std::string& json_text) {
   if (auto it = j.find("unit"); it != j.end() && it->is_string()) {
     s.unit = it->get<std::string>();
   }
-  RETURN_IF_ERROR(number("final_test_acc", &s.final_test_acc));
-  if (has_number("best_test_acc")) {
-    s.best_test_acc = j["best_test_acc"].get<double>();
+  if (has_number("final_test_r2")) {  // a regression
+    s.task = "regression";
+    s.final_test_acc = j["final_test_r2"].get<double>();
+    if (has_number("best_test_r2")) {
+      s.best_test_acc = j["best_test_r2"].get<double>();
+    }
+    if (has_number("final_test_rmse")) {
+      s.final_test_rmse = j["final_test_rmse"].get<double>();
+    }
+  } else {
+    RETURN_IF_ERROR(number("final_test_acc", &s.final_test_acc));
+    if (has_number("best_test_acc")) {
+      s.best_test_acc = j["best_test_acc"].get<double>();
+    }
   }
   // How far it got: `done`, or the older key of each kind of run.
   const char* done_key = "done";
@@ -114,8 +126,17 @@ void WriteSummaryCore(const RunSummary& s, nlohmann::json* j) {
   o["unit"] = s.unit;
   o["done"] = s.rounds;
   if (s.planned) o["planned"] = *s.planned;
-  o["final_test_acc"] = s.final_test_acc;
-  if (s.best_test_acc) o["best_test_acc"] = *s.best_test_acc;
+  if (s.task == "regression") {
+    o["task"] = s.task;
+    o["final_test_r2"] = s.final_test_acc;
+    if (s.best_test_acc && std::isfinite(*s.best_test_acc)) {
+      o["best_test_r2"] = *s.best_test_acc;
+    }
+    if (s.final_test_rmse) o["final_test_rmse"] = *s.final_test_rmse;
+  } else {
+    o["final_test_acc"] = s.final_test_acc;
+    if (s.best_test_acc) o["best_test_acc"] = *s.best_test_acc;
+  }
   o["wall_s"] = s.wall_s;
   o["bytes_up_total"] = s.bytes_up;
   o["bytes_down_total"] = s.bytes_down;

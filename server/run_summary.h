@@ -7,7 +7,9 @@
 //   done, planned   rounds (federated) or steps (decentralized: per worker;
 //                   central) run and asked for; `unit` says which
 //   unit            "round" | "step"
-//   final_test_acc, best_test_acc, wall_s, bytes_up_total,
+//   final_test_acc, best_test_acc (regression: task "regression",
+//                   final_test_r2, best_test_r2, final_test_rmse instead),
+//   wall_s, bytes_up_total,
 //   bytes_down_total, interrupted, stopped_at_target, error (failed runs)
 // and, written by each, targets: [{target, reached, round or step, and
 // where known wall_s, bytes_up, bytes_down}].
@@ -40,9 +42,11 @@ struct TargetOutcome {
 struct RunSummary {
   std::string mode = "federated";
   std::string unit = "round";  // what `rounds` and targets' `round` count
-  double final_test_acc = 0;
+  double final_test_acc = 0;   // the score: accuracy, or R^2 (regression)
   std::optional<double> best_test_acc;
-  int64_t rounds = 0;  // rounds (or steps) done
+  std::string task = "classification";    // or "regression"
+  std::optional<double> final_test_rmse;  // regression
+  int64_t rounds = 0;                     // rounds (or steps) done
   std::optional<int64_t> planned;
   double wall_s = 0;
   int64_t bytes_up = 0;

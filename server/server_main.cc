@@ -197,6 +197,7 @@ int main(int argc, char** argv) {
           : MetricsWriter::Open(
                 out_dir, config->algorithm == "federated" ? "round" : "step");
   if (!metrics.ok()) return Fail("cannot write outputs", metrics.status());
+  (*metrics)->set_regression(config->dataset.file.regression);
 
   std::unique_ptr<CoordinatorEngine> engine_holder;
   if (config->algorithm == "federated") {

@@ -93,6 +93,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
       run->set_data_label(c.dataset.file.label);
       run->set_data_features(c.dataset.file.features);
       run->set_data_id(c.dataset.file.id);
+      run->set_regression(c.dataset.file.regression);
       for (int64_t d : engine_->spec().input_shape) run->add_data_shape(d);
       run->set_num_classes(engine_->spec().num_classes);
       for (const std::string& name : c.dataset.class_names) {

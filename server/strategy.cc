@@ -288,6 +288,9 @@ class ForwardGradientStrategy final : public Strategy {
                                                       step_state_.begin() + n));
       state.emplace_back("adam.v", std::vector<float>(step_state_.begin() + n,
                                                       step_state_.end()));
+    } else if (rule_.frank_wolfe) {
+      // The average d then the step count (StepRule::StateSize).
+      state.emplace_back(kFrankWolfeName, step_state_);
     } else if (rule_.momentum != 0) {
       state.emplace_back("sgd.momentum", step_state_);
     }
@@ -328,6 +331,9 @@ class ForwardGradientStrategy final : public Strategy {
     if (rule_.adam) {
       known = {{"adam.m", num_params_}, {"adam.v", num_params_}};
       outs = {&m, &v};
+    } else if (rule_.frank_wolfe) {
+      known = {{kFrankWolfeName, num_params_ + 1}};
+      outs = {&buffer};
     } else if (rule_.momentum != 0) {
       known = {{"sgd.momentum", num_params_}};
       outs = {&buffer};
@@ -410,6 +416,7 @@ class ForwardGradientStrategy final : public Strategy {
   Config config_;
   std::vector<std::pair<uint64_t, int>> groups_;
   static constexpr const char* kWindowName = "robust.abs_jvp_window";
+  static constexpr const char* kFrankWolfeName = "frank_wolfe.average_steps";
 
   TangentDistribution dist_;
   int64_t num_params_;

@@ -294,6 +294,13 @@ TEST(StepRuleCodec, RoundTripsAndRejectsOutOfRangeValues) {
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->momentum, 0.9);
   EXPECT_FALSE(back->adam);
+  StepRule fw;
+  fw.frank_wolfe = true;
+  fw.radius = 30;
+  back = FromProto(ToProto(fw));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->frank_wolfe);
+  EXPECT_EQ(back->radius, 30);
 
   auto bad = [](auto edit) {
     v1::StepRule p = ToProto(StepRule());
@@ -303,6 +310,14 @@ TEST(StepRuleCodec, RoundTripsAndRejectsOutOfRangeValues) {
   EXPECT_THAT(bad([](v1::StepRule* p) { p->set_momentum(1.0); }).message(),
               HasSubstr("momentum 1"));
   EXPECT_FALSE(bad([](v1::StepRule* p) { p->set_momentum(-0.1); }).ok());
+  EXPECT_THAT(bad([](v1::StepRule* p) { p->set_frank_wolfe(true); }).message(),
+              HasSubstr("radius 0"));
+  EXPECT_FALSE(bad([](v1::StepRule* p) { p->set_radius(3); }).ok());
+  EXPECT_FALSE(bad([](v1::StepRule* p) {
+                 p->set_frank_wolfe(true);
+                 p->set_radius(3);
+                 p->set_momentum(0.5);
+               }).ok());
   EXPECT_FALSE(bad([](v1::StepRule* p) {
                  p->set_clip_step(std::numeric_limits<double>::infinity());
                }).ok());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/step_rule.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -429,6 +430,66 @@ stop_at_target: true
       ParseConfig(ConfigToYaml(*c), "/", {}, "roundtrip");
   ASSERT_TRUE(back.ok()) << back.status();
   ExpectEqualConfigs(*back, *c);
+}
+
+TEST(Config, RegressionTakesOwnDataAndAnIidOrIdPartition) {
+  absl::StatusOr<Config> c = Parse(R"(
+task: regression
+dataset: {name: csv, data_dir: data/d, label: y}
+partition: iid
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->task, "regression");
+  EXPECT_TRUE(c->dataset.file.regression);
+  absl::StatusOr<Config> back =
+      ParseConfig(ConfigToYaml(*c), "/", {}, "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->dataset.file.regression);
+  EXPECT_FALSE(
+      Parse("dataset: {name: csv, data_dir: d}\n")->dataset.file.regression);
+  ExpectError(Parse("task: regression\n"), {"task", "own data", "mnist"});
+  ExpectError(Parse("task: regression\ndataset: {name: npz, data_dir: d}\n"
+                    "partition: {type: dirichlet}\n"),
+              {"partition.type", "dirichlet", "iid or id"});
+  ExpectError(Parse("task: regression\ndataset: {name: npz, data_dir: d, "
+                    "classes: 3}\n"),
+              {"dataset.classes"});
+  ExpectError(Parse("task: ranking\n"), {"task", "ranking"});
+}
+
+TEST(Config, FrankWolfeTakesARadiusAndForwardOnlyClients) {
+  absl::StatusOr<Config> c = Parse(R"(
+estimator: jvp
+lr: 0.25
+lr_schedule: {type: inverse, decay_rounds: 8}
+server_optimizer: {type: frank_wolfe, radius: 300}
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server_optimizer.type, "frank_wolfe");
+  EXPECT_DOUBLE_EQ(c->server_optimizer.radius, 300);
+  const StepRule rule = StepRuleOf(*c);
+  EXPECT_TRUE(rule.frank_wolfe);
+  EXPECT_EQ(rule.radius, 300);
+  absl::StatusOr<Config> back =
+      ParseConfig(ConfigToYaml(*c), "/", {}, "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_DOUBLE_EQ(back->server_optimizer.radius, 300);
+  ExpectError(Parse("server_optimizer: {type: frank_wolfe}\n"),
+              {"server_optimizer.radius", "> 0"});
+  ExpectError(Parse("estimator: fedavg\nserver_optimizer: {type: "
+                    "frank_wolfe, radius: 5}\n"),
+              {"jvp or fd", "fedavg"});
+  ExpectError(Parse("estimator: projected\nserver_optimizer: {type: "
+                    "frank_wolfe, radius: 5}\n"),
+              {"jvp or fd", "projected"});
+  ExpectError(Parse("lr: 1.5\nserver_optimizer: {type: frank_wolfe, radius: "
+                    "5}\n"),
+              {"step size", "1.5"});
+  ExpectError(Parse("momentum: 0.9\nserver_optimizer: {type: frank_wolfe, "
+                    "radius: 5}\n"),
+              {"momentum"});
+  ExpectError(Parse("server_optimizer: {radius: 5}\n"),
+              {"server_optimizer.radius", "frank_wolfe"});
 }
 
 TEST(Config, PartitionShorthandTakesOverrides) {

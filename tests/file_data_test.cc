@@ -60,6 +60,47 @@ TEST_F(FileData, CsvBecomesFeaturesOfShapeOneByOneByD) {
   EXPECT_EQ(info->stddev, 1.0f);
 }
 
+// task: regression: float targets instead of labels, described as one
+// output per target, kept by Subset, checked against the run.
+TEST_F(FileData, RegressionTargetsFromCsv) {
+  Write("train.csv", "a,b,target\n1,2,0.5\n4,5,-1.25\n7,8,3\n");
+  FileDataOptions o;
+  o.regression = true;
+  auto set = LoadDataSplit("csv", o, dir_, Split::kTrain);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_TRUE(set->regression());
+  EXPECT_EQ(set->target_dim, 1);
+  EXPECT_TRUE(set->labels.empty());
+  EXPECT_THAT(set->targets, ElementsAre(0.5f, -1.25f, 3.0f));
+  EXPECT_THAT(set->features, ElementsAre(1, 2, 4, 5, 7, 8));
+  ImageSet sub = Subset(*set, {2, 0});
+  EXPECT_EQ(sub.size, 2);
+  EXPECT_THAT(sub.targets, ElementsAre(3.0f, 0.5f));
+  EXPECT_THAT(sub.features, ElementsAre(7, 8, 1, 2));
+  auto info = DescribeFileData("csv", o, *set);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(info->regression);
+  EXPECT_EQ(info->num_classes, 1);
+  // The same file read for a classification run: its float targets are
+  // refused, naming the file and the task to set.
+  FileDataOptions cls;
+  cls.label = "target";
+  auto refused = LoadDataSplit("csv", cls, dir_, Split::kTrain);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("train.csv"));
+  // A classification split checked against a regression run.
+  Write("test.csv", "a,b,label\n1,2,0\n");
+  auto labels = LoadDataSplit("csv", FileDataOptions(), dir_, Split::kTest);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  EXPECT_THAT(CheckFileData(*labels, *info, "test.csv").message(),
+              HasSubstr("regression"));
+  // A missing target column names it.
+  o.label = "progression";
+  auto missing = LoadDataSplit("csv", o, dir_, Split::kTrain);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("progression"));
+}
+
 TEST_F(FileData, ClassNamesAndTheChecksAgainstTheRun) {
   Write("test.csv", "f,label\n0.5,cat\n1.5,ant\n2.5,bee\n");
   auto test = LoadDataSplit("csv", {}, dir_, Split::kTest);

@@ -67,7 +67,8 @@ std::vector<std::vector<TangentKey>> KeySets() {
   return sets;
 }
 
-void CheckAgainstBackprop(const Case& c, const std::vector<TangentKey>& keys);
+void CheckAgainstBackprop(const Case& c, const std::vector<TangentKey>& keys,
+                          bool regression = false);
 
 // K tangents through the hand-written rules in one pass give grad . v_k,
 // the gradient from backprop, all in float64.
@@ -78,8 +79,18 @@ TEST_P(JvpRulesVsBackprop, MatchesGradDotTangentInFloat64) {
   }
 }
 
-void CheckAgainstBackprop(const Case& c, const std::vector<TangentKey>& keys) {
-  auto spec = GetModelSpec(c.model, {1, 28, 28});
+// task: regression: float targets [B, 3], three outputs, mean squared
+// error through the same rules (the dense-only pass and the general one).
+TEST_P(JvpRulesVsBackprop, MatchesGradDotTangentForSquaredError) {
+  for (const std::vector<TangentKey>& keys : KeySets()) {
+    SCOPED_TRACE(::testing::Message() << keys.size() << " keys");
+    CheckAgainstBackprop(GetParam(), keys, /*regression=*/true);
+  }
+}
+
+void CheckAgainstBackprop(const Case& c, const std::vector<TangentKey>& keys,
+                          bool regression) {
+  auto spec = GetModelSpec(c.model, {1, 28, 28}, regression ? 3 : 10);
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_TRUE(SupportsJvpRules(*spec));
   std::vector<float> flat = InitialParams(*spec, 3);
@@ -89,7 +100,8 @@ void CheckAgainstBackprop(const Case& c, const std::vector<TangentKey>& keys) {
   }
   torch::manual_seed(0);
   at::Tensor x = torch::randn({c.batch, 1, 28, 28}, torch::kDouble);
-  at::Tensor y = torch::randint(0, 10, {c.batch}, torch::kLong);
+  at::Tensor y = regression ? torch::randn({c.batch, 3}, torch::kDouble)
+                            : torch::randint(0, 10, {c.batch}, torch::kLong);
   auto jvp = ComputeJvpRules(*spec, params, keys, x, y);
   ASSERT_TRUE(jvp.ok()) << jvp.status();
   ASSERT_EQ(jvp->jvps.size(), keys.size());
@@ -98,7 +110,9 @@ void CheckAgainstBackprop(const Case& c, const std::vector<TangentKey>& keys) {
   for (const auto& p : params)
     leaves.push_back(p.detach().requires_grad_(true));
   at::Tensor loss =
-      torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y);
+      regression
+          ? torch::nn::functional::mse_loss(Forward(*spec, leaves, x), y)
+          : torch::nn::functional::cross_entropy(Forward(*spec, leaves, x), y);
   loss.backward();
   EXPECT_NEAR(jvp->loss, loss.item<double>(), 1e-12);
   const TangentLayout layout = spec->Layout();

@@ -199,12 +199,16 @@ TEST(ForwardGradientStrategy, LastUpdateAsSeedsReplaysTheMergeExactly) {
   c.tangent.count = 2;
   c.tangent.normalize = true;
   c.tangent.split = "layers";
-  for (const char* variant :
-       {"sgd", "momentum", "adam", "clip_step", "momentum+clip_step"}) {
+  for (const char* variant : {"sgd", "momentum", "adam", "clip_step",
+                              "momentum+clip_step", "frank_wolfe"}) {
     Config m = c;
     const std::string v = variant;
     if (v == "momentum" || v == "momentum+clip_step") m.momentum = 0.9;
     if (v == "adam") m.server_optimizer.type = "adam";
+    if (v == "frank_wolfe") {
+      m.server_optimizer.type = "frank_wolfe";
+      m.server_optimizer.radius = 50;
+    }
     if (v == "clip_step" || v == "momentum+clip_step") m.clip_step = 0.05;
     const StepRule rule = StepRuleOf(m);
     EXPECT_EQ(rule.Stateful(), v != "sgd") << v;
@@ -395,11 +399,16 @@ TEST(ForwardGradientStrategy, SharedSeedRoundsReplayKTermsWhateverTheClients) {
 // restored strategy steps exactly as the saved one.
 TEST(ForwardGradientStrategy, StepStateSurvivesSaveAndLoad) {
   const ModelSpec spec = Tiny();
-  for (const char* variant : {"momentum", "adam"}) {
+  for (const char* variant : {"momentum", "adam", "frank_wolfe"}) {
     Config c;
     c.lr = 0.05;
-    if (std::string(variant) == "momentum") c.momentum = 0.9;
-    if (std::string(variant) == "adam") c.server_optimizer.type = "adam";
+    const std::string v = variant;
+    if (v == "momentum") c.momentum = 0.9;
+    if (v == "adam") c.server_optimizer.type = "adam";
+    if (v == "frank_wolfe") {
+      c.server_optimizer.type = "frank_wolfe";
+      c.server_optimizer.radius = 5;
+    }
     auto a = MakeStrategy(c, spec);
     auto b = MakeStrategy(c, spec);
     ASSERT_TRUE(a.ok() && b.ok());
@@ -416,9 +425,16 @@ TEST(ForwardGradientStrategy, StepStateSurvivesSaveAndLoad) {
     round(a->get(), 1, &pa);
     round(a->get(), 2, &pa);
     const StrategyState saved = (*a)->SaveState();
-    ASSERT_EQ(saved.size(), std::string(variant) == "adam" ? 2u : 1u);
-    EXPECT_EQ(saved[0].first,
-              std::string(variant) == "adam" ? "adam.m" : "sgd.momentum");
+    ASSERT_EQ(saved.size(), v == "adam" ? 2u : 1u);
+    EXPECT_EQ(saved[0].first, v == "adam"          ? "adam.m"
+                              : v == "frank_wolfe" ? "frank_wolfe.average_steps"
+                                                   : "sgd.momentum");
+    if (v == "frank_wolfe") {
+      // d, then the two steps taken.
+      ASSERT_EQ(saved[0].second.size(),
+                static_cast<size_t>(spec.NumParams() + 1));
+      EXPECT_EQ(saved[0].second.back(), 2.0f);
+    }
     ASSERT_TRUE((*b)->LoadState(saved).ok());
     std::vector<float> pb = pa;
     round(a->get(), 3, &pa);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -88,6 +89,7 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   RETURN_IF_ERROR(trainer->SetModel(InitialParams(spec, config.seed), 1));
   ASSIGN_OR_RETURN(std::unique_ptr<MetricsWriter> metrics,
                    MetricsWriter::Open(options.out_dir, "step"));
+  metrics->set_regression(config.dataset.file.regression);
 
   auto log = [&](const std::string& line) {
     if (options.quiet) return;
@@ -108,12 +110,18 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   RoundRow row0;
   row0.round = 0;
   row0.test_acc = initial.accuracy;
+  if (initial.regression) row0.test_rmse = initial.rmse;
   RETURN_IF_ERROR(metrics->Append(row0));
-  log(absl::StrFormat("step 0: test_acc %.4f", initial.accuracy));
+  log(absl::StrCat("step 0: ", ScoreText(initial)));
 
   const absl::Time start = absl::Now();
   absl::Time last_log = start;
-  double loss_sum = 0, final_acc = initial.accuracy, best_acc = -1;
+  // R^2 has no floor: with regression the first evaluation is the best.
+  double loss_sum = 0, final_acc = initial.accuracy,
+         best_acc = initial.regression
+                        ? -std::numeric_limits<double>::infinity()
+                        : -1.0,
+         final_rmse = initial.rmse;
   int64_t loss_count = 0, steps_done = 0;
   bool interrupted = false, stopped_at_target = false;
   for (int64_t step = 1; step <= config.rounds; ++step) {
@@ -163,12 +171,14 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
       row.wall_s = absl::ToDoubleSeconds(absl::Now() - start);
       row.train_loss = loss_sum / std::max<int64_t>(1, loss_count);
       row.test_acc = score.accuracy;
+      if (score.regression) row.test_rmse = score.rmse;
       row.clients = 1;
       row.lr = report.lr;
       RETURN_IF_ERROR(metrics->Append(row));
       loss_sum = 0;
       loss_count = 0;
       final_acc = score.accuracy;
+      final_rmse = score.rmse;
       if (score.accuracy > best_acc) {
         best_acc = score.accuracy;
         RETURN_IF_ERROR(WriteModel(*metrics, config_in, params, "best", step,
@@ -180,8 +190,8 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
           hit.wall_s = row.wall_s;
         }
       }
-      log(absl::StrFormat("step %d/%d  loss %.4f  test_acc %.4f  %.1f s", step,
-                          config.rounds, *row.train_loss, score.accuracy,
+      log(absl::StrFormat("step %d/%d  loss %.4f  %s  %.1f s", step,
+                          config.rounds, *row.train_loss, ScoreText(score),
                           row.wall_s));
       last_log = now;
       if (config.stop_at_target && !targets.empty() &&
@@ -201,6 +211,7 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   if (interrupted && steps_done > 0) {
     ASSIGN_OR_RETURN(EvalResult score, evaluator->Evaluate(params));
     final_acc = score.accuracy;
+    final_rmse = score.rmse;
   }
   RETURN_IF_ERROR(
       WriteModel(*metrics, config_in, params, "final", steps_done, final_acc));
@@ -210,6 +221,10 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   core.unit = "step";
   core.final_test_acc = final_acc;
   core.best_test_acc = best_acc;
+  if (config.dataset.file.regression) {
+    core.task = "regression";
+    core.final_test_rmse = final_rmse;
+  }
   core.rounds = steps_done;
   core.planned = config.rounds;
   core.wall_s = wall_s;
@@ -238,11 +253,13 @@ absl::Status RunCentral(const Config& config_in, const CentralOptions& options,
   j["host"] = HostName();
   j["config"] = nlohmann::json::parse(ConfigToJson(config_in), nullptr, false);
   RETURN_IF_ERROR(metrics->WriteSummary(j.dump(2)));
-  log(
-      absl::StrFormat("%s after %d steps: final_test_acc %.4f  best %.4f  "
-                      "wall %.1f s",
-                      interrupted ? "stopped" : "finished", steps_done,
-                      final_acc, best_acc, wall_s));
+  const bool regression = config.dataset.file.regression;
+  log(absl::StrFormat(
+      "%s after %d steps: %s %.4f  best %.4f%s  wall %.1f s",
+      interrupted ? "stopped" : "finished", steps_done,
+      regression ? "final_test_r2" : "final_test_acc", final_acc, best_acc,
+      regression ? absl::StrFormat("  final_test_rmse %.4g", final_rmse) : "",
+      wall_s));
   return interrupted ? absl::CancelledError("stopped before the last step")
                      : absl::OkStatus();
 }

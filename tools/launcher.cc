@@ -28,6 +28,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/dataset.h"
@@ -1178,6 +1179,18 @@ void Launcher::PrintOutcome() {
       char formatted[32];
       std::snprintf(formatted, sizeof(formatted), "%.4f", *acc);
       Info(absl::StrCat("final_test_acc ", formatted));
+    } else {
+      // A regression's summary: R^2 and RMSE.
+      nlohmann::json json = nlohmann::json::parse(text.str(), /*cb=*/nullptr,
+                                                  /*allow_exceptions=*/false);
+      if (json.is_object() && json.contains("final_test_r2") &&
+          json["final_test_r2"].is_number() &&
+          json.contains("final_test_rmse") &&
+          json["final_test_rmse"].is_number()) {
+        Info(absl::StrFormat("final_test_r2 %.4f  final_test_rmse %.4g",
+                             json["final_test_r2"].get<double>(),
+                             json["final_test_rmse"].get<double>()));
+      }
     }
   }
   Info(absl::StrCat("outputs in ", out_dir_));

@@ -50,6 +50,8 @@ absl::StatusOr<ModelEvalReport> EvaluateModelFile(
         spec.NumParams(), " parameters, the file has ", file.params.size(),
         " (was it trained on images of another shape?)"));
   }
+  report.params = static_cast<int64_t>(file.params.size());
+  for (float v : file.params) report.nonzero += v != 0;
   const std::vector<at::Tensor> params = ParamViews(spec, file.params.data());
   ASSIGN_OR_RETURN(
       ImageSet test,
@@ -63,13 +65,12 @@ absl::StatusOr<ModelEvalReport> EvaluateModelFile(
   ASSIGN_OR_RETURN(ImageSet train,
                    LoadDataSplit(report.dataset, config.dataset.file, dir,
                                  Split::kTrain, config.dataset.train_limit));
-  ASSIGN_OR_RETURN(
-      std::vector<std::vector<int64_t>> parts,
-      PartitionIndices(train.labels, static_cast<int>(info.num_classes),
-                       config.clients, config.partition, config.seed,
-                       train.ids));
-  const auto counts =
-      LabelHistogram(train.labels, static_cast<int>(info.num_classes), parts);
+  const std::vector<uint8_t> labels = PartitionLabels(train);
+  const int classes = PartitionClasses(train, info);
+  ASSIGN_OR_RETURN(std::vector<std::vector<int64_t>> parts,
+                   PartitionIndices(labels, classes, config.clients,
+                                    config.partition, config.seed, train.ids));
+  const auto counts = LabelHistogram(labels, classes, parts);
   for (size_t c = 0; c < parts.size(); ++c) {
     ShardScore s;
     s.client = static_cast<int>(c);
@@ -84,11 +85,22 @@ absl::StatusOr<ModelEvalReport> EvaluateModelFile(
 }
 
 std::string FormatModelEvalReport(const ModelEvalReport& r) {
-  std::string out = absl::StrFormat(
-      "%s model %s (round %d) on %s test split: accuracy %.4f  loss %.4f  "
-      "(%d images)\n",
-      r.kind, r.model, r.round, r.dataset, r.test.accuracy, r.test.loss,
-      r.test.count);
+  std::string out =
+      r.test.regression
+          ? absl::StrFormat(
+                "%s model %s (round %d) on %s test split: R2 %.4f  RMSE %.4g  "
+                "MSE %.4g  (%d examples)\n",
+                r.kind, r.model, r.round, r.dataset, r.test.r2, r.test.rmse,
+                r.test.loss, r.test.count)
+          : absl::StrFormat(
+                "%s model %s (round %d) on %s test split: accuracy %.4f  loss "
+                "%.4f  (%d images)\n",
+                r.kind, r.model, r.round, r.dataset, r.test.accuracy,
+                r.test.loss, r.test.count);
+  absl::StrAppendFormat(
+      &out, "parameters: %d, non-zero: %d (%.4f)\n", r.params, r.nonzero,
+      r.params ? static_cast<double>(r.nonzero) / static_cast<double>(r.params)
+               : 0.0);
   if (r.shards.empty()) return out;
   absl::StrAppendFormat(&out,
                         "per client training shard (%d clients, partition "
@@ -117,8 +129,15 @@ std::string ModelEvalReportJson(const ModelEvalReport& r) {
   j["kind"] = r.kind;
   j["round"] = r.round;
   j["dataset"] = r.dataset;
-  j["test_acc"] = r.test.accuracy;
+  if (r.test.regression) {
+    j["test_r2"] = r.test.r2;
+    j["test_rmse"] = r.test.rmse;
+  } else {
+    j["test_acc"] = r.test.accuracy;
+  }
   j["test_loss"] = r.test.loss;
+  j["params"] = r.params;
+  j["nonzero_params"] = r.nonzero;
   j["test_count"] = r.test.count;
   if (!r.shards.empty()) {
     j["clients"] = r.clients;

@@ -34,6 +34,9 @@ struct ModelEvalReport {
   std::string model, dataset, kind, partition;
   int64_t round = 0;
   int clients = 0;
+  // The model's parameters and how many of them are exactly zero
+  // (sparsity, e.g. of server_optimizer frank_wolfe).
+  int64_t params = 0, nonzero = 0;
   EvalResult test;
   std::vector<ShardScore> shards;  // empty unless per_client
 };

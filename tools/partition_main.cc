@@ -69,10 +69,11 @@ int main(int argc, char** argv) {
   if (!train.ok()) {
     return Fail("cannot load training data", train.status(), 1);
   }
-  const int num_classes = static_cast<int>(info->num_classes);
+  const int num_classes = PartitionClasses(*train, *info);
+  const std::vector<uint8_t> labels = PartitionLabels(*train);
   absl::StatusOr<std::vector<std::vector<int64_t>>> parts =
-      PartitionIndices(train->labels, num_classes, config->clients,
-                       config->partition, config->seed, train->ids);
+      PartitionIndices(labels, num_classes, config->clients, config->partition,
+                       config->seed, train->ids);
   if (!parts.ok()) return Fail("cannot partition", parts.status(), 1);
 
   std::printf(
@@ -82,8 +83,7 @@ int main(int argc, char** argv) {
       Describe(config->partition).c_str(), config->clients,
       static_cast<unsigned long long>(config->seed));
   std::fputs(
-      FormatLabelHistogram(LabelHistogram(train->labels, num_classes, *parts))
-          .c_str(),
+      FormatLabelHistogram(LabelHistogram(labels, num_classes, *parts)).c_str(),
       stdout);
   int empty = 0;
   for (const auto& p : *parts) empty += p.empty() ? 1 : 0;

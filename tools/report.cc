@@ -82,8 +82,12 @@ bool ParseRow(absl::string_view line, std::string* index_key, MetricsRow* row,
     return false;
   }
   row->wall_s = it->get<double>();
+  // A regression's rows carry test_r2 (its score) and test_rmse.
   const std::pair<const char*, std::optional<double>*> optional_fields[] = {
-      {"test_acc", &row->test_acc}, {"train_loss", &row->train_loss}};
+      {"test_acc", &row->test_acc},
+      {"test_r2", &row->test_acc},
+      {"test_rmse", &row->test_rmse},
+      {"train_loss", &row->train_loss}};
   for (const auto& [name, field] : optional_fields) {
     it = j.find(name);
     if (it == j.end() || it->is_null()) continue;
@@ -185,6 +189,8 @@ absl::Status ReadSummary(const std::string& dir, RunInfo* info) {
   info->link = JsonText(j, "link");
   info->final_test_acc = core->final_test_acc;
   info->best_test_acc = core->best_test_acc;
+  info->regression = core->task == "regression";
+  info->final_test_rmse = core->final_test_rmse;
   info->wall_s = core->wall_s;
   info->bytes_up_total = core->bytes_up;
   info->bytes_down_total = core->bytes_down;
@@ -772,13 +778,25 @@ std::string RenderReportHtml(const std::vector<RunData>& runs,
           : "",
       "</p>\n");
 
-  // Summary table.
-  out +=
+  // Summary table. Regressions score by R^2 (in the accuracy columns) and
+  // add their RMSE.
+  bool any_regression = false, all_regression = !runs.empty();
+  for (const RunData& r : runs) {
+    any_regression |= r.info.regression;
+    all_regression &= r.info.regression;
+  }
+  const std::string score = all_regression   ? "test R²"
+                            : any_regression ? "test acc (R²)"
+                                             : "test acc";
+  absl::StrAppend(
+      &out,
       "<h2>Runs</h2>\n<table class=\"summary\">\n<tr><th>run</th><th>model"
       "</th><th>dataset</th><th>estimator</th><th>clients</th><th>rounds"
-      "</th><th>lr</th><th>final test acc</th><th>best test acc</th>"
+      "</th><th>lr</th><th>final ",
+      score, "</th><th>best ", score, "</th>",
+      any_regression ? "<th>final test RMSE</th>" : "",
       "<th>wall (s)</th><th>bytes up</th><th>bytes down</th>"
-      "<th>targets reached</th><th>status</th></tr>\n";
+      "<th>targets reached</th><th>status</th></tr>\n");
   for (size_t i = 0; i < runs.size(); ++i) {
     const RunData& r = runs[i];
     const RunInfo& info = r.info;
@@ -799,14 +817,17 @@ std::string RenderReportHtml(const std::vector<RunData>& runs,
         "\"></span>", EscapeHtml(r.name), "</td>", Cell(info.model),
         Cell(info.dataset), Cell(info.estimator), Cell(info.clients),
         Cell(rounds), Cell(info.lr));
-    absl::StrAppend(&out, "<td class=\"num\">", Optional(info.final_test_acc),
-                    "</td>", "<td class=\"num\">", Optional(info.best_test_acc),
-                    "</td>", "<td class=\"num\">",
-                    info.wall_s ? absl::StrFormat("%.1f", *info.wall_s) : "—",
-                    "</td>", "<td class=\"num\">", bytes(info.bytes_up_total),
-                    "</td>", "<td class=\"num\">", bytes(info.bytes_down_total),
-                    "</td>", Cell(TargetsText(r)), Cell(info.status),
-                    "</tr>\n");
+    absl::StrAppend(
+        &out, "<td class=\"num\">", Optional(info.final_test_acc), "</td>",
+        "<td class=\"num\">", Optional(info.best_test_acc), "</td>",
+        any_regression ? absl::StrCat("<td class=\"num\">",
+                                      Optional(info.final_test_rmse), "</td>")
+                       : "",
+        "<td class=\"num\">",
+        info.wall_s ? absl::StrFormat("%.1f", *info.wall_s) : "—", "</td>",
+        "<td class=\"num\">", bytes(info.bytes_up_total), "</td>",
+        "<td class=\"num\">", bytes(info.bytes_down_total), "</td>",
+        Cell(TargetsText(r)), Cell(info.status), "</tr>\n");
   }
   out += "</table>\n";
 
@@ -823,16 +844,17 @@ std::string RenderReportHtml(const std::vector<RunData>& runs,
   spec.max_points = options.max_points;
   out += "<h2>Charts</h2>\n<div class=\"charts\">\n";
   spec.id = "acc_round";
-  spec.title = absl::StrCat("Test accuracy vs ", index_label);
+  const std::string score_name = all_regression ? "Test R²" : "Test accuracy";
+  spec.title = absl::StrCat(score_name, " vs ", index_label);
   spec.x_label = index_label;
-  spec.y_label = "test accuracy";
+  spec.y_label = all_regression ? "test R²" : "test accuracy";
   out += RenderSvgChart(spec, acc_index);
   spec.id = "acc_wall";
-  spec.title = "Test accuracy vs wall time";
+  spec.title = absl::StrCat(score_name, " vs wall time");
   spec.x_label = "wall time (s)";
   out += RenderSvgChart(spec, acc_wall);
   spec.id = "acc_bytes";
-  spec.title = "Test accuracy vs bytes communicated";
+  spec.title = absl::StrCat(score_name, " vs bytes communicated");
   spec.x_label = "bytes up + down";
   spec.x_format = TickFormat::kBytes;
   // Logarithmic from a 10x spread on: a forward-gradient run's bytes are
@@ -847,6 +869,22 @@ std::string RenderReportHtml(const std::vector<RunData>& runs,
   spec.log_x_ratio = 0;
   spec.log_y_ratio = 1000;
   out += RenderSvgChart(spec, loss);
+  if (any_regression) {
+    std::vector<Series> rmse;
+    for (const RunData& r : runs) {
+      std::vector<std::pair<double, double>> pts;
+      for (const MetricsRow& row : r.metrics.rows) {
+        if (row.test_rmse) {
+          pts.emplace_back(static_cast<double>(row.index), *row.test_rmse);
+        }
+      }
+      rmse.push_back({r.name, std::move(pts)});
+    }
+    spec.id = "rmse_round";
+    spec.title = absl::StrCat("Test RMSE vs ", index_label);
+    spec.y_label = "test RMSE";
+    out += RenderSvgChart(spec, rmse);
+  }
   out += "</div>\n";
 
   // Runs over emulated links (fedfwd-run --link): accuracy against wall

@@ -31,8 +31,9 @@ struct MetricsRow {
   int64_t index = 0;  // "round", or "step" for a central run
   double wall_s = 0;
   std::optional<double> train_loss;
-  std::optional<double> test_acc;
-  int64_t bytes_up = 0;  // this row's traffic (not cumulative)
+  std::optional<double> test_acc;   // regression rows: their test_r2
+  std::optional<double> test_rmse;  // regression rows only
+  int64_t bytes_up = 0;             // this row's traffic (not cumulative)
   int64_t bytes_down = 0;
   // Every numeric field of the row except the index, in file order
   // (exported to TensorBoard under the field's name).
@@ -75,8 +76,10 @@ struct RunInfo {
   bool has_summary = false;
   std::string status;  // finished | interrupted | stopped at target |
                        // failed: ... | no summary.json (running or crashed)
-  std::optional<double> final_test_acc;
+  std::optional<double> final_test_acc;  // regression: R^2
   std::optional<double> best_test_acc;
+  bool regression = false;  // summary.json's task
+  std::optional<double> final_test_rmse;
   std::optional<double> wall_s;
   std::optional<int64_t> bytes_up_total;
   std::optional<int64_t> bytes_down_total;

@@ -7,7 +7,10 @@ OUT_DIR/npz/{train,test}.npz: x float32 (n, 16), y int64 (n,), site (n,)
 unicode ids; OUT_DIR/csv/{train,test}.csv: columns f0..f15, label (class
 names: ant, bee, cat, dog), site. Four classes, Gaussian blobs in 16
 dimensions with unit noise; four sites (natural ids) of different sizes and
-label mixes. Deterministic.
+label mixes. Regression (task: regression): OUT_DIR/reg_csv/{train,test}.csv
+with features f0..f7 and a float target (a linear function, a tanh and
+noise of 0.1), OUT_DIR/reg_npz/{train,test}.npz with x (n, 8) and two float
+targets y (n, 2). Deterministic.
 """
 import csv
 import os
@@ -43,7 +46,22 @@ def main():
             w.writerow([f"f{i}" for i in range(16)] + ["label", "site"])
             for row, label, s in zip(x, y, site):
                 w.writerow([f"{v:.6g}" for v in row] + [NAMES[label], s])
-    print(f"wrote {out}/npz and {out}/csv")
+    w_true = np.random.default_rng(2).normal(0, 1, size=(8, 2))
+    os.makedirs(os.path.join(out, "reg_csv"), exist_ok=True)
+    os.makedirs(os.path.join(out, "reg_npz"), exist_ok=True)
+    for split, n in (("train", 1500), ("test", 400)):
+        x = rng.normal(0, 1, size=(n, 8)).astype(np.float32)
+        y = x @ w_true + 0.5 * np.tanh(x[:, :2]) + rng.normal(0, 0.1, (n, 2))
+        y = y.astype(np.float32)
+        np.savez_compressed(os.path.join(out, "reg_npz", f"{split}.npz"),
+                            x=x, y=y)
+        with open(os.path.join(out, "reg_csv", f"{split}.csv"), "w",
+                  newline="") as f:
+            w = csv.writer(f)
+            w.writerow([f"f{i}" for i in range(8)] + ["target"])
+            for row, t in zip(x, y[:, 0]):
+                w.writerow([f"{v:.6g}" for v in row] + [f"{t:.6g}"])
+    print(f"wrote {out}/npz, {out}/csv, {out}/reg_csv and {out}/reg_npz")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,61 @@ TEST_F(OwnData, CsvTrainsByForwardGradients) {
   }
 }
 
+// task: regression, clients forward only: the rows and the summary carry
+// test R^2 and RMSE (no accuracy), and R^2 climbs from the initial model's.
+TEST_F(OwnData, CsvRegressionTrainsByForwardGradients) {
+  const std::string config = Config(
+      "reg", absl::StrCat("model: mlp_small\ntask: regression\n"
+                          "dataset: {name: csv, data_dir: ",
+                          dir_, "/reg_csv}\n",
+                          "clients: 3\nrounds: 150\n"
+                          "estimator: jvp\nmerge: weighted\n"
+                          "tangent: {count: 32, distribution: rademacher}\n"
+                          "lr: 0.05\nbatch_size: 64\neval_every: 50\n"));
+  std::vector<json> rows;
+  std::string log;
+  ASSERT_EQ(Run(config, dir_ + "/reg-out", &rows, &log), 0) << log;
+  ASSERT_EQ(rows.size(), 151u);  // a row a round, evaluated every 50
+  std::vector<json> evaluated;
+  for (const json& row : rows) {
+    EXPECT_FALSE(row.contains("test_acc")) << row;
+    if (!row["test_r2"].is_null()) evaluated.push_back(row);
+  }
+  ASSERT_EQ(evaluated.size(), 4u);
+  const double r2_0 = evaluated.front()["test_r2"].get<double>();
+  const double r2 = evaluated.back()["test_r2"].get<double>();
+  const double rmse = evaluated.back()["test_rmse"].get<double>();
+  std::cout << "regression csv, jvp: R2 round 0 " << r2_0 << ", round 150 "
+            << r2 << " (RMSE " << rmse << ")\n";
+  EXPECT_GT(r2, 0.7);
+  EXPECT_GT(r2, r2_0 + 0.5);
+  EXPECT_LT(rmse, evaluated.front()["test_rmse"].get<double>());
+  const json summary = json::parse(ReadFile(dir_ + "/reg-out/summary.json"));
+  EXPECT_EQ(summary["task"], "regression");
+  EXPECT_DOUBLE_EQ(summary["final_test_r2"].get<double>(), r2);
+  EXPECT_DOUBLE_EQ(summary["final_test_rmse"].get<double>(), rmse);
+  EXPECT_FALSE(summary.contains("final_test_acc"));
+  EXPECT_THAT(log, HasSubstr("final_test_r2"));
+}
+
+// Two float targets per example from an .npz, clients backprop (FedAvg).
+TEST_F(OwnData, NpzRegressionWithTwoTargetsTrainsByFedAvg) {
+  const std::string config =
+      Config("reg2", absl::StrCat("model: mlp_small\ntask: regression\n"
+                                  "dataset: {name: npz, data_dir: ",
+                                  dir_, "/reg_npz}\n",
+                                  "clients: 3\nrounds: 3\nestimator: fedavg\n"
+                                  "batch_size: 16\nlr: 0.02\neval_every: 1\n"));
+  std::vector<json> rows;
+  std::string log;
+  ASSERT_EQ(Run(config, dir_ + "/reg2-out", &rows, &log), 0) << log;
+  ASSERT_EQ(rows.size(), 4u);
+  const double r2 = rows.back()["test_r2"].get<double>();
+  std::cout << "regression npz (2 targets), fedavg: R2 round 0 "
+            << rows.front()["test_r2"] << ", round 3 " << r2 << "\n";
+  EXPECT_GT(r2, 0.9);
+}
+
 TEST_F(OwnData, MalformedRowStopsTheRunWithFileAndRow) {
   // Row 5 of the training file gets a value that is not a number.
   const std::string train = dir_ + "/csv/train.csv";
