@@ -482,6 +482,7 @@ v1::StepRule ToProto(const StepRule& rule) {
   p.set_clip_step(rule.clip_step);
   p.set_frank_wolfe(rule.frank_wolfe);
   p.set_radius(rule.radius);
+  p.set_fw_k(rule.fw_k);
   return p;
 }
 
@@ -495,20 +496,21 @@ absl::StatusOr<StepRule> FromProto(const v1::StepRule& p) {
   r.clip_step = p.clip_step();
   r.frank_wolfe = p.frank_wolfe();
   r.radius = p.radius();
+  r.fw_k = p.fw_k() == 0 ? 1 : p.fw_k();
   const bool ok =
       r.momentum >= 0 && r.momentum < 1 && r.clip_step >= 0 &&
       std::isfinite(r.clip_step) &&
       (!r.adam || (r.beta1 >= 0 && r.beta1 < 1 && r.beta2 >= 0 && r.beta2 < 1 &&
                    r.eps > 0 && std::isfinite(r.eps))) &&
       (!r.frank_wolfe || (!r.adam && r.momentum == 0 && r.radius > 0 &&
-                          std::isfinite(r.radius))) &&
+                          std::isfinite(r.radius) && r.fw_k >= 1)) &&
       (r.frank_wolfe || r.radius == 0);
   if (!ok) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("step rule out of range: momentum ", r.momentum, ", adam ",
-                     r.adam, " (beta1 ", r.beta1, ", beta2 ", r.beta2, ", eps ",
-                     r.eps, "), clip_step ", r.clip_step, ", frank_wolfe ",
-                     r.frank_wolfe, " (radius ", r.radius, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step rule out of range: momentum ", r.momentum, ", adam ", r.adam,
+        " (beta1 ", r.beta1, ", beta2 ", r.beta2, ", eps ", r.eps,
+        "), clip_step ", r.clip_step, ", frank_wolfe ", r.frank_wolfe,
+        " (radius ", r.radius, ", k ", r.fw_k, ")"));
   }
   return r;
 }

@@ -101,6 +101,7 @@ const std::vector<std::string>& KnownKeys() {
       "server_optimizer.beta2",
       "server_optimizer.eps",
       "server_optimizer.radius",
+      "server_optimizer.k",
       "compression",
       "sync",
       "sync_max_terms",
@@ -729,6 +730,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
         r.Double(s, "server_optimizer", "eps", 0, true, kInf, false, &o.eps));
     RETURN_IF_ERROR(r.Double(s, "server_optimizer", "radius", 0, false, kInf,
                              false, &o.radius));
+    RETURN_IF_ERROR(
+        r.Int(s, "server_optimizer", "k", 1, int64_t{1} << 40, &o.k));
   }
   if (c->server_optimizer.type == "frank_wolfe") {
     // The step is a convex combination with a vertex of the ball: lr is
@@ -758,10 +761,10 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
           "itself: it takes no 'momentum' and runs with 'algorithm: "
           "federated'");
     }
-  } else if (c->server_optimizer.radius != 0) {
+  } else if (c->server_optimizer.radius != 0 || c->server_optimizer.k != 1) {
     return absl::InvalidArgumentError(
-        "'server_optimizer.radius' applies to 'server_optimizer.type: "
-        "frank_wolfe'");
+        "'server_optimizer.radius' and 'server_optimizer.k' apply to "
+        "'server_optimizer.type: frank_wolfe'");
   }
   RETURN_IF_ERROR(r.Choice(root, "", "compression", {"none", "fp16", "int8"},
                            &c->compression));
@@ -986,7 +989,8 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                            {"beta1", c.server_optimizer.beta1},
                            {"beta2", c.server_optimizer.beta2},
                            {"eps", c.server_optimizer.eps},
-                           {"radius", c.server_optimizer.radius}};
+                           {"radius", c.server_optimizer.radius},
+                           {"k", c.server_optimizer.k}};
   j["compression"] = c.compression;
   j["sync"] = c.sync;
   j["sync_max_terms"] = c.sync_max_terms;

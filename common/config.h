@@ -129,6 +129,10 @@ struct ServerOptimizerConfig {
   std::string type = "sgd";
   double lr = 1.0;
   double radius = 0;  // frank_wolfe: the l1 ball's radius (> 0)
+  // frank_wolfe: K > 1 constrains to the K-sparse polytope {|x|_1 <= radius,
+  // |x|_inf <= radius / K} instead (K = 1: the l1 ball); a step moves K
+  // weights.
+  int64_t k = 1;
   double momentum = 0;
   double beta1 = 0.9;
   double beta2 = 0.99;

@@ -17,6 +17,7 @@ StepRule StepRuleOf(const Config& config) {
   if (r.adam) r.momentum = 0;  // Adam's first moment is its momentum
   r.frank_wolfe = config.server_optimizer.type == "frank_wolfe";
   r.radius = config.server_optimizer.radius;
+  r.fw_k = config.server_optimizer.k;
   return r;
 }
 
@@ -67,28 +68,48 @@ void ProjectL1Ball(float* x, size_t n, double radius) {
 }
 
 void FrankWolfeStep(const float* g, size_t n, double lr, double radius,
-                    float* state, float* params) {
+                    int64_t k, float* state, float* params) {
   float* d = state;
   const double t = state[n];
-  if (t == 0) ProjectL1Ball(params, n, radius);
+  const size_t kk = std::min(n, static_cast<size_t>(std::max<int64_t>(1, k)));
+  const float cap = static_cast<float>(radius / static_cast<double>(kk));
+  if (t == 0) {
+    ProjectL1Ball(params, n, radius);
+    if (kk > 1) {
+      for (size_t i = 0; i < n; ++i)
+        params[i] = std::clamp(params[i], -cap, cap);
+    }
+  }
   const double rho = std::min(1.0, 4.0 / std::pow(t + 8.0, 2.0 / 3.0));
   const float keep = static_cast<float>(1.0 - rho),
               take = static_cast<float>(rho);
-  size_t best = 0;
-  float best_abs = -1;
-  for (size_t i = 0; i < n; ++i) {
-    d[i] = keep * d[i] + take * g[i];
-    const float a = std::fabs(d[i]);
-    if (a > best_abs) {
-      best_abs = a;
-      best = i;
+  for (size_t i = 0; i < n; ++i) d[i] = keep * d[i] + take * g[i];
+  // The vertex's support: the K largest |d_i|, ties to the lower index (a
+  // strict order, so every machine picks the same set).
+  std::vector<size_t> support;
+  if (kk == 1) {
+    size_t best = 0;
+    for (size_t i = 1; i < n; ++i) {
+      if (std::fabs(d[i]) > std::fabs(d[best])) best = i;
     }
+    support.push_back(best);
+  } else {
+    support.resize(n);
+    for (size_t i = 0; i < n; ++i) support[i] = i;
+    auto before = [d](size_t a, size_t b) {
+      const float fa = std::fabs(d[a]), fb = std::fabs(d[b]);
+      return fa > fb || (fa == fb && a < b);
+    };
+    std::nth_element(support.begin(), support.begin() + (kk - 1), support.end(),
+                     before);
+    support.resize(kk);
   }
   const float shrink = static_cast<float>(1.0 - lr);
   for (size_t i = 0; i < n; ++i) params[i] *= shrink;
-  if (best_abs > 0) {
-    params[best] -=
-        static_cast<float>(lr * radius) * (d[best] > 0 ? 1.0f : -1.0f);
+  const float step = static_cast<float>(lr) * cap;
+  for (size_t i : support) {
+    if (d[i] > 0) params[i] -= step;
+    if (d[i] < 0) params[i] += step;
   }
   state[n] = static_cast<float>(t + 1);
 }
@@ -133,7 +154,8 @@ void ApplySeedStep(const SeedStep& step, const StepRule& rule,
   ApplySeedTerms(step.terms, layout, g, threads);
   ClipToNorm(g, n, rule.clip_step);
   if (rule.frank_wolfe) {
-    FrankWolfeStep(g, n, step.lr, rule.radius, state->data(), params);
+    FrankWolfeStep(g, n, step.lr, rule.radius, rule.fw_k, state->data(),
+                   params);
   } else if (rule.adam) {
     AdamStep(g, n, step.lr, rule.beta1, rule.beta2, rule.eps, state->data(),
              state->data() + n, params);

@@ -13,17 +13,22 @@
 //   momentum > 0:   buf = mu buf + g;  params -= lr * buf
 //   frank_wolfe:    the l1 ball of radius R (Rostami and Kia 2024, projected
 //                   forward gradients in Frank-Wolfe with the average of
-//                   past estimates for variance reduction):
+//                   past estimates for variance reduction), or with K > 1
+//                   the K-sparse polytope {|x|_1 <= R, |x|_inf <= R / K}
+//                   (its vertices: K entries of +-R/K; K = 1 is the ball):
 //                   t = steps taken before this one;
-//                   t == 0: params = projection of params onto the ball
-//                     (Duchi et al. 2008: a sparse start, no-op inside it);
+//                   t == 0: params = projection of params onto the l1 ball
+//                     (Duchi et al. 2008: a sparse start, no-op inside it),
+//                     then clipped to [-R/K, R/K] (a feasible start);
 //                   rho = min(1, 4 / (t + 8)^(2/3));
 //                   d = (1 - rho) d + rho g;
-//                   i = argmax |d_i| (lowest index on ties);
-//                   params *= (1 - lr);  params[i] -= lr * R * sign(d_i)
-//                   (the linear minimization oracle's vertex -R sign(d_i) e_i;
-//                   lr in (0, 1] is the Frank-Wolfe step size, so the model
-//                   stays in the ball and gains at most one non-zero a step)
+//                   S = the K indices of largest |d_i| (lower index first
+//                     on ties, so the set is unique);
+//                   params *= (1 - lr);  params[i] -= lr * R/K * sign(d_i)
+//                     for i in S
+//                   (the linear minimization oracle's vertex; lr in (0, 1]
+//                   is the Frank-Wolfe step size, so the model stays in the
+//                   set and gains at most K non-zeros a step)
 //   else:           params -= lr * g
 // Plain SGD (no momentum, no Adam, no clip) needs none of this: its terms
 // carry -lr * coefficient and ApplySeedTerms adds them straight into the
@@ -50,7 +55,8 @@ struct StepRule {
   double beta1 = 0.9, beta2 = 0.99, eps = 1e-3;
   double clip_step = 0;  // clip |g| before the step; 0: off
   bool frank_wolfe = false;
-  double radius = 0;  // frank_wolfe: the l1 ball's radius
+  double radius = 0;  // frank_wolfe: the l1 radius R
+  int64_t fw_k = 1;   // frank_wolfe: K of the K-sparse polytope
 
   // The terms are the raw gradient (alpha = coefficient) and the step needs
   // the learning rate and, for momentum, Adam or Frank-Wolfe, state.
@@ -103,7 +109,7 @@ void ProjectL1Ball(float* x, size_t n, double radius);
 // One Frank-Wolfe step as in the header comment on d and the step count
 // held in state (n + 1 floats).
 void FrankWolfeStep(const float* g, size_t n, double lr, double radius,
-                    float* state, float* params);
+                    int64_t k, float* state, float* params);
 // Adam as in the header comment, on m and v of n floats each.
 void AdamStep(const float* g, size_t n, double lr, double beta1, double beta2,
               double eps, float* m, float* v, float* params);

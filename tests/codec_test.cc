@@ -297,10 +297,12 @@ TEST(StepRuleCodec, RoundTripsAndRejectsOutOfRangeValues) {
   StepRule fw;
   fw.frank_wolfe = true;
   fw.radius = 30;
+  fw.fw_k = 500;
   back = FromProto(ToProto(fw));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_TRUE(back->frank_wolfe);
   EXPECT_EQ(back->radius, 30);
+  EXPECT_EQ(back->fw_k, 500);
 
   auto bad = [](auto edit) {
     v1::StepRule p = ToProto(StepRule());

@@ -490,6 +490,12 @@ server_optimizer: {type: frank_wolfe, radius: 300}
               {"momentum"});
   ExpectError(Parse("server_optimizer: {radius: 5}\n"),
               {"server_optimizer.radius", "frank_wolfe"});
+  ExpectError(Parse("server_optimizer: {k: 5}\n"),
+              {"server_optimizer.k", "frank_wolfe"});
+  absl::StatusOr<Config> k =
+      Parse("server_optimizer: {type: frank_wolfe, radius: 300, k: 1000}\n");
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ(StepRuleOf(*k).fw_k, 1000);
 }
 
 TEST(Config, PartitionShorthandTakesOverrides) {

@@ -83,7 +83,7 @@ TEST(FrankWolfeStep, MovesTowardsTheVertexOfTheLargestAveragedEntry) {
   std::vector<float> params = {0.5f, 0, 0, 0};
   std::vector<float> state(n + 1, 0.0f);
   const std::vector<float> g = {0.1f, -2.0f, 0.3f, 0};
-  FrankWolfeStep(g.data(), n, 0.25, 2.0, state.data(), params.data());
+  FrankWolfeStep(g.data(), n, 0.25, 2.0, 1, state.data(), params.data());
   // Step 0: rho = min(1, 4 / 8^(2/3)) = 1: d = g; vertex -2 sign(-2) e_1.
   EXPECT_EQ(std::vector<float>(state.begin(), state.begin() + n), g);
   EXPECT_EQ(state[n], 1.0f);
@@ -95,7 +95,7 @@ TEST(FrankWolfeStep, MovesTowardsTheVertexOfTheLargestAveragedEntry) {
   // history at coordinate 1 (at step 1, rho = 0.92, it would).
   state[n] = 100;
   const std::vector<float> g2 = {0, 0, 2.5f, 0};
-  FrankWolfeStep(g2.data(), n, 0.25, 2.0, state.data(), params.data());
+  FrankWolfeStep(g2.data(), n, 0.25, 2.0, 1, state.data(), params.data());
   const double rho = 4.0 / std::pow(108.0, 2.0 / 3.0);
   EXPECT_NEAR(state[1], -2.0 * (1 - rho), 1e-6);
   EXPECT_NEAR(state[2], 0.3 * (1 - rho) + 2.5 * rho, 1e-6);
@@ -115,7 +115,7 @@ TEST(FrankWolfeStep, StaysInTheBallAndAddsAtMostOneNonZeroAStep) {
   ASSERT_GT(L1(params), radius);
   std::vector<float> state(n + 1, 0.0f);
   std::vector<float> g(n);
-  FrankWolfeStep(g.data(), n, 0.1, radius, state.data(), params.data());
+  FrankWolfeStep(g.data(), n, 0.1, radius, 1, state.data(), params.data());
   // The first step projected the start onto the ball (a zero estimate
   // has no vertex): sparse, on the sphere.
   EXPECT_NEAR(L1(params), radius * 0.9, 1e-4);
@@ -125,7 +125,7 @@ TEST(FrankWolfeStep, StaysInTheBallAndAddsAtMostOneNonZeroAStep) {
     for (size_t i = 0; i < n; ++i) {
       g[i] = std::cos(static_cast<float>(i * 7 + step * 13));
     }
-    FrankWolfeStep(g.data(), n, 2.0 / (step + 2), radius, state.data(),
+    FrankWolfeStep(g.data(), n, 2.0 / (step + 2), radius, 1, state.data(),
                    params.data());
     EXPECT_LE(L1(params), radius * (1 + 1e-5)) << "step " << step;
     const size_t now = NonZeros(params);
@@ -133,6 +133,29 @@ TEST(FrankWolfeStep, StaysInTheBallAndAddsAtMostOneNonZeroAStep) {
     nonzeros = now;
   }
   EXPECT_EQ(state[n], 50.0f);
+}
+
+// K = 3: the K-sparse polytope {|x|_1 <= R, |x|_inf <= R/3}. The start is
+// clipped to R/3 after the projection; a step moves the three largest
+// averaged entries (ties to the lower index) by lr * R/3 towards -sign(d).
+TEST(FrankWolfeStep, KSparseVertexMovesTheKLargestEntries) {
+  const size_t n = 6;
+  std::vector<float> params = {3, 0, 0, 0, 0, -0.25f};
+  std::vector<float> state(n + 1, 0.0f);
+  const std::vector<float> g = {0.5f, -2, 1, 1, 0, 0.5f};
+  FrankWolfeStep(g.data(), n, 0.5, 3.0, 3, state.data(), params.data());
+  // Projection onto |x|_1 <= 3: theta = 0.125 -> (2.875, 0, .., -0.125);
+  // clipped to 1; then halved, and the support {1, 2, 3} (|d| 2, 1, 1; 0
+  // and 5 have 0.5) moves by 0.5 * 1 towards -sign(d).
+  EXPECT_FLOAT_EQ(params[0], 0.5f);
+  EXPECT_FLOAT_EQ(params[1], 0.5f);
+  EXPECT_FLOAT_EQ(params[2], -0.5f);
+  EXPECT_FLOAT_EQ(params[3], -0.5f);
+  EXPECT_EQ(params[4], 0.0f);
+  EXPECT_FLOAT_EQ(params[5], -0.0625f);
+  double l1 = 0;
+  for (float v : params) l1 += std::fabs(v);
+  EXPECT_LE(l1, 3.0 + 1e-6);
 }
 
 }  // namespace
