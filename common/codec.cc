@@ -483,6 +483,7 @@ v1::StepRule ToProto(const StepRule& rule) {
   p.set_frank_wolfe(rule.frank_wolfe);
   p.set_radius(rule.radius);
   p.set_fw_k(rule.fw_k);
+  p.set_fw_project(rule.fw_project);
   return p;
 }
 
@@ -497,6 +498,7 @@ absl::StatusOr<StepRule> FromProto(const v1::StepRule& p) {
   r.frank_wolfe = p.frank_wolfe();
   r.radius = p.radius();
   r.fw_k = p.fw_k() == 0 ? 1 : p.fw_k();
+  r.fw_project = p.fw_project();
   const bool ok =
       r.momentum >= 0 && r.momentum < 1 && r.clip_step >= 0 &&
       std::isfinite(r.clip_step) &&
@@ -504,7 +506,7 @@ absl::StatusOr<StepRule> FromProto(const v1::StepRule& p) {
                    r.eps > 0 && std::isfinite(r.eps))) &&
       (!r.frank_wolfe || (!r.adam && r.momentum == 0 && r.radius > 0 &&
                           std::isfinite(r.radius) && r.fw_k >= 1)) &&
-      (r.frank_wolfe || r.radius == 0);
+      (r.frank_wolfe || (r.radius == 0 && !r.fw_project));
   if (!ok) {
     return absl::InvalidArgumentError(absl::StrCat(
         "step rule out of range: momentum ", r.momentum, ", adam ", r.adam,

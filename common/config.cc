@@ -102,6 +102,7 @@ const std::vector<std::string>& KnownKeys() {
       "server_optimizer.eps",
       "server_optimizer.radius",
       "server_optimizer.k",
+      "server_optimizer.start",
       "compression",
       "sync",
       "sync_max_terms",
@@ -732,6 +733,8 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
                              false, &o.radius));
     RETURN_IF_ERROR(
         r.Int(s, "server_optimizer", "k", 1, int64_t{1} << 40, &o.k));
+    RETURN_IF_ERROR(r.Choice(s, "server_optimizer", "start",
+                             {"prune", "project"}, &o.start));
   }
   if (c->server_optimizer.type == "frank_wolfe") {
     // The step is a convex combination with a vertex of the ball: lr is
@@ -761,10 +764,12 @@ absl::Status FillConfig(const YAML::Node& root, const Reader& r,
           "itself: it takes no 'momentum' and runs with 'algorithm: "
           "federated'");
     }
-  } else if (c->server_optimizer.radius != 0 || c->server_optimizer.k != 1) {
+  } else if (c->server_optimizer.radius != 0 || c->server_optimizer.k != 1 ||
+             c->server_optimizer.start != "prune") {
     return absl::InvalidArgumentError(
-        "'server_optimizer.radius' and 'server_optimizer.k' apply to "
-        "'server_optimizer.type: frank_wolfe'");
+        "'server_optimizer.radius', 'server_optimizer.k' and "
+        "'server_optimizer.start' apply to 'server_optimizer.type: "
+        "frank_wolfe'");
   }
   RETURN_IF_ERROR(r.Choice(root, "", "compression", {"none", "fp16", "int8"},
                            &c->compression));
@@ -990,7 +995,8 @@ nlohmann::ordered_json ConfigTree(const Config& c) {
                            {"beta2", c.server_optimizer.beta2},
                            {"eps", c.server_optimizer.eps},
                            {"radius", c.server_optimizer.radius},
-                           {"k", c.server_optimizer.k}};
+                           {"k", c.server_optimizer.k},
+                           {"start", c.server_optimizer.start}};
   j["compression"] = c.compression;
   j["sync"] = c.sync;
   j["sync_max_terms"] = c.sync_max_terms;

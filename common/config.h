@@ -133,6 +133,10 @@ struct ServerOptimizerConfig {
   // |x|_inf <= radius / K} instead (K = 1: the l1 ball); a step moves K
   // weights.
   int64_t k = 1;
+  // frank_wolfe: how the initial model enters the ball at the first step:
+  // prune (keep the largest weights that fit, unchanged) | project (the
+  // Euclidean projection, soft thresholding: shrinks what it keeps too).
+  std::string start = "prune";
   double momentum = 0;
   double beta1 = 0.9;
   double beta2 = 0.99;

@@ -18,6 +18,7 @@ StepRule StepRuleOf(const Config& config) {
   r.frank_wolfe = config.server_optimizer.type == "frank_wolfe";
   r.radius = config.server_optimizer.radius;
   r.fw_k = config.server_optimizer.k;
+  r.fw_project = config.server_optimizer.start == "project";
   return r;
 }
 
@@ -67,14 +68,38 @@ void ProjectL1Ball(float* x, size_t n, double radius) {
   }
 }
 
+void PruneToL1Ball(float* x, size_t n, double radius) {
+  double l1 = 0;
+  for (size_t i = 0; i < n; ++i) l1 += std::fabs(static_cast<double>(x[i]));
+  if (l1 <= radius) return;
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [x](size_t a, size_t b) {
+    const float fa = std::fabs(x[a]), fb = std::fabs(x[b]);
+    return fa > fb || (fa == fb && a < b);
+  });
+  double sum = 0;
+  size_t keep = 0;
+  while (keep < n &&
+         sum + std::fabs(static_cast<double>(x[order[keep]])) <= radius) {
+    sum += std::fabs(static_cast<double>(x[order[keep]]));
+    ++keep;
+  }
+  for (size_t r = keep; r < n; ++r) x[order[r]] = 0.0f;
+}
+
 void FrankWolfeStep(const float* g, size_t n, double lr, double radius,
-                    int64_t k, float* state, float* params) {
+                    int64_t k, bool project, float* state, float* params) {
   float* d = state;
   const double t = state[n];
   const size_t kk = std::min(n, static_cast<size_t>(std::max<int64_t>(1, k)));
   const float cap = static_cast<float>(radius / static_cast<double>(kk));
   if (t == 0) {
-    ProjectL1Ball(params, n, radius);
+    if (project) {
+      ProjectL1Ball(params, n, radius);
+    } else {
+      PruneToL1Ball(params, n, radius);
+    }
     if (kk > 1) {
       for (size_t i = 0; i < n; ++i)
         params[i] = std::clamp(params[i], -cap, cap);
@@ -154,8 +179,8 @@ void ApplySeedStep(const SeedStep& step, const StepRule& rule,
   ApplySeedTerms(step.terms, layout, g, threads);
   ClipToNorm(g, n, rule.clip_step);
   if (rule.frank_wolfe) {
-    FrankWolfeStep(g, n, step.lr, rule.radius, rule.fw_k, state->data(),
-                   params);
+    FrankWolfeStep(g, n, step.lr, rule.radius, rule.fw_k, rule.fw_project,
+                   state->data(), params);
   } else if (rule.adam) {
     AdamStep(g, n, step.lr, rule.beta1, rule.beta2, rule.eps, state->data(),
              state->data() + n, params);

@@ -17,9 +17,13 @@
 //                   the K-sparse polytope {|x|_1 <= R, |x|_inf <= R / K}
 //                   (its vertices: K entries of +-R/K; K = 1 is the ball):
 //                   t = steps taken before this one;
-//                   t == 0: params = projection of params onto the l1 ball
-//                     (Duchi et al. 2008: a sparse start, no-op inside it),
-//                     then clipped to [-R/K, R/K] (a feasible start);
+//                   t == 0: a feasible start: params pruned to the
+//                     largest magnitudes that fit in the l1 ball (start
+//                     prune: the kept weights keep their values, so the
+//                     network still carries a signal), or projected onto it
+//                     (start project: Duchi et al. 2008, soft thresholding,
+//                     which also shrinks what it keeps); no-op inside the
+//                     ball; then clipped to [-R/K, R/K];
 //                   rho = min(1, 4 / (t + 8)^(2/3));
 //                   d = (1 - rho) d + rho g;
 //                   S = the K indices of largest |d_i| (lower index first
@@ -56,7 +60,8 @@ struct StepRule {
   double clip_step = 0;  // clip |g| before the step; 0: off
   bool frank_wolfe = false;
   double radius = 0;  // frank_wolfe: the l1 radius R
-  int64_t fw_k = 1;   // frank_wolfe: K of the K-sparse polytope
+  int64_t fw_k = 1;         // frank_wolfe: K of the K-sparse polytope
+  bool fw_project = false;  // frank_wolfe: start by projection, not pruning
 
   // The terms are the raw gradient (alpha = coefficient) and the step needs
   // the learning rate and, for momentum, Adam or Frank-Wolfe, state.
@@ -106,10 +111,15 @@ void MomentumStep(const float* g, size_t n, double lr, double mu, float* buf,
 // unchanged when |x|_1 <= radius. Deterministic (sums in double over the
 // sorted magnitudes).
 void ProjectL1Ball(float* x, size_t n, double radius);
+// Zeroes all but the largest magnitudes of x (n floats), taken in order
+// (ties to the lower index) while their sum stays within `radius`, so that
+// |x|_1 <= radius; the kept entries are unchanged. x unchanged when
+// |x|_1 <= radius already.
+void PruneToL1Ball(float* x, size_t n, double radius);
 // One Frank-Wolfe step as in the header comment on d and the step count
 // held in state (n + 1 floats).
 void FrankWolfeStep(const float* g, size_t n, double lr, double radius,
-                    int64_t k, float* state, float* params);
+                    int64_t k, bool project, float* state, float* params);
 // Adam as in the header comment, on m and v of n floats each.
 void AdamStep(const float* g, size_t n, double lr, double beta1, double beta2,
               double eps, float* m, float* v, float* params);

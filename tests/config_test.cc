@@ -496,6 +496,13 @@ server_optimizer: {type: frank_wolfe, radius: 300}
       Parse("server_optimizer: {type: frank_wolfe, radius: 300, k: 1000}\n");
   ASSERT_TRUE(k.ok()) << k.status();
   EXPECT_EQ(StepRuleOf(*k).fw_k, 1000);
+  EXPECT_FALSE(StepRuleOf(*k).fw_project);  // start: prune
+  k = Parse(
+      "server_optimizer: {type: frank_wolfe, radius: 300, start: project}\n");
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_TRUE(StepRuleOf(*k).fw_project);
+  ExpectError(Parse("server_optimizer: {start: project}\n"),
+              {"server_optimizer.start", "frank_wolfe"});
 }
 
 TEST(Config, PartitionShorthandTakesOverrides) {

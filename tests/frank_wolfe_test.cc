@@ -78,12 +78,41 @@ TEST(ProjectL1Ball, MatchesTheMinimumDistancePointOnRandomVectors) {
   }
 }
 
+TEST(PruneToL1Ball, KeepsTheLargestMagnitudesThatFitUnchanged) {
+  // |x|_1 = 10 > 6. In magnitude order: 4 (sum 4), then 3 would make 7 > 6,
+  // so the rest go (a prefix of the order is kept).
+  std::vector<float> x = {3, -2, 4, -1};
+  PruneToL1Ball(x.data(), x.size(), 6.0);
+  EXPECT_EQ(x, (std::vector<float>{0, 0, 4, 0}));
+  std::vector<float> y = {3, -2, 4, -1};
+  PruneToL1Ball(y.data(), y.size(), 7.0);
+  EXPECT_EQ(y, (std::vector<float>{3, 0, 4, 0}));
+  // Ties go to the lower index; inside the ball nothing changes.
+  std::vector<float> z = {1, -1, 1};
+  PruneToL1Ball(z.data(), z.size(), 2.0);
+  EXPECT_EQ(z, (std::vector<float>{1, -1, 0}));
+  PruneToL1Ball(z.data(), z.size(), 2.0);
+  EXPECT_EQ(z, (std::vector<float>{1, -1, 0}));
+}
+
+TEST(FrankWolfeStep, PruneStartKeepsTheLargestWeights) {
+  const size_t n = 5;
+  std::vector<float> params = {0.1f, -0.9f, 0.5f, 0.05f, -0.3f};
+  std::vector<float> state(n + 1, 0.0f);
+  const std::vector<float> g(n, 0.0f);  // no vertex: the start alone
+  FrankWolfeStep(g.data(), n, 0.5, 1.5, 1, /*project=*/false, state.data(),
+                 params.data());
+  // 0.9 + 0.5 = 1.4 fits, + 0.3 would not: the rest are zero, then halved.
+  EXPECT_EQ(params, (std::vector<float>{0, -0.45f, 0.25f, 0, 0}));
+}
+
 TEST(FrankWolfeStep, MovesTowardsTheVertexOfTheLargestAveragedEntry) {
   const size_t n = 4;
   std::vector<float> params = {0.5f, 0, 0, 0};
   std::vector<float> state(n + 1, 0.0f);
   const std::vector<float> g = {0.1f, -2.0f, 0.3f, 0};
-  FrankWolfeStep(g.data(), n, 0.25, 2.0, 1, state.data(), params.data());
+  FrankWolfeStep(g.data(), n, 0.25, 2.0, 1, /*project=*/true, state.data(),
+                 params.data());
   // Step 0: rho = min(1, 4 / 8^(2/3)) = 1: d = g; vertex -2 sign(-2) e_1.
   EXPECT_EQ(std::vector<float>(state.begin(), state.begin() + n), g);
   EXPECT_EQ(state[n], 1.0f);
@@ -95,7 +124,8 @@ TEST(FrankWolfeStep, MovesTowardsTheVertexOfTheLargestAveragedEntry) {
   // history at coordinate 1 (at step 1, rho = 0.92, it would).
   state[n] = 100;
   const std::vector<float> g2 = {0, 0, 2.5f, 0};
-  FrankWolfeStep(g2.data(), n, 0.25, 2.0, 1, state.data(), params.data());
+  FrankWolfeStep(g2.data(), n, 0.25, 2.0, 1, /*project=*/true, state.data(),
+                 params.data());
   const double rho = 4.0 / std::pow(108.0, 2.0 / 3.0);
   EXPECT_NEAR(state[1], -2.0 * (1 - rho), 1e-6);
   EXPECT_NEAR(state[2], 0.3 * (1 - rho) + 2.5 * rho, 1e-6);
@@ -115,7 +145,8 @@ TEST(FrankWolfeStep, StaysInTheBallAndAddsAtMostOneNonZeroAStep) {
   ASSERT_GT(L1(params), radius);
   std::vector<float> state(n + 1, 0.0f);
   std::vector<float> g(n);
-  FrankWolfeStep(g.data(), n, 0.1, radius, 1, state.data(), params.data());
+  FrankWolfeStep(g.data(), n, 0.1, radius, 1, /*project=*/true, state.data(),
+                 params.data());
   // The first step projected the start onto the ball (a zero estimate
   // has no vertex): sparse, on the sphere.
   EXPECT_NEAR(L1(params), radius * 0.9, 1e-4);
@@ -125,8 +156,8 @@ TEST(FrankWolfeStep, StaysInTheBallAndAddsAtMostOneNonZeroAStep) {
     for (size_t i = 0; i < n; ++i) {
       g[i] = std::cos(static_cast<float>(i * 7 + step * 13));
     }
-    FrankWolfeStep(g.data(), n, 2.0 / (step + 2), radius, 1, state.data(),
-                   params.data());
+    FrankWolfeStep(g.data(), n, 2.0 / (step + 2), radius, 1, /*project=*/true,
+                   state.data(), params.data());
     EXPECT_LE(L1(params), radius * (1 + 1e-5)) << "step " << step;
     const size_t now = NonZeros(params);
     EXPECT_LE(now, nonzeros + 1) << "step " << step;
@@ -143,7 +174,8 @@ TEST(FrankWolfeStep, KSparseVertexMovesTheKLargestEntries) {
   std::vector<float> params = {3, 0, 0, 0, 0, -0.25f};
   std::vector<float> state(n + 1, 0.0f);
   const std::vector<float> g = {0.5f, -2, 1, 1, 0, 0.5f};
-  FrankWolfeStep(g.data(), n, 0.5, 3.0, 3, state.data(), params.data());
+  FrankWolfeStep(g.data(), n, 0.5, 3.0, 3, /*project=*/true, state.data(),
+                 params.data());
   // Projection onto |x|_1 <= 3: theta = 0.125 -> (2.875, 0, .., -0.125);
   // clipped to 1; then halved, and the support {1, 2, 3} (|d| 2, 1, 1; 0
   // and 5 have 0.5) moves by 0.5 * 1 towards -sign(d).
