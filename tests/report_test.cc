@@ -424,6 +424,35 @@ TEST(RenderReportHtml, SelfContainedWithFourChartsAndTheTable) {
   EXPECT_THAT(html, HasSubstr("is incomplete (run still writing?)"));
 }
 
+// Regression runs: rows carry test_r2 and test_rmse; the table and the
+// charts name R^2 and add the RMSE.
+TEST(RenderReportHtml, RegressionRunsShowR2AndRmse) {
+  RunData r;
+  r.name = "reg";
+  r.dir = "/runs/reg";
+  auto m = ParseMetricsJsonl(
+      "{\"round\":0,\"wall_s\":0,\"train_loss\":null,\"test_r2\":-0.1,"
+      "\"test_rmse\":1.05,\"bytes_up\":1,\"bytes_down\":1}\n"
+      "{\"round\":1,\"wall_s\":1,\"train_loss\":0.5,\"test_r2\":0.45,"
+      "\"test_rmse\":0.7654,\"bytes_up\":1,\"bytes_down\":1}\n",
+      "m", false);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->rows.size(), 2u);
+  EXPECT_EQ(m->rows[1].test_acc, 0.45);
+  EXPECT_EQ(m->rows[1].test_rmse, 0.7654);
+  r.metrics = *m;
+  r.info.has_summary = true;
+  r.info.regression = true;
+  r.info.final_test_acc = 0.45;
+  r.info.final_test_rmse = 0.7654;
+  const std::string html = RenderReportHtml({r}, ReportOptions());
+  EXPECT_THAT(html, HasSubstr("final test R²"));
+  EXPECT_THAT(html, HasSubstr("final test RMSE"));
+  EXPECT_THAT(html, HasSubstr("0.7654"));
+  EXPECT_THAT(html, HasSubstr("data-chart=\"rmse_round\""));
+  EXPECT_THAT(html, HasSubstr("Test R² vs round"));
+}
+
 // Runs over emulated links get one accuracy-against-wall-time chart per
 // link (a run without a link is on loopback), each with that link's runs.
 TEST(RenderReportHtml, OneWallTimeChartPerLink) {

@@ -378,6 +378,26 @@ TEST(ParseRunSummary, ReadsTheFieldsResultsUse) {
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->rounds, 60);
   EXPECT_FALSE(ParseRunSummary("not json").ok());
+  // A regression's summary scores by R^2 and adds the RMSE; written by
+  // WriteSummaryCore and read back.
+  RunSummary reg;
+  reg.task = "regression";
+  reg.final_test_acc = 0.46;
+  reg.best_test_acc = 0.48;
+  reg.final_test_rmse = 0.76;
+  reg.rounds = 600;
+  nlohmann::json j;
+  WriteSummaryCore(reg, &j);
+  EXPECT_FALSE(j.contains("final_test_acc"));
+  EXPECT_EQ(j["final_test_r2"], 0.46);
+  EXPECT_EQ(j["best_test_r2"], 0.48);
+  EXPECT_EQ(j["final_test_rmse"], 0.76);
+  s = ParseRunSummary(j.dump());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->task, "regression");
+  EXPECT_DOUBLE_EQ(s->final_test_acc, 0.46);
+  EXPECT_EQ(s->best_test_acc, 0.48);
+  EXPECT_EQ(s->final_test_rmse, 0.76);
 }
 
 class InspectCellDirTest : public ::testing::Test {
