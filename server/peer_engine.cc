@@ -748,8 +748,9 @@ absl::Status PeerEngine::Finish(double wall_s, bool interrupted,
           RunModelHeader(config_, "final", last_eval_step_, last_test_acc_),
           consensus)));
   RETURN_IF_ERROR(metrics_->WriteSummary(j.dump(2)));
-  Log(absl::StrFormat("decentralized run over: consensus test_acc %.4f, %d "
+  Log(absl::StrFormat("decentralized run over: consensus %s %.4f, %d "
                       "workers finished, %d lost, %.1f s",
+                      config_.dataset.file.regression ? "test_r2" : "test_acc",
                       last_test_acc_, finished, lost, wall_s),
       {{"event", "finished"},
        {"final_test_acc", last_test_acc_},
