@@ -286,18 +286,22 @@ TEST_F(SeedReplayFederation, MatchesSnapshotsAndRecoversFromALostUpdate) {
   }
 }
 
-// The replay carries the coordinator's optimizer step: with server momentum
-// and with Adam (and clip_step beside momentum) the clients replay the raw
+// The replay carries the coordinator's optimizer step: with server momentum,
+// with Adam (and clip_step beside momentum) and with Frank-Wolfe in a
+// K-sparse polytope (its averaged estimate and step count as the state,
+// common/step_rule.h) the clients replay the raw
 // gradient terms through the same step on their own copy of the state, and
 // the run ends on the model of a snapshot run bit for bit. A client that
 // loses an update fails the model's checksum once, fetches the model and
 // the optimizer state, and goes back to replaying (one failure, not one a
 // round).
-TEST_F(SeedReplayFederation, CarriesMomentumAndAdam) {
+TEST_F(SeedReplayFederation, CarriesMomentumAdamAndFrankWolfe) {
   FEDFWD_REQUIRE_MNIST();
   const std::vector<std::pair<std::string, std::string>> variants = {
       {"momentum", "momentum: 0.9\nclip_step: 0.5\n"},
-      {"adam", "server_optimizer: {type: adam, eps: 0.01}\n"}};
+      {"adam", "server_optimizer: {type: adam, eps: 0.01}\n"},
+      {"frank_wolfe",
+       "server_optimizer: {type: frank_wolfe, radius: 5, k: 10}\n"}};
   for (const auto& [name, extra] : variants) {
     const Outcome snapshots = Run(name + "-snapshot", "snapshot", 0, extra);
     const Outcome replay = Run(name + "-replay", "auto", 5, extra);
