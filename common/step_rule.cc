@@ -91,7 +91,9 @@ void PruneToL1Ball(float* x, size_t n, double radius) {
 void FrankWolfeStep(const float* g, size_t n, double lr, double radius,
                     int64_t k, bool project, float* state, float* params) {
   float* d = state;
-  const double t = state[n];
+  // A step count that is not a count (a damaged state) starts over rather
+  // than feeding pow a negative base.
+  const double t = state[n] >= 0 ? static_cast<double>(state[n]) : 0.0;
   const size_t kk = std::min(n, static_cast<size_t>(std::max<int64_t>(1, k)));
   const float cap = static_cast<float>(radius / static_cast<double>(kk));
   if (t == 0) {
@@ -111,18 +113,22 @@ void FrankWolfeStep(const float* g, size_t n, double lr, double radius,
   for (size_t i = 0; i < n; ++i) d[i] = keep * d[i] + take * g[i];
   // The vertex's support: the K largest |d_i|, ties to the lower index (a
   // strict order, so every machine picks the same set).
+  // A NaN entry ranks below every number, so the order stays strict.
+  auto mag = [d](size_t i) {
+    return std::isnan(d[i]) ? -1.0f : std::fabs(d[i]);
+  };
   std::vector<size_t> support;
   if (kk == 1) {
     size_t best = 0;
     for (size_t i = 1; i < n; ++i) {
-      if (std::fabs(d[i]) > std::fabs(d[best])) best = i;
+      if (mag(i) > mag(best)) best = i;
     }
     support.push_back(best);
   } else {
     support.resize(n);
     for (size_t i = 0; i < n; ++i) support[i] = i;
-    auto before = [d](size_t a, size_t b) {
-      const float fa = std::fabs(d[a]), fb = std::fabs(d[b]);
+    auto before = [&mag](size_t a, size_t b) {
+      const float fa = mag(a), fb = mag(b);
       return fa > fb || (fa == fb && a < b);
     };
     std::nth_element(support.begin(), support.begin() + (kk - 1), support.end(),

@@ -59,7 +59,7 @@ struct StepRule {
   double beta1 = 0.9, beta2 = 0.99, eps = 1e-3;
   double clip_step = 0;  // clip |g| before the step; 0: off
   bool frank_wolfe = false;
-  double radius = 0;  // frank_wolfe: the l1 radius R
+  double radius = 0;        // frank_wolfe: the l1 radius R
   int64_t fw_k = 1;         // frank_wolfe: K of the K-sparse polytope
   bool fw_project = false;  // frank_wolfe: start by projection, not pruning
 
