@@ -40,8 +40,17 @@ def source_files(tmp):
         return installed
     print("python3-sklearn is not installed: fetching its .deb "
           "(apt-get download python3-sklearn)")
-    subprocess.run(["apt-get", "download", "python3-sklearn"], cwd=tmp,
-                   check=True)
+    if subprocess.run(["apt-get", "download", "python3-sklearn"],
+                      cwd=tmp).returncode != 0:
+        # A machine whose package lists were never fetched knows no
+        # python3-sklearn yet: fetch them (root only) and try once more.
+        if os.geteuid() != 0:
+            sys.exit("diabetes_csv.py: apt-get download python3-sklearn "
+                     "failed; run `apt-get update` as root, or install "
+                     "python3-sklearn")
+        subprocess.run(["apt-get", "update"], check=True)
+        subprocess.run(["apt-get", "download", "python3-sklearn"], cwd=tmp,
+                       check=True)
     debs = [f for f in os.listdir(tmp) if f.endswith(".deb")]
     if not debs:
         sys.exit("diabetes_csv.py: apt-get download gave no .deb")
